@@ -1,0 +1,23 @@
+import random
+
+import numpy as np
+import torch
+
+from libdet.utils.env import TORCH_VERSION, collect_env_info, seed_all_rng
+
+
+def test_seed_all_rng_is_reproducible():
+    assert seed_all_rng(123) == 123
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed_all_rng(123)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+    generated = seed_all_rng(None)
+    assert isinstance(generated, int) and 0 <= generated < 2**31
+
+
+def test_collect_env_info_reports_versions_and_ops():
+    info = collect_env_info()
+    assert torch.__version__ in info
+    assert "torchvision" in info and "CUDA available" in info
+    assert "libdet op" in info or "libdet compiled ops" in info
+    assert len(TORCH_VERSION) == 2 and TORCH_VERSION >= (2, 0)
