@@ -1,0 +1,150 @@
+"""Thin wrappers around ``torch.nn`` / ``torch.nn.functional`` used across libdet.
+
+They add what detection models need on top of PyTorch: a ``Conv2d`` that owns its normalisation and
+activation (so checkpoints store the norm at ``<conv>.norm.*``), losses that stay connected to the graph
+when an image has no target, and small helpers that behave well under tracing and scripting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "cat",
+    "shapes_to_tensor",
+    "nonzero_tuple",
+    "move_device_like",
+    "Conv2d",
+    "ConvTranspose2d",
+    "BatchNorm2d",
+    "Linear",
+    "interpolate",
+    "cross_entropy",
+    "empty_input_loss_func_wrapper",
+]
+
+# Plain re-exports: the torch versions already handle empty inputs.
+ConvTranspose2d = nn.ConvTranspose2d
+BatchNorm2d = nn.BatchNorm2d
+Linear = nn.Linear
+interpolate = F.interpolate
+
+
+def shapes_to_tensor(x: List[int], device: Optional[torch.device] = None) -> torch.Tensor:
+    """Turn a list of sizes into a 1-D tensor, keeping them dynamic under tracing.
+
+    In eager mode and under scripting this is ``torch.as_tensor(x)``. Under tracing, sizes read from
+    ``tensor.shape`` are 0-d tensors; stacking them (rather than ``as_tensor``, which records
+    constants) keeps the traced graph valid for other input sizes.
+
+    Args:
+        x: sizes, as ints (eager/scripting) or 0-d tensors (tracing).
+        device: device of the returned tensor.
+
+    Returns:
+        Tensor[len(x)] of sizes.
+    """
+    if torch.jit.is_scripting():
+        return torch.as_tensor(x, device=device)
+    if torch.jit.is_tracing():
+        if not all(isinstance(t, torch.Tensor) for t in x):
+            raise ValueError(
+                "shapes_to_tensor: under tracing every element of `x` must be a tensor (a size read from "
+                f"`tensor.shape`), got types {[type(t).__name__ for t in x]}."
+            )
+        ret = torch.stack(x)
+        if ret.device != device:  # avoid recording a hard-coded device when unnecessary
+            ret = ret.to(device=device)
+        return ret
+    return torch.as_tensor(x, device=device)
+
+
+def cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """``torch.cat`` that returns the only element of a one-element list without copying it.
+
+    Args:
+        tensors: list or tuple of tensors to concatenate.
+        dim: dimension to concatenate along.
+    """
+    if not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"cat: `tensors` must be a list or tuple of tensors, got {type(tensors).__name__}.")
+    if len(tensors) == 1:
+        return tensors[0]
+    return torch.cat(tensors, dim)
+
+
+def empty_input_loss_func_wrapper(loss_func: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Wrap a ``loss_func(input, target, reduction=...)`` so an empty ``target`` with ``reduction="mean"``
+    returns ``input.sum() * 0.0`` (a zero that keeps the graph connected) instead of NaN.
+    """
+
+    def wrapped_loss_func(input, target, *, reduction="mean", **kwargs):
+        if target.numel() == 0 and reduction == "mean":
+            return input.sum() * 0.0
+        return loss_func(input, target, reduction=reduction, **kwargs)
+
+    wrapped_loss_func.__name__ = getattr(loss_func, "__name__", "loss_func")
+    wrapped_loss_func.__doc__ = (
+        f"{wrapped_loss_func.__name__} that returns a graph-connected 0 for an empty target "
+        '(with reduction="mean") instead of NaN.'
+    )
+    return wrapped_loss_func
+
+
+cross_entropy = empty_input_loss_func_wrapper(F.cross_entropy)
+
+
+class Conv2d(nn.Conv2d):
+    """``torch.nn.Conv2d`` with an optional normalisation and activation applied after it.
+
+    All positional and keyword arguments of ``torch.nn.Conv2d`` are accepted; in addition:
+
+    Args:
+        norm: a normalisation module (e.g. from ``get_norm``) applied to the output; stored as the
+            submodule ``norm`` so its state_dict keys are ``<conv>.norm.*``.
+        activation: a callable (module or function) applied after the norm.
+
+    Empty batches (``N == 0``) are supported in training and inference.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._conv_forward(x, self.weight, self.bias)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def nonzero_tuple(x: torch.Tensor):
+    """``x.nonzero(as_tuple=True)``, also usable under TorchScript (which lacks ``as_tuple``).
+
+    Returns:
+        tuple of ``x.dim()`` (at least 1) 1-D index tensors.
+    """
+    if torch.jit.is_scripting():
+        if x.dim() == 0:
+            return x.unsqueeze(0).nonzero().unbind(1)
+        return x.nonzero().unbind(1)
+    return x.nonzero(as_tuple=True)
+
+
+@torch.jit.script_if_tracing
+def move_device_like(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``src.to(dst.device)``, written so that tracing does not hard-code the device of ``dst``."""
+    return src.to(dst.device)

@@ -1,0 +1,142 @@
+import math
+
+import pytest
+import torch
+
+from libdet.layers.roi_align import ROIAlign, roi_align
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _bilinear(feat: torch.Tensor, y: float, x: float) -> torch.Tensor:
+    """Value of feat (C, H, W) at continuous (y, x), RoIAlign conventions (0 beyond one pixel outside)."""
+    C, H, W = feat.shape
+    if y < -1.0 or y > H or x < -1.0 or x > W:
+        return torch.zeros(C, dtype=feat.dtype)
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(math.floor(y)), int(math.floor(x))
+    if y0 >= H - 1:
+        y0 = y1 = H - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= W - 1:
+        x0 = x1 = W - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    hy, hx = 1 - ly, 1 - lx
+    return hy * hx * feat[:, y0, x0] + hy * lx * feat[:, y0, x1] + ly * hx * feat[:, y1, x0] + ly * lx * feat[:, y1, x1]
+
+
+def _reference_roi_align(feat, rois, out_hw, scale, sampling_ratio, aligned):
+    """Straightforward RoIAlign: average of bilinear samples on a regular grid inside each bin."""
+    ph_n, pw_n = out_hw
+    out = torch.zeros(len(rois), feat.shape[1], ph_n, pw_n, dtype=torch.float64)
+    offset = 0.5 if aligned else 0.0
+    for k, (b, x0, y0, x1, y1) in enumerate(rois.tolist()):
+        f = feat[int(b)].double()
+        sx, sy = x0 * scale - offset, y0 * scale - offset
+        rw, rh = x1 * scale - offset - sx, y1 * scale - offset - sy
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        bw, bh = rw / pw_n, rh / ph_n
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(rh / ph_n)
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw_n)
+        for ph in range(ph_n):
+            for pw in range(pw_n):
+                acc = torch.zeros(f.shape[0], dtype=torch.float64)
+                for iy in range(gh):
+                    y = sy + ph * bh + (iy + 0.5) * bh / gh
+                    for ix in range(gw):
+                        x = sx + pw * bw + (ix + 0.5) * bw / gw
+                        acc += _bilinear(f, y, x)
+                out[k, :, ph, pw] = acc / max(gh * gw, 1)
+    return out
+
+
+_ROIS = torch.tensor(
+    [
+        [0, 1.0, 1.0, 9.0, 7.0],
+        [1, -3.0, 2.5, 6.3, 15.0],  # partially outside the feature map
+        [0, 4.2, 4.4, 4.9, 5.1],  # smaller than a pixel
+        [1, 10.0, 0.0, 22.0, 12.0],  # at the right border (scale 0.5 -> x up to 11)
+    ]
+)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+def test_roi_align_matches_reference(aligned, sampling_ratio):
+    feat = torch.randn(2, 3, 10, 12)
+    for scale, rois in ((1.0, _ROIS[:3]), (0.5, _ROIS)):
+        op = ROIAlign((3, 4), spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned)
+        out = op(feat, rois)
+        assert out.shape == (len(rois), 3, 3, 4) and out.dtype == torch.float32
+        expected = _reference_roi_align(feat, rois, (3, 4), scale, sampling_ratio, aligned)
+        torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_int_output_size_and_function():
+    feat = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 0.5, 1.0, 6.5, 7.0]])
+    out = ROIAlign(2, 1.0, 2)(feat, rois)
+    assert out.shape == (1, 2, 2, 2)
+    torch.testing.assert_close(out, roi_align(feat, rois, (2, 2), 1.0, 2, True))
+
+
+def test_roi_align_gradcheck_float64():
+    feat = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.3, 0.7, 4.6, 5.2], [0, 2.1, 1.3, 6.4, 3.9]], dtype=torch.float64)
+    for aligned in (True, False):
+        op = ROIAlign((2, 3), spatial_scale=1.0, sampling_ratio=2, aligned=aligned)
+        assert torch.autograd.gradcheck(lambda x: op(x, rois), (feat,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_roi_align_reduced_precision(dtype):
+    feat = torch.randn(1, 3, 10, 10)
+    rois = torch.tensor([[0, 1.0, 2.0, 8.0, 9.0], [0, 0.0, 0.0, 5.0, 5.0]])
+    op = ROIAlign((2, 2), 1.0, 2)
+    out = op(feat.to(dtype), rois)  # float32 boxes are cast to match
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), op(feat, rois), atol=2e-2, rtol=2e-2)
+
+
+def test_roi_align_empty_rois_and_errors():
+    feat = torch.randn(1, 3, 10, 10)
+    op = ROIAlign((2, 2), 1.0, 0)
+    assert op(feat, torch.zeros(0, 5)).shape == (0, 3, 2, 2)
+    with pytest.raises(ValueError, match="rois"):
+        op(feat, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="input"):
+        op(feat[0], torch.zeros(3, 5))
+
+
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:FutureWarning")
+def test_roi_align_scripted():
+    feat = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 0.5, 1.0, 6.5, 7.0]])
+    op = ROIAlign((2, 3), 0.5, 2)
+    assert torch.equal(torch.jit.script(op)(feat, rois), op(feat, rois))
+
+
+def test_roi_align_repr():
+    r = repr(ROIAlign((7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=False))
+    assert r == "ROIAlign(output_size=(7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=False)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_roi_align_cuda_matches_cpu(dtype):
+    feat = torch.randn(2, 3, 10, 12)
+    op = ROIAlign((3, 4), 0.5, 2)
+    expected = op(feat, _ROIS)
+    out = op(feat.cuda().to(dtype), _ROIS.cuda())
+    assert out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
