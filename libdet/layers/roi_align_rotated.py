@@ -164,11 +164,17 @@ def _roi_align_rotated_twin(
     scale = torch.tensor(spatial_scale, dtype=dtype, device=input.device)
 
     batch = rois[:, 0].long()
-    if not input.is_cuda and bool(((batch < 0) | (batch >= batch_size)).any()):
-        bad = int(((batch < 0) | (batch >= batch_size)).nonzero()[0, 0])
-        raise ValueError(
-            f"roi_align_rotated: rois[{bad}, 0] is batch index {int(batch[bad])}, but the input has {batch_size} images."
-        )
+    batch_ok = (batch >= 0) & (batch < batch_size)
+    if input.device.type == "cpu":
+        if not bool(batch_ok.all()):
+            bad = int((~batch_ok).nonzero()[0, 0])
+            raise ValueError(
+                f"roi_align_rotated: rois[{bad}, 0] is batch index {int(batch[bad])}, but the input has {batch_size} images."
+            )
+    else:
+        # As the CUDA kernel: a RoI naming a missing image pools zeros (checking would need a device sync,
+        # and an out-of-range gather would be a device-side assert). Clamp so the gather stays in range.
+        batch = batch.clamp(0, batch_size - 1)
     center_x = rois[:, 1] * scale - 0.5
     center_y = rois[:, 2] * scale - 0.5
     roi_width = rois[:, 3] * scale
@@ -190,7 +196,9 @@ def _roi_align_rotated_twin(
 
     # Channels-last rows: feature[(b * H + y) * W + x] is the C-vector of pixel (y, x) of image b.
     feature = input.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)
-    roi_params = (batch, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count)
+    roi_params = (
+        batch, batch_ok, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count
+    )
     pieces = []
     order = []
     for idx, max_grid_h, max_grid_w in _twin_chunks(grid_h, grid_w, pooled_height * pooled_width * channels):
@@ -233,7 +241,7 @@ def _twin_pool_chunk(
     max_grid_w: int,
 ) -> Tensor:
     """Pools one group of ``k`` RoIs: returns ``[k, C, ph, pw]``."""
-    batch, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count = params
+    batch, batch_ok, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count = params
     k = batch.shape[0]
     channels = feature.shape[1]
     if max_grid_h == 0 or max_grid_w == 0:
@@ -255,7 +263,7 @@ def _twin_pool_chunk(
     xx = col(start_w) + pw * col(bin_w) + (ix.to(dtype) + 0.5) * col(bin_w) / gw
     y = yy * col(cos_theta) - xx * col(sin_theta) + col(center_y)
     x = yy * col(sin_theta) + xx * col(cos_theta) + col(center_x)
-    in_grid = (iy < col(grid_h)) & (ix < col(grid_w))
+    in_grid = (iy < col(grid_h)) & (ix < col(grid_w)) & col(batch_ok)
 
     # Bilinear terms, as bilinear_terms() in the kernel.
     valid = in_grid & (y >= -1) & (y <= height) & (x >= -1) & (x <= width)

@@ -301,6 +301,16 @@ class Boxes:
         yield from self.tensor
 
 
+def _require_axis_aligned(caller: str, **named_boxes: Boxes) -> None:
+    """Axis-aligned box functions refuse ``RotatedBoxes`` (a ``Boxes`` subclass) with a pointer to theirs."""
+    for name, boxes in named_boxes.items():
+        if boxes.tensor.shape[-1] != 4:
+            raise TypeError(
+                f"{caller}: `{name}` holds {type(boxes).__name__} with {boxes.tensor.shape[-1]} numbers per box; "
+                "this function takes axis-aligned Boxes (use pairwise_iou_rotated for rotated boxes)."
+            )
+
+
 def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     """Intersection area of every pair of boxes.
 
@@ -311,6 +321,7 @@ def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         ``(N, M)`` tensor of intersection areas.
     """
+    _require_axis_aligned("pairwise_intersection", boxes1=boxes1, boxes2=boxes2)
     b1, b2 = boxes1.tensor, boxes2.tensor
     width_height = torch.min(b1[:, None, 2:], b2[:, 2:]) - torch.max(b1[:, None, :2], b2[:, :2])  # (N, M, 2)
     width_height.clamp_(min=0)
@@ -327,9 +338,9 @@ def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         ``(N, M)`` tensor of IoU values.
     """
+    inter = pairwise_intersection(boxes1, boxes2)
     area1 = boxes1.area()  # (N,)
     area2 = boxes2.area()  # (M,)
-    inter = pairwise_intersection(boxes1, boxes2)
     zero = torch.zeros(1, dtype=inter.dtype, device=inter.device)
     return torch.where(inter > 0, inter / (area1[:, None] + area2 - inter), zero)
 
@@ -344,8 +355,8 @@ def pairwise_ioa(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
     Returns:
         ``(N, M)`` tensor of IoA values.
     """
-    area2 = boxes2.area()  # (M,)
     inter = pairwise_intersection(boxes1, boxes2)
+    area2 = boxes2.area()  # (M,)
     zero = torch.zeros(1, dtype=inter.dtype, device=inter.device)
     return torch.where(inter > 0, inter / area2, zero)
 
@@ -361,6 +372,7 @@ def pairwise_point_box_distance(points: torch.Tensor, boxes: Boxes) -> torch.Ten
         ``(N, M, 4)`` tensor of ``(left, top, right, bottom)`` distances: ``x - x0, y - y0, x1 - x, y1 - y``.
         All four are positive exactly when the point lies strictly inside the box.
     """
+    _require_axis_aligned("pairwise_point_box_distance", boxes=boxes)
     x, y = points.unsqueeze(dim=2).unbind(dim=1)  # (N, 1) each
     x0, y0, x1, y1 = boxes.tensor.unsqueeze(dim=0).unbind(dim=2)  # (1, M) each
     return torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=2)
@@ -384,6 +396,7 @@ def matched_pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
             "matched_pairwise_iou: `boxes1` and `boxes2` must have the same number of boxes, "
             f"got {len(boxes1)} and {len(boxes2)}."
         )
+    _require_axis_aligned("matched_pairwise_iou", boxes1=boxes1, boxes2=boxes2)
     area1, area2 = boxes1.area(), boxes2.area()
     b1, b2 = boxes1.tensor, boxes2.tensor
     lt = torch.max(b1[:, :2], b2[:, :2])

@@ -135,13 +135,7 @@ def _keypoints_to_heatmap(
     return heatmaps, valid
 
 
-def _script_if_tracing(fn):
-    """``torch.jit.script_if_tracing`` where TorchScript is available, so export tracing keeps the loop."""
-    decorator = getattr(getattr(torch, "jit", None), "script_if_tracing", None)
-    return decorator(fn) if decorator is not None else fn
-
-
-@_script_if_tracing
+@torch.jit.script_if_tracing  # export tracing keeps the per-roi loop
 def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
     """Decode keypoint heatmaps predicted inside rois into image coordinates and scores.
 

@@ -203,3 +203,19 @@ def test_cuda_matches_cpu(dtype):
         (out_grad,) = torch.autograd.grad(out, x_cuda, grad.cuda())
         torch.testing.assert_close(out.cpu(), expected, **TOL[dtype])
         torch.testing.assert_close(out_grad.cpu(), expected_grad, **TOL[dtype])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_missing_image_pools_zeros_without_device_assert():
+    x = _features(torch.float32).cuda().requires_grad_()
+    rois = torch.tensor([[0.0, 10, 10, 6, 4, 30], [5.0, 10, 10, 6, 4, 30], [-1.0, 8, 8, 4, 4, 0]], device="cuda")
+    paths = [ra._roi_align_rotated_twin]
+    if _ops.use_kernel("roi_align_rotated", "cuda"):
+        paths.append(_kernel)
+    for path in paths:
+        out = path(x, rois, (2, 2), 0.5, 0)
+        assert out[0].abs().sum() > 0
+        assert torch.equal(out[1:], torch.zeros_like(out[1:]))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        (grad_valid,) = torch.autograd.grad(path(x, rois[:1], (2, 2), 0.5, 0).sum(), x)
+        torch.testing.assert_close(grad, grad_valid)

@@ -175,3 +175,19 @@ def test_rotated_boxes_share_the_boxes_container_behaviour():
         RotatedBoxes.cat([boxes, Boxes([[0.0, 0.0, 1.0, 1.0]])])
     with pytest.raises(ValueError, match=r"RotatedBoxes: `tensor` must have shape \(N, 5\)"):
         RotatedBoxes([[0.0, 0.0, 1.0, 1.0]])
+
+
+def test_axis_aligned_functions_refuse_rotated_boxes():
+    from libdet.structures import Boxes, pairwise_ioa, pairwise_iou, pairwise_point_box_distance
+    from libdet.structures.boxes import matched_pairwise_iou
+
+    rotated = RotatedBoxes([[5.0, 5.0, 2.0, 4.0, 30.0]])
+    aligned = Boxes([[0.0, 0.0, 4.0, 4.0]])
+    for call in (
+        lambda: pairwise_iou(aligned, rotated),
+        lambda: pairwise_ioa(rotated, aligned),
+        lambda: matched_pairwise_iou(rotated, rotated),
+        lambda: pairwise_point_box_distance(torch.zeros(1, 2), rotated),
+    ):
+        with pytest.raises(TypeError, match="RotatedBoxes.*use pairwise_iou_rotated"):
+            call()
