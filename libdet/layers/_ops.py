@@ -5,7 +5,8 @@ one op that fails to build never disables another. Nothing is compiled or loaded
 imported: the Python wrappers (``nms.py``, ``rotated_boxes.py``, ``roi_align_rotated.py``) call
 :func:`use_kernel` at their first call, which compiles the op (once per source version, cached on
 disk) and loads it into ``torch.ops.libdet``. When an op cannot be built (no compiler, compile error,
-...) a warning says why, once, and the wrapper uses the op's pure-PyTorch twin instead.
+...) a warning says why, once, and the wrapper uses the op's pure-PyTorch twin instead. ``coco_eval``
+(used by ``libdet/evaluation/fast_eval_api.py``) is a CPU-only op whose fallback is pycocotools.
 
 Where sources are looked up: ``libdet/_csrc`` (an installed package), then ``<repo>/csrc`` (a source
 checkout or an editable install).
@@ -43,14 +44,37 @@ __all__ = ["OP_NAMES", "load_op", "has_op", "use_kernel", "ops_status", "main"]
 logger = logging.getLogger(__name__)
 
 #: The compiled ops, one extension (and one ``csrc/<name>/`` folder) each.
-OP_NAMES: tuple[str, ...] = ("box_iou_rotated", "nms_rotated", "roi_align_rotated")
+OP_NAMES: tuple[str, ...] = ("box_iou_rotated", "nms_rotated", "roi_align_rotated", "coco_eval")
 
 # Operators each extension registers under torch.ops.libdet.
 _OPERATORS: dict[str, tuple[str, ...]] = {
     "box_iou_rotated": ("box_iou_rotated",),
     "nms_rotated": ("nms_rotated",),
     "roi_align_rotated": ("roi_align_rotated_forward", "roi_align_rotated_backward"),
+    "coco_eval": ("coco_eval_decode_masks", "coco_eval_evaluate", "coco_eval_accumulate"),
 }
+
+# Ops that have no CUDA sources by design (they work on host data): their status says so instead of
+# reporting a missing CUDA build, and their fallback is named in the warning when they cannot be built.
+_CPU_ONLY_OPS: frozenset[str] = frozenset({"coco_eval"})
+_FALLBACKS: dict[str, str] = {"coco_eval": "pycocotools' Python COCOeval"}
+
+
+def _extra_cflags(name: str) -> list[str]:
+    """Compiler flags of op ``name`` beyond the common ones (part of the build hash).
+
+    Every op compiles at::parallel_for's OpenMP pragma (resolved against torch's own libgomp when the
+    library loads; without ``-fopenmp`` the loops would run on one thread). coco_eval reproduces
+    pycocotools' float64 arithmetic bit for bit, so it also forbids contracting a*b+c into one fused
+    multiply-add (the default of gcc/clang where the target has FMA).
+    """
+    if os.name == "nt":
+        return []
+    flags = ["-ffp-contract=off"] if name == "coco_eval" else []
+    if sys.platform.startswith("linux"):
+        flags.append("-fopenmp")
+    return flags
+
 
 _DISABLE_ENV = "LIBDET_DISABLE_OPS"
 _CACHE_ENV = "LIBDET_OPS_CACHE"
@@ -287,7 +311,8 @@ class _OpLoader:
         return use
 
     def ops_status(self) -> dict[str, str]:
-        """One line per op: ``compiled (cpu)``, ``compiled (cpu+cuda)``, ``disabled by LIBDET_DISABLE_OPS``,
+        """One line per op: ``compiled (cpu)``, ``compiled (cpu+cuda)``, ``compiled (cpu-only op)`` (an op without
+        CUDA sources by design), ``disabled by LIBDET_DISABLE_OPS``,
         ``unavailable: <reason>`` or ``not loaded yet``. Builds nothing."""
         disabled = _disabled_ops()
         status = {}
@@ -297,6 +322,8 @@ class _OpLoader:
                 status[name] = _DISABLED_STATUS
             elif result is None:
                 status[name] = _NOT_LOADED_STATUS
+            elif result.ok and name in _CPU_ONLY_OPS:
+                status[name] = "compiled (cpu-only op)"
             elif result.ok:
                 status[name] = "compiled (cpu+cuda)" if result.cuda else "compiled (cpu)"
             else:
@@ -331,9 +358,8 @@ class _OpLoader:
         except Exception as error:  # compile errors, load errors: the twin takes over
             result = _LoadResult(False, reason=_summarize_build_error(error))
         if not result.ok:
-            logger.warning(
-                "libdet op %s is unavailable, its pure-PyTorch twin will be used instead: %s", name, result.reason
-            )
+            fallback = _FALLBACKS.get(name, "its pure-PyTorch twin")
+            logger.warning("libdet op %s is unavailable, %s will be used instead: %s", name, fallback, result.reason)
         return result
 
     def _try_build_and_load(self, name: str) -> _LoadResult:
@@ -344,10 +370,10 @@ class _OpLoader:
         cuda_ok, cuda_reason = _cuda_toolkit()
         sources = sorted(str(p) for p in (root / name).glob("*.cpp"))
         cuda_sources = sorted(str(p) for p in (root / name).glob("*.cu"))
-        with_cuda = cuda_ok and bool(cuda_sources)
+        with_cuda = cuda_ok and bool(cuda_sources) and name not in _CPU_ONLY_OPS
         if not sources:
             return _LoadResult(False, reason=f"no .cpp sources in {root / name}")
-        cflags = ["/O2"] if os.name == "nt" else ["-O3"]
+        cflags = (["/O2"] if os.name == "nt" else ["-O3"]) + _extra_cflags(name)
         cuda_cflags: list[str] = []
         if with_cuda:
             sources += cuda_sources
@@ -374,6 +400,8 @@ class _OpLoader:
         if missing:
             return _LoadResult(False, reason=f"the library loaded but did not register {', '.join(missing)}")
         _register_fakes(name)
+        if name in _CPU_ONLY_OPS:
+            return _LoadResult(True, cuda=False, reason="a CPU-only op")
         return _LoadResult(True, cuda=with_cuda, reason="" if with_cuda else cuda_reason or "no CUDA sources")
 
     @staticmethod
@@ -440,7 +468,8 @@ def use_kernel(name: str, device: torch.device | str) -> bool:
 
 def ops_status() -> dict[str, str]:
     """Status of every op, for ``collect_env_info``: ``compiled (cpu)``, ``compiled (cpu+cuda)``,
-    ``disabled by LIBDET_DISABLE_OPS``, ``unavailable: <reason>`` or ``not loaded yet``."""
+    ``compiled (cpu-only op)``, ``disabled by LIBDET_DISABLE_OPS``, ``unavailable: <reason>`` or
+    ``not loaded yet``."""
     return _default_loader.ops_status()
 
 

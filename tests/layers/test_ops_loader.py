@@ -34,7 +34,7 @@ def _run_python(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_op_names():
-    assert _ops.OP_NAMES == ("box_iou_rotated", "nms_rotated", "roi_align_rotated")
+    assert _ops.OP_NAMES == ("box_iou_rotated", "nms_rotated", "roi_align_rotated", "coco_eval")
     with pytest.raises(ValueError, match="Unknown libdet op 'nms'"):
         _ops.load_op("nms")
 
@@ -74,6 +74,7 @@ def test_disable_list(monkeypatch):
         "box_iou_rotated": "not loaded yet",
         "nms_rotated": "disabled by LIBDET_DISABLE_OPS",
         "roi_align_rotated": "disabled by LIBDET_DISABLE_OPS",
+        "coco_eval": "not loaded yet",
     }
 
 

@@ -28,9 +28,19 @@ def test_setup_logger_writes_file_and_rank_suffix(tmp_path, capsys):
     assert "from rank 3" not in capsys.readouterr().out  # only rank 0 logs to the terminal
 
 
-def test_colored_terminal_output_abbreviates_names(tmp_path, capsys, monkeypatch):
+def _clear_termcolor_cache():
+    import termcolor.termcolor
+
+    cached = getattr(termcolor.termcolor, "can_colorize", None)
+    if hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
+def test_colored_terminal_output_abbreviates_names(tmp_path, capsys, monkeypatch, request):
     monkeypatch.setenv("FORCE_COLOR", "1")  # stdout is captured, not a terminal
     monkeypatch.delenv("NO_COLOR", raising=False)
+    _clear_termcolor_cache()  # termcolor caches its environment check; another test may have made it first
+    request.addfinalizer(_clear_termcolor_cache)  # and must not keep FORCE_COLOR's answer for later tests
     logger = setup_logger(str(tmp_path), name="libdet_color_test", color=True, abbrev_name="ct")
     logging.getLogger("libdet_color_test.sub").warning("careful")
     out = capsys.readouterr().out
