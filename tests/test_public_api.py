@@ -1,7 +1,9 @@
 """libdet keeps detectron2's public module paths and names (porting is ``s/detectron2/libdet/``).
 
 The lists are detectron2's public names for the modules implemented so far (see the project's reference
-``d2_public_api.md``); names that exist only for detectron2's yacs configs are intentionally absent.
+``d2_public_api.md``). Intentionally absent: names that exist only for detectron2's yacs configs (registries,
+``build_*`` from a cfg), the fixed LVIS category tables (libdet reads categories from the annotation json),
+and Cityscapes panoptic (not implemented yet).
 """
 
 import importlib
@@ -24,6 +26,45 @@ D2_PUBLIC_NAMES = {
         "get_norm", "interpolate", "losses", "mask_ops", "move_device_like", "nms", "nms_rotated", "nonzero_tuple",
         "paste_masks_in_image", "roi_align", "roi_align_rotated", "shape_spec", "shapes_to_tensor", "wrappers",
     ],
+    "libdet.data": [
+        "DatasetCatalog", "DatasetFromList", "DatasetMapper", "MapDataset", "Metadata", "MetadataCatalog",
+        "ToIterableDataset", "build", "build_batch_data_loader", "build_detection_test_loader",
+        "build_detection_train_loader", "catalog", "common", "dataset_mapper", "datasets", "detection_utils",
+        "get_detection_dataset_dicts", "load_proposals_into_dataset", "print_instances_class_histogram",
+        "samplers", "transforms",
+    ],
+    "libdet.data.transforms": [
+        "AugInput", "Augmentation", "AugmentationList", "BlendTransform", "ColorTransform", "CropTransform",
+        "ExtentTransform", "FixedSizeCrop", "GridSampleTransform", "HFlipTransform", "MinIoURandomCrop",
+        "NoOpTransform", "PILColorTransform", "PadTransform", "RandomApply", "RandomBrightness",
+        "RandomContrast", "RandomCrop", "RandomCrop_CategoryAreaConstraint", "RandomExtent", "RandomFlip",
+        "RandomLighting", "RandomResize", "RandomRotation", "RandomSaturation", "Resize", "ResizeScale",
+        "ResizeShortestEdge", "ResizeTransform", "RotationTransform", "ScaleTransform", "StandardAugInput",
+        "Transform", "TransformGen", "TransformList", "VFlipTransform", "apply_augmentations",
+        "apply_transform_gens", "augmentation", "augmentation_impl", "transform",
+    ],
+    "libdet.data.datasets": [
+        "builtin", "builtin_meta", "cityscapes", "coco", "coco_panoptic", "convert_to_coco_json",
+        "get_lvis_instances_meta", "load_coco_json", "load_lvis_json", "load_sem_seg", "load_voc_instances",
+        "lvis", "pascal_voc", "register_coco_instances", "register_coco_panoptic",
+        "register_coco_panoptic_separated", "register_lvis_instances", "register_pascal_voc",
+    ],
+    "libdet.data.samplers": [
+        "GroupedBatchSampler", "InferenceSampler", "RandomSubsetTrainingSampler", "RepeatFactorTrainingSampler",
+        "TrainingSampler",
+    ],
+    "libdet.evaluation": [
+        "COCOEvaluator", "COCOPanopticEvaluator", "CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator",
+        "DatasetEvaluator", "DatasetEvaluators", "LVISEvaluator", "PascalVOCDetectionEvaluator",
+        "RotatedCOCOEvaluator", "SemSegEvaluator", "cityscapes_evaluation", "coco_evaluation", "evaluator",
+        "fast_eval_api", "inference_context", "inference_on_dataset", "lvis_evaluation", "panoptic_evaluation",
+        "pascal_voc_evaluation", "print_csv_format", "rotated_coco_evaluation", "sem_seg_evaluation", "testing",
+        "verify_results",
+    ],
+    "libdet.utils.visualizer": [
+        "ColorMode", "VisImage", "Visualizer",
+    ],
+
     "libdet.utils.comm": [
         "all_gather", "create_local_process_group", "gather", "get_local_process_group", "get_local_rank",
         "get_local_size", "get_rank", "get_world_size", "is_main_process", "reduce_dict", "shared_random_seed",
