@@ -3,7 +3,8 @@
 The lists are detectron2's public names for the modules implemented so far (see the project's reference
 ``d2_public_api.md``). Intentionally absent: names that exist only for detectron2's yacs configs (registries,
 ``build_*`` from a cfg), the fixed LVIS category tables (libdet reads categories from the annotation json),
-and Cityscapes panoptic (not implemented yet).
+and what later issues add (keypoint/cascade/FCOS/panoptic/rotated heads, TTA, ViT-family backbones) or
+what libdet does not wrap (mmdet).
 """
 
 import importlib
@@ -65,6 +66,28 @@ D2_PUBLIC_NAMES = {
         "ColorMode", "VisImage", "Visualizer",
     ],
 
+    "libdet.modeling": [
+        "Backbone", "BaseMaskRCNNHead", "FPN", "FastRCNNOutputLayers", "GeneralizedRCNN", "ProposalNetwork",
+        "ROIHeads", "ResNet", "ResNetBlockBase", "RetinaNet", "StandardROIHeads", "anchor_generator",
+        "backbone", "box_regression", "detector_postprocess", "make_stage", "matcher", "meta_arch", "poolers",
+        "postprocessing", "proposal_generator", "roi_heads", "sampling",
+    ],
+    "libdet.modeling.backbone": [
+        "Backbone", "BasicStem", "BottleneckBlock", "FPN", "RegNet", "ResNet", "ResNetBlockBase", "backbone",
+        "fpn", "make_stage", "regnet", "resnet",
+    ],
+    "libdet.modeling.proposal_generator": [
+        "RPN", "StandardRPNHead", "proposal_utils", "rpn",
+    ],
+    "libdet.modeling.roi_heads": [
+        "BaseMaskRCNNHead", "FastRCNNConvFCHead", "FastRCNNOutputLayers", "MaskRCNNConvUpsampleHead",
+        "ROIHeads", "Res5ROIHeads", "StandardROIHeads", "box_head", "fast_rcnn", "mask_head", "roi_heads",
+        "select_foreground_proposals",
+    ],
+    "libdet.modeling.meta_arch": [
+        "DenseDetector", "GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "dense_detector", "rcnn",
+        "retinanet",
+    ],
     "libdet.utils.comm": [
         "all_gather", "create_local_process_group", "gather", "get_local_process_group", "get_local_rank",
         "get_local_size", "get_rank", "get_world_size", "is_main_process", "reduce_dict", "shared_random_seed",

@@ -1,0 +1,251 @@
+"""R-CNN meta-architectures: ``GeneralizedRCNN`` (backbone -> proposal generator -> ROI heads) and
+``ProposalNetwork`` (backbone -> proposal generator only)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from libdet.layers import move_device_like
+from libdet.structures import ImageList, Instances
+
+from ..postprocessing import detector_postprocess
+
+__all__ = ["GeneralizedRCNN", "ProposalNetwork"]
+
+
+def _check_pixel_stats(owner: str, pixel_mean: torch.Tensor, pixel_std: torch.Tensor) -> None:
+    if pixel_mean.shape != pixel_std.shape:
+        raise ValueError(
+            f"{owner}: `pixel_mean` {tuple(pixel_mean.shape)} and `pixel_std` {tuple(pixel_std.shape)} must "
+            "have the same shape (one value per input channel)."
+        )
+
+
+class _ImageNormalizer(nn.Module):
+    """Holds ``pixel_mean`` / ``pixel_std`` as non-persistent buffers and builds the normalised,
+    padded :class:`ImageList` of a batch. Not a public class: the meta-architectures below use it."""
+
+    def _register_pixel_stats(self, owner: str, pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+        mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
+        _check_pixel_stats(owner, mean, std)
+        # Not persistent: detectron2 checkpoints carry no pixel statistics, configs do.
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model (of its ``pixel_mean`` buffer)."""
+        return self.pixel_mean.device
+
+    def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
+        return move_device_like(x, self.pixel_mean)
+
+    def _normalized_images(self, batched_inputs: List[Dict[str, Any]]) -> List[torch.Tensor]:
+        images = []
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise ValueError(f"{type(self).__name__}: batched_inputs[{i}] has no 'image' key.")
+            image = self._move_to_current_device(x["image"])
+            if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"{type(self).__name__}: batched_inputs[{i}]['image'] must be (C, H, W) with "
+                    f"C={self.pixel_mean.shape[0]} channels, got {tuple(image.shape)}."
+                )
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return images
+
+    def _gt_instances(self, batched_inputs: List[Dict[str, Any]]) -> Optional[List[Instances]]:
+        if "instances" not in batched_inputs[0]:
+            return None
+        for i, x in enumerate(batched_inputs):
+            if "instances" not in x:
+                raise ValueError(
+                    f"{type(self).__name__}: batched_inputs[0] has 'instances' but batched_inputs[{i}] does not."
+                )
+        return [x["instances"].to(self.device) for x in batched_inputs]
+
+
+class GeneralizedRCNN(_ImageNormalizer):
+    """A two-stage detector: per-image feature extraction, region proposals, per-region predictions.
+
+    Inputs are lists of dicts (one per image) with ``"image"`` (``(C, H, W)`` tensor in ``input_format``,
+    0-255), optionally ``"instances"`` (ground truth, training), ``"proposals"`` (precomputed proposals
+    when there is no proposal generator), ``"height"``/``"width"`` (output resolution).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        proposal_generator: Optional[nn.Module],
+        roi_heads: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: Optional[str] = None,
+        vis_period: int = 0,
+    ):
+        """
+        Args:
+            backbone: a :class:`Backbone` (``forward -> dict[str, Tensor]``, ``size_divisibility``,
+                ``padding_constraints``).
+            proposal_generator: e.g. :class:`RPN`; ``None`` to read precomputed ``"proposals"``.
+            roi_heads: e.g. :class:`StandardROIHeads`.
+            pixel_mean, pixel_std: per-channel normalisation of the input images.
+            input_format: channel order of the input images (``"BGR"``, ``"RGB"``); informational.
+            vis_period: kept for detectron2 compatibility; training visualisation needs the event storage,
+                which libdet does not provide yet, so it must be 0.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self.roi_heads = roi_heads
+        self.input_format = input_format
+        if vis_period:
+            raise ValueError(
+                "GeneralizedRCNN: `vis_period` > 0 needs training visualisation through the event storage, "
+                "which libdet does not provide yet; use vis_period=0."
+            )
+        self.vis_period = vis_period
+        self._register_pixel_stats("GeneralizedRCNN", pixel_mean, pixel_std)
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]):
+        """Training: :meth:`forward_training` (a dict of losses). Inference: :meth:`inference` (per image,
+        ``{"instances": Instances}`` at the requested ``height`` x ``width``)."""
+        if self.training:
+            return self.forward_training(batched_inputs)
+        return self.inference(batched_inputs)
+
+    def forward_training(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        """Losses of the proposal generator and the ROI heads on a batch with ``"instances"``.
+
+        Raises:
+            ValueError: if the batch has no ground truth ``"instances"``.
+        """
+        images = self.preprocess_image(batched_inputs)
+        gt_instances = self._gt_instances(batched_inputs)
+        if gt_instances is None:
+            raise ValueError("GeneralizedRCNN: training needs ground truth under batched_inputs[i]['instances'].")
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self._proposals(batched_inputs, images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        losses: Dict[str, torch.Tensor] = {}
+        losses.update(detector_losses)
+        losses.update(proposal_losses)
+        return losses
+
+    def _proposals(self, batched_inputs, images, features, gt_instances):
+        if self.proposal_generator is not None:
+            return self.proposal_generator(images, features, gt_instances)
+        for i, x in enumerate(batched_inputs):
+            if "proposals" not in x:
+                raise ValueError(
+                    f"GeneralizedRCNN: without a proposal generator batched_inputs[{i}] needs 'proposals'."
+                )
+        return [x["proposals"].to(self.device) for x in batched_inputs], {}
+
+    def inference(
+        self,
+        batched_inputs: List[Dict[str, Any]],
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ) -> List[Any]:
+        """Detect objects (model in eval mode).
+
+        Args:
+            batched_inputs: see the class docstring.
+            detected_instances: per image, known detections (``pred_boxes``, ``pred_classes``); if given,
+                only the non-box branches (e.g. masks) are run on them.
+            do_postprocess: rescale the results to each input's ``height`` x ``width`` (default: the
+                input image size) and paste masks; otherwise return raw :class:`Instances` at the
+                network input resolution.
+
+        Returns:
+            per image, ``{"instances": Instances}`` (or the raw :class:`Instances`).
+        """
+        if self.training:
+            raise RuntimeError("GeneralizedRCNN.inference needs the model in eval mode (model.eval()).")
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if detected_instances is None:
+            proposals, _ = self._proposals(batched_inputs, images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
+        else:
+            detected_instances = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+        if do_postprocess:
+            return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        return results
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+        """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
+        return ImageList.from_tensors(
+            self._normalized_images(batched_inputs),
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+    @staticmethod
+    def _postprocess(
+        instances: List[Instances], batched_inputs: List[Dict[str, Any]], image_sizes: List[Tuple[int, int]]
+    ) -> List[Dict[str, Instances]]:
+        """Rescale each image's results to its requested output size (``height``/``width`` of the input,
+        default: the network input size)."""
+        processed = []
+        for result, x, size in zip(instances, batched_inputs, image_sizes):
+            height = x.get("height", size[0])
+            width = x.get("width", size[1])
+            processed.append({"instances": detector_postprocess(result, height, width)})
+        return processed
+
+
+class ProposalNetwork(_ImageNormalizer):
+    """A proposal-only model: backbone + proposal generator. Returns losses in training and, at inference,
+    per image ``{"proposals": Instances}`` rescaled to the requested output size."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        proposal_generator: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """
+        Args:
+            backbone: a :class:`Backbone`.
+            proposal_generator: e.g. :class:`RPN`.
+            pixel_mean, pixel_std: per-channel normalisation of the input images.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self._register_pixel_stats("ProposalNetwork", pixel_mean, pixel_std)
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+        """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
+        return ImageList.from_tensors(
+            self._normalized_images(batched_inputs),
+            self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]):
+        """Training: the proposal losses. Inference: per image, ``{"proposals": Instances}``."""
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        gt_instances = self._gt_instances(batched_inputs)
+        if self.training and gt_instances is None:
+            raise ValueError("ProposalNetwork: training needs ground truth under batched_inputs[i]['instances'].")
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        if self.training:
+            return losses
+        processed = []
+        for result, x, size in zip(proposals, batched_inputs, images.image_sizes):
+            height = x.get("height", size[0])
+            width = x.get("width", size[1])
+            processed.append({"proposals": detector_postprocess(result, height, width)})
+        return processed

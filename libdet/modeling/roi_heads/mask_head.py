@@ -1,0 +1,186 @@
+"""Mask heads of Mask R-CNN: per-ROI mask logits, their loss against the cropped gt masks, and the
+inference that attaches mask probabilities to detections."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from libdet.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, get_norm, move_device_like
+from libdet.layers._fvcore import c2_msra_fill
+from libdet.structures import Instances
+from libdet.utils.events import get_event_storage, has_event_storage
+
+__all__ = ["BaseMaskRCNNHead", "MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference"]
+
+
+def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
+    """Mean per-pixel binary cross-entropy between each foreground ROI's predicted mask (of its gt class,
+    or the single class-agnostic mask) and its gt mask cropped to the ROI and resized to ``M x M``
+    (``gt_masks.crop_and_resize``; works for :class:`BitMasks` and :class:`PolygonMasks`).
+
+    Args:
+        pred_mask_logits: ``(R, C, M, M)``; ``C`` = number of classes, or 1 for class-agnostic masks.
+        instances: per image, the ``R_i`` foreground proposals (``sum R_i = R``) with
+            ``proposal_boxes``, ``gt_classes`` and ``gt_masks``.
+
+    Returns:
+        Scalar loss; a graph-connected 0 when there is no foreground ROI.
+    """
+    if pred_mask_logits.dim() != 4 or pred_mask_logits.size(2) != pred_mask_logits.size(3):
+        raise ValueError(
+            f"mask_rcnn_loss: `pred_mask_logits` must be (R, C, M, M) with square masks, got "
+            f"{tuple(pred_mask_logits.shape)}."
+        )
+    agnostic = pred_mask_logits.size(1) == 1
+    side = pred_mask_logits.size(2)
+    gt_classes, gt_masks = [], []
+    for i, inst in enumerate(instances):
+        if len(inst) == 0:
+            continue
+        if not inst.has("gt_masks"):
+            raise ValueError(f"mask_rcnn_loss: the foreground proposals of image {i} have no `gt_masks`.")
+        if not agnostic:
+            gt_classes.append(inst.gt_classes.to(dtype=torch.int64))
+        masks = inst.gt_masks.crop_and_resize(inst.proposal_boxes.tensor, side)
+        gt_masks.append(masks.to(device=pred_mask_logits.device))
+    if len(gt_masks) == 0:
+        return pred_mask_logits.sum() * 0
+    targets = cat(gt_masks, dim=0)
+    if agnostic:
+        logits = pred_mask_logits[:, 0]
+    else:
+        idx = torch.arange(pred_mask_logits.size(0), device=pred_mask_logits.device)
+        logits = pred_mask_logits[idx, cat(gt_classes, dim=0)]
+    if targets.dtype != torch.bool:
+        targets = targets > 0.5
+    if has_event_storage():  # training statistics (threshold 0.5), when run under a trainer
+        predicted = logits > 0.0
+        num_pos = max(int(targets.sum()), 1)
+        num_neg = max(targets.numel() - int(targets.sum()), 1)
+        storage = get_event_storage()
+        storage.put_scalar("mask_rcnn/accuracy", (predicted == targets).float().mean().item())
+        storage.put_scalar("mask_rcnn/false_positive", (predicted & ~targets).sum().item() / num_neg)
+        storage.put_scalar("mask_rcnn/false_negative", (~predicted & targets).sum().item() / num_pos)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(dtype=logits.dtype), reduction="mean")
+
+
+def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
+    """Set ``pred_masks`` (``(D_i, 1, M, M)`` probabilities of the predicted class) on each image's
+    detections, in place.
+
+    Args:
+        pred_mask_logits: ``(D, C, M, M)`` for the ``D = sum D_i`` detections, in order; ``C`` is the
+            number of classes or 1 (class-agnostic).
+        pred_instances: per image, detections with ``pred_classes``.
+    """
+    if pred_mask_logits.size(1) == 1:
+        probs = pred_mask_logits.sigmoid()
+    else:
+        classes = cat([i.pred_classes for i in pred_instances])
+        device = "cpu" if torch.jit.is_tracing() else classes.device
+        idx = move_device_like(torch.arange(pred_mask_logits.shape[0], device=device), classes)
+        probs = pred_mask_logits[idx, classes][:, None].sigmoid()
+    for prob, inst in zip(probs.split([len(i) for i in pred_instances], dim=0), pred_instances):
+        inst.pred_masks = prob
+
+
+class BaseMaskRCNNHead(nn.Module):
+    """Base of mask heads: subclasses implement :meth:`layers` (features -> mask logits); this class
+    turns them into ``loss_mask`` in training and ``pred_masks`` at inference."""
+
+    def __init__(self, *, loss_weight: float = 1.0, vis_period: int = 0):
+        """
+        Args:
+            loss_weight: multiplier of ``loss_mask``.
+            vis_period: kept for detectron2 compatibility; mask visualisation during training needs the
+                event storage, which is not part of libdet yet, so it must be 0.
+        """
+        super().__init__()
+        if vis_period:
+            raise ValueError(
+                "BaseMaskRCNNHead: `vis_period` > 0 needs training visualisation through the event storage, "
+                "which libdet does not provide yet; use vis_period=0."
+            )
+        self.loss_weight = loss_weight
+        self.vis_period = vis_period
+
+    def forward(
+        self, x: Union[torch.Tensor, Dict[str, torch.Tensor]], instances: List[Instances]
+    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        """
+        Args:
+            x: per-ROI features (usually ``(R, C, H, W)``).
+            instances: in training, the foreground proposals with ground truth; at inference, the
+                detections (with ``pred_classes``).
+
+        Returns:
+            ``{"loss_mask": loss}`` in training; at inference, ``instances`` with ``pred_masks`` set.
+        """
+        x = self.layers(x)
+        if self.training:
+            return {"loss_mask": mask_rcnn_loss(x, instances) * self.loss_weight}
+        mask_rcnn_inference(x, instances)
+        return instances
+
+    def layers(self, x: Union[torch.Tensor, Dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Map per-ROI features to ``(R, C, M, M)`` mask logits."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `layers`.")
+
+
+class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead, nn.Sequential):
+    """Mask R-CNN's mask head: 3x3 convs with ReLU (``mask_fcn1``...), a 2x2 stride-2 transposed conv
+    with ReLU (``deconv``) and a 1x1 conv (``predictor``) giving one mask logit map per class."""
+
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        num_classes: int,
+        conv_dims: Sequence[int],
+        conv_norm: str = "",
+        **kwargs,
+    ):
+        """
+        Args:
+            input_shape: shape of the per-ROI features (only ``channels`` is used).
+            num_classes: masks predicted per ROI (number of classes, or 1 for class-agnostic masks).
+            conv_dims: channels of the ``mask_fcn`` convs, then of the deconv (last entry).
+            conv_norm: normalisation of the ``mask_fcn`` convs; ``""`` for none.
+            kwargs: ``loss_weight``, ``vis_period`` of :class:`BaseMaskRCNNHead`.
+        """
+        super().__init__(**kwargs)
+        if len(conv_dims) < 1:
+            raise ValueError("MaskRCNNConvUpsampleHead: `conv_dims` needs at least one entry (the deconv's channels).")
+        convs = []
+        cur = input_shape.channels
+        for k, dim in enumerate(conv_dims[:-1]):
+            conv = Conv2d(
+                cur,
+                dim,
+                kernel_size=3,
+                stride=1,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, dim),
+                activation=nn.ReLU(),
+            )
+            self.add_module(f"mask_fcn{k + 1}", conv)
+            convs.append(conv)
+            cur = dim
+        self.deconv = ConvTranspose2d(cur, conv_dims[-1], kernel_size=2, stride=2, padding=0)
+        self.add_module("deconv_relu", nn.ReLU())
+        self.predictor = Conv2d(conv_dims[-1], num_classes, kernel_size=1, stride=1, padding=0)
+        for layer in convs + [self.deconv]:
+            c2_msra_fill(layer)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0)
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """``(R, C, H, W)`` -> ``(R, num_classes, 2H, 2W)`` mask logits."""
+        for layer in self:
+            x = layer(x)
+        return x

@@ -1,0 +1,368 @@
+"""ROI heads: sample proposals against the ground truth, pool per-ROI features, and run the box (and mask)
+branches. ``StandardROIHeads`` pools each branch from FPN levels; ``Res5ROIHeads`` is the C4 design, where
+the ResNet ``res5`` stage runs on pooled ``res4`` features and is shared by the box and mask branches."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from libdet.structures import Boxes, ImageList, Instances, pairwise_iou
+from libdet.utils.events import get_event_storage, has_event_storage
+
+from ..matcher import Matcher
+from ..poolers import ROIPooler
+from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from ..sampling import subsample_labels
+from .fast_rcnn import FastRCNNOutputLayers
+
+__all__ = ["select_foreground_proposals", "ROIHeads", "StandardROIHeads", "Res5ROIHeads"]
+
+
+def select_foreground_proposals(
+    proposals: List[Instances], bg_label: int
+) -> Tuple[List[Instances], List[torch.Tensor]]:
+    """Keep the proposals labelled with a foreground class.
+
+    Args:
+        proposals: per image, :class:`Instances` with ``gt_classes`` (``bg_label`` = background, -1 =
+            ignored).
+        bg_label: the background label (``num_classes``).
+
+    Returns:
+        per image, the foreground proposals; and per image, the ``(R_i,)`` bool mask that selected them.
+    """
+    if not isinstance(proposals, (list, tuple)) or (len(proposals) and not isinstance(proposals[0], Instances)):
+        raise TypeError("select_foreground_proposals: `proposals` must be a list of Instances.")
+    fg_proposals, fg_masks = [], []
+    for i, p in enumerate(proposals):
+        if not p.has("gt_classes"):
+            raise ValueError(f"select_foreground_proposals: the proposals of image {i} have no `gt_classes`.")
+        mask = (p.gt_classes != -1) & (p.gt_classes != bg_label)
+        fg_proposals.append(p[mask.nonzero().squeeze(1)])
+        fg_masks.append(mask)
+    return fg_proposals, fg_masks
+
+
+class ROIHeads(nn.Module):
+    """Base of ROI heads: matches proposals to the ground truth and samples the ROIs each branch trains
+    on. Subclasses implement :meth:`forward`."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        batch_size_per_image: int,
+        positive_fraction: float,
+        proposal_matcher: Matcher,
+        proposal_append_gt: bool = True,
+    ):
+        """
+        Args:
+            num_classes: foreground classes ``K``; label ``K`` is background.
+            batch_size_per_image: ROIs sampled per image in training.
+            positive_fraction: largest fraction of foreground ROIs among them.
+            proposal_matcher: labels proposals foreground (1) / background (0) / ignored (-1) by IoU.
+            proposal_append_gt: add the gt boxes to the proposals before sampling.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.proposal_matcher = proposal_matcher
+        self.proposal_append_gt = proposal_append_gt
+
+    def _sample_proposals(
+        self, matched_idxs: torch.Tensor, matched_labels: torch.Tensor, gt_classes: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class of each proposal (its gt's, background ``K`` or ignored -1) and a random sample of at
+        most ``batch_size_per_image``; returns (sampled indices, their classes)."""
+        if gt_classes.numel() > 0:
+            gt_classes = gt_classes[matched_idxs]
+            gt_classes[matched_labels == 0] = self.num_classes
+            gt_classes[matched_labels == -1] = -1
+        else:
+            gt_classes = torch.zeros_like(matched_idxs) + self.num_classes
+        fg_idxs, bg_idxs = subsample_labels(
+            gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes
+        )
+        sampled = torch.cat([fg_idxs, bg_idxs], dim=0)
+        return sampled, gt_classes[sampled]
+
+    @torch.no_grad()
+    def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+        """Match proposals (plus the gt boxes, if ``proposal_append_gt``) to the ground truth and sample
+        the training ROIs of each image.
+
+        Args:
+            proposals: per image, :class:`Instances` with ``proposal_boxes`` and ``objectness_logits``.
+            targets: per image, :class:`Instances` with ``gt_boxes``, ``gt_classes`` and optionally other
+                ``gt_*`` fields (``gt_masks``, ...).
+
+        Returns:
+            per image, the sampled proposals with ``gt_classes`` (``K`` = background) and, when the image
+            has ground truth, every ``gt_*`` field of ``targets`` taken from each ROI's matched gt.
+        """
+        if targets is None or len(targets) != len(proposals):
+            raise ValueError(
+                f"ROIHeads: need one target Instances per image in training, got "
+                f"{None if targets is None else len(targets)} targets for {len(proposals)} images."
+            )
+        for i, t in enumerate(targets):
+            if not (t.has("gt_boxes") and t.has("gt_classes")):
+                raise ValueError(f"ROIHeads: the targets of image {i} need `gt_boxes` and `gt_classes` fields.")
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        sampled_proposals = []
+        for props, tgt in zip(proposals, targets):
+            has_gt = len(tgt) > 0
+            quality = pairwise_iou(tgt.gt_boxes, props.proposal_boxes)
+            matched_idxs, matched_labels = self.proposal_matcher(quality)
+            sampled_idxs, gt_classes = self._sample_proposals(matched_idxs, matched_labels, tgt.gt_classes)
+            props = props[sampled_idxs]
+            props.gt_classes = gt_classes
+            if has_gt:
+                sampled_targets = matched_idxs[sampled_idxs]
+                for name, value in tgt.get_fields().items():
+                    if name.startswith("gt_") and not props.has(name):
+                        props.set(name, value[sampled_targets])
+            # Without gt no gt_* field but gt_classes (all background) can be filled in.
+            sampled_proposals.append(props)
+        if has_event_storage():  # training statistics, when run under a trainer
+            num_bg = [int((p.gt_classes == self.num_classes).sum()) for p in sampled_proposals]
+            num_fg = [len(p) - bg for p, bg in zip(sampled_proposals, num_bg)]
+            storage = get_event_storage()
+            storage.put_scalar("roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
+            storage.put_scalar("roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
+        return sampled_proposals
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """
+        Args:
+            images: the input batch.
+            features: backbone features by name.
+            proposals: per image, :class:`Instances` with ``proposal_boxes`` and ``objectness_logits``.
+            targets: per image, ground truth; required in training.
+
+        Returns:
+            detections per image (inference; sampled proposals or ``[]`` in training) and the losses
+            (training; ``{}`` at inference).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `forward`.")
+
+
+class StandardROIHeads(ROIHeads):
+    """ROI heads where each branch pools its own features: a box branch (pooler, box head, predictor)
+    and an optional mask branch (pooler, mask head). A new branch (e.g. keypoints) is added by a subclass
+    that extends :meth:`_forward_branches` and :meth:`forward_with_given_boxes`."""
+
+    def __init__(
+        self,
+        *,
+        box_in_features: List[str],
+        box_pooler: ROIPooler,
+        box_head: nn.Module,
+        box_predictor: FastRCNNOutputLayers,
+        mask_in_features: Optional[List[str]] = None,
+        mask_pooler: Optional[ROIPooler] = None,
+        mask_head: Optional[nn.Module] = None,
+        train_on_pred_boxes: bool = False,
+        **kwargs,
+    ):
+        """
+        Args:
+            box_in_features: feature names the box branch pools from.
+            box_pooler: pools ``(R, C, S, S)`` box features.
+            box_head: maps pooled features to per-ROI features.
+            box_predictor: class scores, box deltas, losses and inference.
+            mask_in_features: feature names the mask branch uses; ``None`` disables masks.
+            mask_pooler: pools mask features; ``None`` passes the features dict (of ``mask_in_features``)
+                to the mask head unpooled.
+            mask_head: mask head (e.g. :class:`MaskRCNNConvUpsampleHead`); ``None`` disables masks.
+            train_on_pred_boxes: train the later branches on the box branch's refined boxes instead of
+                the proposals.
+            kwargs: arguments of :class:`ROIHeads`.
+        """
+        super().__init__(**kwargs)
+        self.in_features = self.box_in_features = list(box_in_features)
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.mask_on = mask_in_features is not None and mask_head is not None
+        if (mask_in_features is None) != (mask_head is None):
+            raise ValueError(
+                "StandardROIHeads: `mask_in_features` and `mask_head` must be given together (or both None), "
+                f"got mask_in_features={mask_in_features} and mask_head={type(mask_head).__name__}."
+            )
+        if self.mask_on:
+            self.mask_in_features = list(mask_in_features)
+            self.mask_pooler = mask_pooler
+            self.mask_head = mask_head
+        self.train_on_pred_boxes = train_on_pred_boxes
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """See :meth:`ROIHeads.forward`. In training returns the sampled proposals and the losses of all
+        branches; at inference the detections (with ``pred_masks`` when the mask branch is on) and ``{}``."""
+        del images
+        if self.training:
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            losses = self._forward_box(features, proposals)
+            losses.update(self._forward_branches(features, proposals))
+            return proposals, losses
+        detections = self._forward_box(features, proposals)
+        return self.forward_with_given_boxes(features, detections), {}
+
+    def _forward_branches(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """Losses of the branches that run after the box branch (training)."""
+        return self._forward_mask(features, proposals)
+
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """Run the non-box branches on given detections (inference).
+
+        Args:
+            features: backbone features by name.
+            instances: per image, detections with ``pred_boxes`` and ``pred_classes``.
+
+        Returns:
+            the same instances with the branch outputs (e.g. ``pred_masks``) added.
+        """
+        if self.training:
+            raise RuntimeError("StandardROIHeads.forward_with_given_boxes is for inference; call model.eval().")
+        if len(instances) and not (instances[0].has("pred_boxes") and instances[0].has("pred_classes")):
+            raise ValueError(
+                "StandardROIHeads.forward_with_given_boxes: instances need `pred_boxes` and `pred_classes`."
+            )
+        return self._forward_mask(features, instances)
+
+    def _forward_box(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        """Box branch: losses in training (and, with ``train_on_pred_boxes``, proposals replaced by the
+        refined boxes); detections at inference."""
+        feats = [features[f] for f in self.box_in_features]
+        box_features = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
+        box_features = self.box_head(box_features)
+        predictions = self.box_predictor(box_features)
+        del box_features
+        if self.training:
+            losses = self.box_predictor.losses(predictions, proposals)
+            if self.train_on_pred_boxes:
+                with torch.no_grad():
+                    pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
+                    for p, boxes in zip(proposals, pred_boxes):
+                        p.proposal_boxes = Boxes(boxes)
+            return losses
+        detections, _ = self.box_predictor.inference(predictions, proposals)
+        return detections
+
+    def _forward_mask(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        """Mask branch: ``{"loss_mask": ...}`` on the foreground proposals in training; detections with
+        ``pred_masks`` at inference. Without a mask branch, ``{}`` / the unchanged instances."""
+        if not self.mask_on:
+            return {} if self.training else instances
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+        if self.mask_pooler is not None:
+            feats = [features[f] for f in self.mask_in_features]
+            boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
+            mask_features = self.mask_pooler(feats, boxes)
+        else:
+            mask_features = {f: features[f] for f in self.mask_in_features}
+        return self.mask_head(mask_features, instances)
+
+
+class Res5ROIHeads(ROIHeads):
+    """The C4 ROI heads: ROIs are pooled from one feature map (``res4``), run through the ``res5`` stage and
+    averaged; the box predictor uses the average and the mask head the ``res5`` feature map."""
+
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        pooler: ROIPooler,
+        res5: Union[nn.Module, Sequence[nn.Module]],
+        box_predictor: FastRCNNOutputLayers,
+        mask_head: Optional[nn.Module] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            in_features: the single feature name to pool from, e.g. ``["res4"]``.
+            pooler: pools ``(R, C, S, S)`` features.
+            res5: the ``res5`` stage, a module or a list of blocks (as ``ResNet.make_stage`` returns).
+            box_predictor: predictor on the ``(R, C5)`` averaged ``res5`` features.
+            mask_head: mask head on the ``(R, C5, S/2, S/2)`` ``res5`` features; ``None`` disables masks.
+            kwargs: arguments of :class:`ROIHeads`.
+        """
+        super().__init__(**kwargs)
+        if len(in_features) != 1:
+            raise ValueError(f"Res5ROIHeads: `in_features` must name exactly one feature map, got {in_features}.")
+        self.in_features = list(in_features)
+        self.pooler = pooler
+        if isinstance(res5, (list, tuple)):
+            res5 = nn.Sequential(*res5)
+        self.res5 = res5
+        self.box_predictor = box_predictor
+        self.mask_on = mask_head is not None
+        if self.mask_on:
+            self.mask_head = mask_head
+
+    def _shared_roi_transform(self, features: List[torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+        """Pool the ROIs and run ``res5``: ``(R, C5, S/2, S/2)``."""
+        return self.res5(self.pooler(features, boxes))
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """See :meth:`ROIHeads.forward`; in training the first output is ``[]``."""
+        del images
+        if self.training:
+            proposals = self.label_and_sample_proposals(proposals, targets)
+        box_features = self._shared_roi_transform(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+        )
+        predictions = self.box_predictor(box_features.mean(dim=[2, 3]))
+        if self.training:
+            losses = self.box_predictor.losses(predictions, proposals)
+            if self.mask_on:
+                fg_proposals, fg_masks = select_foreground_proposals(proposals, self.num_classes)
+                mask_features = box_features[torch.cat(fg_masks, dim=0)]
+                losses.update(self.mask_head(mask_features, fg_proposals))
+            return [], losses
+        detections, _ = self.box_predictor.inference(predictions, proposals)
+        return self.forward_with_given_boxes(features, detections), {}
+
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """Run the mask branch on given detections (inference); see :meth:`StandardROIHeads.forward_with_given_boxes`."""
+        if self.training:
+            raise RuntimeError("Res5ROIHeads.forward_with_given_boxes is for inference; call model.eval().")
+        if not self.mask_on:
+            return instances
+        x = self._shared_roi_transform([features[f] for f in self.in_features], [i.pred_boxes for i in instances])
+        return self.mask_head(x, instances)
