@@ -88,6 +88,17 @@ D2_PUBLIC_NAMES = {
         "DenseDetector", "GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "dense_detector", "rcnn",
         "retinanet",
     ],
+    "libdet.engine": ["AMPTrainer", "DEFAULT_TIMEOUT", "HookBase", "SimpleTrainer", "TrainerBase", "launch", "train_loop"],
+    "libdet.solver": [
+        "LRMultiplier", "LRScheduler", "WarmupCosineLR", "WarmupMultiStepLR", "WarmupParamScheduler", "build",
+        "get_default_optimizer_params", "lr_scheduler",
+    ],
+    "libdet.checkpoint": ["Checkpointer", "DetectionCheckpointer", "PeriodicCheckpointer"],
+    "libdet.model_zoo": ["get", "get_checkpoint_url", "get_config", "get_config_file"],
+    "libdet.utils.events": [
+        "CommonMetricPrinter", "EventStorage", "JSONWriter", "TensorboardXWriter", "get_event_storage",
+        "has_event_storage",
+    ],
     "libdet.utils.comm": [
         "all_gather", "create_local_process_group", "gather", "get_local_process_group", "get_local_rank",
         "get_local_size", "get_rank", "get_world_size", "is_main_process", "reduce_dict", "shared_random_seed",

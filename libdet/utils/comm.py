@@ -113,6 +113,20 @@ def _gloo_group() -> Any:
     return dist.group.WORLD
 
 
+def destroy_process_groups() -> None:
+    """Tear down ``torch.distributed`` and forget every group this module created or cached.
+
+    Call at the end of a worker: process-group objects that outlive ``destroy_process_group`` are otherwise
+    destroyed during interpreter shutdown, which can abort the process.
+    """
+    global _LOCAL_PROCESS_GROUP
+    _LOCAL_PROCESS_GROUP = None
+    create_local_process_group.cache_clear()
+    _gloo_group.cache_clear()
+    if _is_distributed():
+        dist.destroy_process_group()
+
+
 def all_gather(data: Any, group: Any = None) -> list[Any]:
     """Gather any picklable object from every process; returns the list ordered by rank."""
     if get_world_size() == 1:

@@ -1,0 +1,16 @@
+"""RetinaNet R50-FPN, 1x schedule on COCO 2017 (detectron2's ``COCO-Detection/retinanet_R_50_FPN_1x``).
+
+As detectron2: SGD lr 0.01 and the backbone trained with its BatchNorm frozen from the MSRA ImageNet ResNet-50.
+"""
+
+from ..common.coco_schedule import lr_multiplier_1x as lr_multiplier
+from ..common.data.coco import dataloader
+from ..common.models.retinanet import model
+from ..common.optim import SGD as optimizer
+from ..common.train import train
+
+dataloader.train.mapper.use_instance_mask = False
+dataloader.evaluator.tasks = ["bbox"]
+model.backbone.bottom_up.freeze_at = 2
+optimizer.lr = 0.01
+train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"

@@ -1,0 +1,16 @@
+"""Saving and loading model weights with optimizer and trainer state."""
+
+from fvcore.common.checkpoint import Checkpointer, PeriodicCheckpointer
+
+from .c2_model_loading import align_and_update_state_dicts
+from .detection_checkpoint import DetectionCheckpointer
+from .restricted_unpickler import ForbiddenGlobalError, restricted_load
+
+__all__ = [
+    "Checkpointer",
+    "PeriodicCheckpointer",
+    "DetectionCheckpointer",
+    "ForbiddenGlobalError",
+    "align_and_update_state_dicts",
+    "restricted_load",
+]
