@@ -52,7 +52,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         comm.synchronize()
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        comm.destroy_process_groups()
 
 
 def test_two_processes_gloo(tmp_path):
