@@ -193,18 +193,14 @@ class BasicTransform(nn.Module):
         return x
 
 
-class ResBasicBlock(CNNBlockBase):
-    """Residual basic block: ``act(proj(x) + f(x))`` with ``f`` a :class:`BasicTransform`.
-
-    Args:
-        w_in, w_out: input / output channels.
-        stride: stride of the block.
-        norm: normalisation (``get_norm`` name or callable).
-        activation_class: callable returning a fresh activation module.
-        params: unused block parameters.
+class _ResidualBlock(CNNBlockBase):
+    """``act(proj(x) + f(x))``: the residual block shared by :class:`ResBasicBlock` and :class:`ResBottleneckBlock`,
+    whose ``f`` is an instance of the subclass's ``transform_class``.
 
     The projection (1x1 conv ``proj`` + norm ``bn``) exists when the width or resolution changes.
     """
+
+    transform_class: type
 
     def __init__(
         self,
@@ -220,13 +216,29 @@ class ResBasicBlock(CNNBlockBase):
         if w_in != w_out or stride != 1:
             self.proj = _conv2d(w_in, w_out, 1, stride=stride)
             self.bn = _norm(norm, w_out)
-        self.f = BasicTransform(w_in, w_out, stride, norm, activation_class, params)
+        self.f = self.transform_class(w_in, w_out, stride, norm, activation_class, params)
         self.af = activation_class()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tensor[N, w_in, H, W] -> Tensor[N, w_out, H / stride, W / stride]."""
         x_p = self.bn(self.proj(x)) if self.proj is not None else x
         return self.af(x_p + self.f(x))
+
+
+class ResBasicBlock(_ResidualBlock):
+    """Residual basic block: ``act(proj(x) + f(x))`` with ``f`` a :class:`BasicTransform`.
+
+    Args:
+        w_in, w_out: input / output channels.
+        stride: stride of the block.
+        norm: normalisation (``get_norm`` name or callable).
+        activation_class: callable returning a fresh activation module.
+        params: unused block parameters.
+
+    The projection (1x1 conv ``proj`` + norm ``bn``) exists when the width or resolution changes.
+    """
+
+    transform_class = BasicTransform
 
 
 class BottleneckTransform(nn.Module):
@@ -270,7 +282,7 @@ class BottleneckTransform(nn.Module):
         return x
 
 
-class ResBottleneckBlock(CNNBlockBase):
+class ResBottleneckBlock(_ResidualBlock):
     """Residual bottleneck block: ``act(proj(x) + f(x))`` with ``f`` a :class:`BottleneckTransform`.
 
     Args:
@@ -281,27 +293,7 @@ class ResBottleneckBlock(CNNBlockBase):
         params: ``{"bot_mul", "group_w", "se_r"}``, see :class:`BottleneckTransform`.
     """
 
-    def __init__(
-        self,
-        w_in: int,
-        w_out: int,
-        stride: int,
-        norm: _Norm,
-        activation_class: _ActivationClass,
-        params: Dict[str, Any],
-    ):
-        super().__init__(w_in, w_out, stride)
-        self.proj, self.bn = None, None
-        if w_in != w_out or stride != 1:
-            self.proj = _conv2d(w_in, w_out, 1, stride=stride)
-            self.bn = _norm(norm, w_out)
-        self.f = BottleneckTransform(w_in, w_out, stride, norm, activation_class, params)
-        self.af = activation_class()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Tensor[N, w_in, H, W] -> Tensor[N, w_out, H / stride, W / stride]."""
-        x_p = self.bn(self.proj(x)) if self.proj is not None else x
-        return self.af(x_p + self.f(x))
+    transform_class = BottleneckTransform
 
 
 class AnyStage(nn.Module):
