@@ -399,3 +399,18 @@ def test_dataset_without_json_file_is_converted(tmp_path, register_dataset):
     gt_file.write_text(json.dumps(gt))
     stats = pycocotools_stats(str(gt_file), reference_results(predictions), "bbox")
     _assert_matches(results["bbox"], stats, ["AP", "AP50", "AP75"])
+
+
+@pytest.mark.parametrize("use_fast_impl", [False, True])
+@pytest.mark.parametrize("corrupt", ["wrong_total", "truncated"])
+def test_malformed_rle_from_the_evaluator_names_the_image(coco_dataset, use_fast_impl, corrupt):
+    """End to end, on both paths: the native one leaves the run-length check to the C++ evaluator."""
+    name, _, predictions = coco_dataset(num_images=3, seed=12)
+    evaluator = COCOEvaluator(name, tasks=("segm",), use_fast_impl=use_fast_impl)
+    evaluator.reset()
+    evaluator.process([{"image_id": i} for i, _ in predictions], [{"instances": p} for _, p in predictions])
+    target = next(p for p in evaluator._predictions if p.get("instances"))
+    rle = target["instances"][0]["segmentation"]
+    rle["counts"] = "0" + rle["counts"] if corrupt == "wrong_total" else rle["counts"] + "o"
+    with pytest.raises(ValueError, match=f"image id {target['image_id']}|image_id {target['image_id']}"):
+        evaluator.evaluate()
