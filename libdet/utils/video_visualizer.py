@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from libdet.structures import Instances
+from libdet.structures import Boxes, Instances, pairwise_iou
 
 from .colormap import colormap
 from .visualizer import (
@@ -41,17 +41,6 @@ class _DetectedInstance:
     mask_rle: Optional[Dict[str, Any]]
     color: Optional[np.ndarray]
     ttl: int
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between ``(N, 4)`` and ``(M, 4)`` XYXY boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class VideoVisualizer:
@@ -181,7 +170,10 @@ class VideoVisualizer:
             ious = mask_util.iou([d.mask_rle for d in new], [d.mask_rle for d in old], [0] * len(old))
             ious = np.asarray(ious, dtype=np.float64).reshape(len(new), len(old))
         elif all(d.bbox is not None for d in new + old):
-            ious = _box_iou(np.stack([d.bbox for d in new]), np.stack([d.bbox for d in old]))
+            ious = pairwise_iou(
+                Boxes(torch.as_tensor(np.stack([d.bbox for d in new]), dtype=torch.float64)),
+                Boxes(torch.as_tensor(np.stack([d.bbox for d in old]), dtype=torch.float64)),
+            ).numpy()
         else:
             ious = np.zeros((len(new), len(old)))
         for i, d in enumerate(new):

@@ -10,7 +10,10 @@ import sys
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from PIL import Image
+
+from libdet.structures import Boxes, pairwise_iou
 
 from .augmentation import Augmentation, _transform_to_aug
 from .transform import (
@@ -479,7 +482,7 @@ class MinIoURandomCrop(Augmentation):
                 if patch[2] == patch[0] or patch[3] == patch[1]:
                     continue
                 if len(boxes) > 0:
-                    if _box_iou(patch, boxes).min() < min_iou:
+                    if _patch_iou(patch, boxes).min() < min_iou:
                         continue
                     center = (boxes[:, :2] + boxes[:, 2:]) / 2
                     inside = ((center[:, 0] > patch[0]) & (center[:, 1] > patch[1]) & (center[:, 0] < patch[2])
@@ -491,11 +494,8 @@ class MinIoURandomCrop(Augmentation):
         return NoOpTransform()
 
 
-def _box_iou(patch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def _patch_iou(patch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one XYXY box ``patch`` with each of ``(N, 4)`` ``boxes``."""
-    lt = np.maximum(patch[:2], boxes[:, :2])
-    rb = np.minimum(patch[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area_p = np.prod(patch[2:] - patch[:2])
-    area_b = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area_p + area_b - inter, 1e-12)
+    ious = pairwise_iou(Boxes(torch.as_tensor(patch, dtype=torch.float64).reshape(1, 4)),
+                        Boxes(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)))
+    return ious.reshape(-1).numpy()
