@@ -282,3 +282,22 @@ def test_fvcore_transforms_reexported():
     for name in ["GridSampleTransform", "BlendTransform", "CropTransform", "PadTransform", "ScaleTransform",
                  "Transform", "TransformList", "HFlipTransform", "VFlipTransform", "NoOpTransform"]:
         assert getattr(T, name) is getattr(ft, name)
+
+
+def test_min_iou_random_crop_respects_the_sampled_threshold():
+    image = np.zeros((100, 120, 3), np.uint8)
+    boxes = np.array([[10.0, 10.0, 90.0, 80.0], [30.0, 20.0, 110.0, 95.0]])
+    aug = T.MinIoURandomCrop(min_ious=(0.5,), min_crop_size=0.3)
+    crops = 0
+    for seed in range(30):
+        np.random.seed(seed)
+        tfm = aug.get_transform(image, boxes)
+        if isinstance(tfm, T.CropTransform):
+            crops += 1
+            x0, y0 = tfm.x0, tfm.y0
+            patch = np.array([x0, y0, x0 + tfm.w, y0 + tfm.h], dtype=np.float64)
+            inter_wh = np.clip(np.minimum(patch[2:], boxes[:, 2:]) - np.maximum(patch[:2], boxes[:, :2]), 0, None)
+            inter = inter_wh.prod(axis=1)
+            union = (patch[2:] - patch[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1) - inter
+            assert (inter / union).min() >= 0.5, (seed, patch)
+    assert crops > 0
