@@ -40,9 +40,9 @@ def test_packaged_configs_take_precedence(tmp_path, monkeypatch):
     packaged = tmp_path / "configs"
     shutil.copytree(REPO_CONFIGS, packaged, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(mz, "_config_roots", lambda: [packaged, tmp_path / "missing"])
-    path = model_zoo.get_config_file("shapes/mask_rcnn_r18_cpu.py")
-    assert path == str(packaged / "shapes" / "mask_rcnn_r18_cpu.py")
-    cfg = model_zoo.get_config("shapes/mask_rcnn_r18_cpu.py")  # relative imports resolve inside the copy
+    path = model_zoo.get_config_file("shapes/mask_rcnn_cpu.py")
+    assert path == str(packaged / "shapes" / "mask_rcnn_cpu.py")
+    cfg = model_zoo.get_config("shapes/mask_rcnn_cpu.py")  # relative imports resolve inside the copy
     assert cfg.model.roi_heads.num_classes == 3
 
 
@@ -55,14 +55,14 @@ def test_get_config_trained_sets_init_checkpoint():
 
 
 def test_no_checkpoint_for_config_without_weights():
-    with pytest.raises(RuntimeError, match="no trained checkpoint.*shapes/mask_rcnn_r18_cpu.py"):
-        model_zoo.get_config("shapes/mask_rcnn_r18_cpu.py", trained=True)
+    with pytest.raises(RuntimeError, match="no trained checkpoint.*shapes/mask_rcnn_cpu.py"):
+        model_zoo.get_config("shapes/mask_rcnn_cpu.py", trained=True)
     with pytest.raises(RuntimeError, match="no trained checkpoint"):
-        model_zoo.get("shapes/mask_rcnn_r18_cpu.py", trained=True, device="cpu")
+        model_zoo.get("shapes/mask_rcnn_cpu.py", trained=True, device="cpu")
 
 
 def test_get_builds_untrained_model():
-    model = model_zoo.get("shapes/mask_rcnn_r18_cpu.py", device="cpu")
+    model = model_zoo.get("shapes/mask_rcnn_cpu.py", device="cpu")
     assert isinstance(model, torch.nn.Module)
     assert model.roi_heads.num_classes == 3
     assert next(model.parameters()).device.type == "cpu"

@@ -67,26 +67,29 @@ D2_PUBLIC_NAMES = {
     ],
 
     "libdet.modeling": [
-        "Backbone", "BaseMaskRCNNHead", "FPN", "FastRCNNOutputLayers", "GeneralizedRCNN", "ProposalNetwork",
-        "ROIHeads", "ResNet", "ResNetBlockBase", "RetinaNet", "StandardROIHeads", "anchor_generator",
-        "backbone", "box_regression", "detector_postprocess", "make_stage", "matcher", "meta_arch", "poolers",
-        "postprocessing", "proposal_generator", "roi_heads", "sampling",
+        "Backbone", "BaseKeypointRCNNHead", "BaseMaskRCNNHead", "DatasetMapperTTA", "FCOS", "FPN",
+        "FastRCNNOutputLayers", "GeneralizedRCNN", "GeneralizedRCNNWithTTA", "PanopticFPN", "ProposalNetwork",
+        "ROIHeads", "ResNet", "ResNetBlockBase", "RetinaNet", "SemanticSegmentor", "StandardROIHeads",
+        "anchor_generator", "backbone", "box_regression", "detector_postprocess", "make_stage", "matcher",
+        "meta_arch", "poolers", "postprocessing", "proposal_generator", "roi_heads", "sampling",
+        "test_time_augmentation",
     ],
     "libdet.modeling.backbone": [
         "Backbone", "BasicStem", "BottleneckBlock", "FPN", "RegNet", "ResNet", "ResNetBlockBase", "backbone",
         "fpn", "make_stage", "regnet", "resnet",
     ],
     "libdet.modeling.proposal_generator": [
-        "RPN", "StandardRPNHead", "proposal_utils", "rpn",
+        "RPN", "StandardRPNHead", "proposal_utils", "rpn", "rrpn",
     ],
     "libdet.modeling.roi_heads": [
-        "BaseMaskRCNNHead", "FastRCNNConvFCHead", "FastRCNNOutputLayers", "MaskRCNNConvUpsampleHead",
-        "ROIHeads", "Res5ROIHeads", "StandardROIHeads", "box_head", "fast_rcnn", "mask_head", "roi_heads",
-        "select_foreground_proposals",
+        "BaseKeypointRCNNHead", "BaseMaskRCNNHead", "CascadeROIHeads", "FastRCNNConvFCHead",
+        "FastRCNNOutputLayers", "KRCNNConvDeconvUpsampleHead", "MaskRCNNConvUpsampleHead", "ROIHeads",
+        "RROIHeads", "Res5ROIHeads", "StandardROIHeads", "box_head", "cascade_rcnn", "fast_rcnn",
+        "keypoint_head", "mask_head", "roi_heads", "rotated_fast_rcnn", "select_foreground_proposals",
     ],
     "libdet.modeling.meta_arch": [
-        "DenseDetector", "GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "dense_detector", "rcnn",
-        "retinanet",
+        "DenseDetector", "FCOS", "GeneralizedRCNN", "PanopticFPN", "ProposalNetwork", "RetinaNet",
+        "SemanticSegmentor", "dense_detector", "fcos", "panoptic_fpn", "rcnn", "retinanet", "semantic_seg",
     ],
     "libdet.engine": ["AMPTrainer", "DEFAULT_TIMEOUT", "HookBase", "SimpleTrainer", "TrainerBase", "launch", "train_loop"],
     "libdet.solver": [

@@ -6,8 +6,9 @@ Annotations are detectron2's "standard dataset dicts" (``bbox``, ``bbox_mode``, 
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "filter_empty_instances",
     "gen_crop_transform_with_instance",
     "get_bbox",
+    "fed_loss_cls_weights_fn",
     "get_fed_loss_cls_weights",
     "read_image",
     "transform_instance_annotations",
@@ -464,6 +466,16 @@ def get_fed_loss_cls_weights(dataset_names: Union[str, Sequence[str], List[Dict[
         for c in s:
             counts[c] += 1
     return torch.as_tensor(counts, dtype=torch.float32) ** freq_weight_power
+
+
+def fed_loss_cls_weights_fn(
+    dataset_names: Union[str, Sequence[str]], freq_weight_power: float = 0.5
+) -> Callable[[], torch.Tensor]:
+    """A function of no arguments returning :func:`get_fed_loss_cls_weights` ``(dataset_names,
+    freq_weight_power)``, for ``FastRCNNOutputLayers(get_fed_loss_cls_weights=...)`` in a lazy config: building it
+    reads no data, so a config can name it whether or not the federated loss is switched on, and the class
+    frequencies are only computed when a predictor with ``use_fed_loss=True`` is built."""
+    return functools.partial(get_fed_loss_cls_weights, dataset_names, freq_weight_power)
 
 
 def gen_crop_transform_with_instance(crop_size: Tuple[int, int], image_size: Tuple[int, int],

@@ -14,24 +14,32 @@ from . import (
     proposal_generator,
     roi_heads,
     sampling,
+    test_time_augmentation,
 )
 from .backbone import FPN, Backbone, ResNet, ResNetBlockBase, make_stage
-from .meta_arch import DenseDetector, GeneralizedRCNN, ProposalNetwork, RetinaNet
+from .meta_arch import FCOS, DenseDetector, GeneralizedRCNN, PanopticFPN, ProposalNetwork, RetinaNet, SemanticSegmentor
 from .postprocessing import detector_postprocess
-from .roi_heads import BaseMaskRCNNHead, FastRCNNOutputLayers, ROIHeads, StandardROIHeads
+from .roi_heads import BaseKeypointRCNNHead, BaseMaskRCNNHead, FastRCNNOutputLayers, ROIHeads, StandardROIHeads
+from .test_time_augmentation import DatasetMapperTTA, GeneralizedRCNNWithTTA
 
 __all__ = [
     "Backbone",
+    "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
+    "DatasetMapperTTA",
     "DenseDetector",
+    "FCOS",
     "FPN",
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
+    "GeneralizedRCNNWithTTA",
+    "PanopticFPN",
     "ProposalNetwork",
     "ROIHeads",
     "ResNet",
     "ResNetBlockBase",
     "RetinaNet",
+    "SemanticSegmentor",
     "StandardROIHeads",
     "anchor_generator",
     "backbone",
@@ -45,4 +53,5 @@ __all__ = [
     "proposal_generator",
     "roi_heads",
     "sampling",
+    "test_time_augmentation",
 ]

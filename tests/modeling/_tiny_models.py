@@ -119,3 +119,120 @@ def synthetic_image(seed: int, height: int, width: int, boxes, classes, polygons
     else:
         inst.gt_masks = BitMasks(masks)
     return {"image": image, "instances": inst, "height": height, "width": width}
+
+
+def tiny_fcos():
+    """``fcos`` shrunk; 32 channels because its GroupNorm has 32 groups."""
+    cfg = load_model_config("fcos")
+    _unit_inputs(cfg)
+    _shallow_resnet(cfg.backbone.bottom_up)
+    cfg.backbone.out_channels = 32
+    cfg.head.conv_dims = [32, 32]
+    cfg.num_classes = NUM_CLASSES
+    return cfg
+
+
+# Semantic classes of the tiny semantic / panoptic models: 0 = "thing", 1..3 = stuff.
+NUM_SEM_CLASSES = 4
+
+
+def _tiny_sem_seg_head(head) -> None:
+    head.conv_dims = 32  # GroupNorm(32 groups)
+    head.num_classes = NUM_SEM_CLASSES
+
+
+def tiny_semantic_fpn():
+    cfg = load_model_config("semantic_fpn")
+    _unit_inputs(cfg)
+    _shallow_resnet(cfg.backbone.bottom_up)
+    cfg.backbone.out_channels = 16
+    _tiny_sem_seg_head(cfg.sem_seg_head)
+    return cfg
+
+
+def tiny_panoptic_fpn():
+    """``panoptic_fpn`` shrunk as :func:`tiny_mask_rcnn_fpn` shrinks ``mask_rcnn_fpn``."""
+    cfg = load_model_config("panoptic_fpn")
+    _unit_inputs(cfg)
+    _shallow_resnet(cfg.backbone.bottom_up)
+    cfg.backbone.out_channels = 16
+    cfg.proposal_generator.update(batch_size_per_image=64, pre_nms_topk=(300, 200), post_nms_topk=(100, 50))
+    roi = cfg.roi_heads
+    roi.update(num_classes=NUM_CLASSES, batch_size_per_image=64)
+    roi.box_head.fc_dims = [32, 32]
+    roi.box_predictor.input_shape.channels = 32
+    roi.mask_head.conv_dims = [16, 16]
+    _tiny_sem_seg_head(cfg.sem_seg_head)
+    return cfg
+
+
+# Keypoints per person of the tiny keypoint R-CNN.
+NUM_TINY_KEYPOINTS = 4
+
+
+def tiny_keypoint_rcnn_fpn():
+    """``keypoint_rcnn_fpn`` shrunk: narrow backbone and heads, 4 keypoints, 7x7 keypoint pooling."""
+    cfg = load_model_config("keypoint_rcnn_fpn")
+    _unit_inputs(cfg)
+    _shallow_resnet(cfg.backbone.bottom_up)
+    cfg.backbone.out_channels = 16
+    cfg.proposal_generator.update(batch_size_per_image=64, pre_nms_topk=(300, 200), post_nms_topk=(100, 50))
+    roi = cfg.roi_heads
+    roi.batch_size_per_image = 64
+    roi.box_head.fc_dims = [32, 32]
+    roi.box_predictor.input_shape.channels = 32
+    roi.keypoint_pooler.output_size = 7
+    roi.keypoint_head.update(num_keypoints=NUM_TINY_KEYPOINTS, conv_dims=[16, 16])
+    return cfg
+
+
+def tiny_cascade_mask_rcnn_fpn():
+    """``cascade_rcnn`` (cascade Mask R-CNN) shrunk as :func:`tiny_mask_rcnn_fpn`."""
+    cfg = load_model_config("cascade_rcnn")
+    _unit_inputs(cfg)
+    _shallow_resnet(cfg.backbone.bottom_up)
+    cfg.backbone.out_channels = 16
+    cfg.proposal_generator.update(batch_size_per_image=64, pre_nms_topk=(300, 200), post_nms_topk=(100, 50))
+    roi = cfg.roi_heads
+    roi.update(num_classes=NUM_CLASSES, batch_size_per_image=64)
+    for head, predictor in zip(roi.box_heads, roi.box_predictors):
+        head.fc_dims = [32, 32]
+        predictor.input_shape.channels = 32
+    roi.mask_head.conv_dims = [16, 16]
+    return cfg
+
+
+def mapped_example_with_crowd(directory: Path, use_instance_mask: bool = True, sem_seg: bool = True):
+    """A 64x96 image written to ``directory`` with one object (class 1, box (10, 10, 40, 50)) and one
+    crowd region (box (50, 20, 90, 60)), passed through the training ``DatasetMapper``: the crowd
+    annotation is dropped there. With ``sem_seg``: a semantic map (0 = thing, stuff 1 above row 32 and
+    2 below, 255 on the last column) is added as ``"sem_seg"``."""
+    from PIL import Image
+
+    from libdet.data import DatasetMapper
+    from libdet.structures import BoxMode
+
+    height, width = 64, 96
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    image[10:50, 10:40] = (20, 250, 20)
+    image[20:60, 50:90] = (20, 20, 250)
+    Image.fromarray(image).save(directory / "image.png")
+
+    def ann(x0, y0, x1, y1, crowd):
+        polygon = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
+        return {"bbox": [x0, y0, x1 - x0, y1 - y0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1,
+                "iscrowd": crowd, "segmentation": [polygon]}
+
+    record = {"file_name": str(directory / "image.png"), "height": height, "width": width, "image_id": 7,
+              "annotations": [ann(10, 10, 40, 50, 0), ann(50, 20, 90, 60, 1)]}
+    if sem_seg:
+        labels = np.ones((height, width), dtype=np.uint8)
+        labels[32:] = 2
+        labels[10:50, 10:40] = 0
+        labels[20:60, 50:90] = 0
+        labels[:, -1] = 255
+        Image.fromarray(labels).save(directory / "sem_seg.png")
+        record["sem_seg_file_name"] = str(directory / "sem_seg.png")
+    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="BGR", use_instance_mask=use_instance_mask)
+    return mapper(record)

@@ -96,3 +96,26 @@ def test_conv_upsample_head():
     assert det.pred_masks.shape == (2, 1, 14, 14)
     with pytest.raises(ValueError, match="conv_dims"):
         MaskRCNNConvUpsampleHead(ShapeSpec(channels=8), num_classes=3, conv_dims=[])
+
+
+@pytest.mark.parametrize("vis_period,iteration,expected_images", [(0, 0, 0), (2, 4, 2), (2, 3, 0)])
+def test_mask_rcnn_loss_visualises_prediction_next_to_gt(vis_period, iteration, expected_images):
+    from libdet.utils.events import EventStorage
+
+    logits = torch.full((2, 3, 4, 4), 20.0)  # predicted foreground everywhere: sigmoid ~ 1
+    with EventStorage(start_iter=iteration) as storage:
+        mask_rcnn_loss(logits, [_fg_proposals(polygons=False)], vis_period=vis_period)
+    images = storage.vis_data
+    assert len(images) == expected_images
+    if expected_images:
+        name, img, _ = images[0]
+        assert name == "Left: mask prediction;   Right: mask GT (0)"
+        assert img.shape == (3, 4, 8)
+        torch.testing.assert_close(img[:, :, :4], torch.ones(3, 4, 4))  # the prediction
+        expected_gt = torch.tensor([1.0, 1.0, 0.0, 0.0])[:, None].expand(4, 4)  # top half of ROI 0
+        torch.testing.assert_close(img[0, :, 4:], expected_gt)
+
+
+def test_mask_head_rejects_negative_vis_period():
+    with pytest.raises(ValueError, match="vis_period"):
+        MaskRCNNConvUpsampleHead(ShapeSpec(channels=4, height=4, width=4), num_classes=1, conv_dims=[4], vis_period=-1)

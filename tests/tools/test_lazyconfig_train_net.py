@@ -21,7 +21,7 @@ from libdet.engine import default_argument_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
-CONFIG = os.path.join(ROOT, "configs", "shapes", "mask_rcnn_r18_cpu.py")
+CONFIG = os.path.join(ROOT, "configs", "shapes", "mask_rcnn_cpu.py")
 RESIZE, FLIP = "libdet.data.transforms.ResizeShortestEdge", "libdet.data.transforms.RandomFlip"
 TRAIN_NAME, VAL_NAME = "_tool_test_shapes_train", "_tool_test_shapes_val"
 

@@ -460,6 +460,8 @@ class ResNet(Backbone):
         *,
         width_per_group: int = 64,
         res5_dilation: int = 1,
+        stem_out_channels: int = 64,
+        res2_out_channels: Optional[int] = None,
         **kwargs: Any,
     ) -> List[List[CNNBlockBase]]:
         """Build the four stages ``res2`` ... ``res5`` of a standard ResNet / ResNeXt.
@@ -474,6 +476,10 @@ class ResNet(Backbone):
                 width_per_group=8``. Only for depth >= 50.
             res5_dilation: 1, or 2 for the DC5 variant (``res5`` keeps stride 16 and uses dilation 2).
                 Only for depth >= 50.
+            stem_out_channels: channels of the stem's output, the input of ``res2``.
+            res2_out_channels: output channels of ``res2``, doubled at every later stage; default 64
+                (:class:`BasicBlock`) or 256 (:class:`BottleneckBlock`). A narrower network, e.g. a half-width
+                ResNet-18, is ``stem_out_channels=32, res2_out_channels=32``.
             **kwargs: other arguments of every block, e.g. ``norm``, ``stride_in_1x1``,
                 ``num_groups`` (depth >= 50), ``deform_modulated``.
 
@@ -494,11 +500,10 @@ class ResNet(Backbone):
                     "`width_per_group` nor `num_groups`."
                 )
             kwargs = {k: v for k, v in kwargs.items() if k != "num_groups"}  # 1: BasicBlock has no groups
-            in_channels = [64, 64, 128, 256]
-            out_channels = [64, 128, 256, 512]
-        else:
-            in_channels = [64, 256, 512, 1024]
-            out_channels = [256, 512, 1024, 2048]
+        if res2_out_channels is None:
+            res2_out_channels = 64 if depth < 50 else 256
+        out_channels = [res2_out_channels * 2**i for i in range(4)]
+        in_channels = [stem_out_channels] + out_channels[:3]
         num_groups = kwargs.get("num_groups", 1)
         stages = []
         for i, (n, c_in, c_out) in enumerate(zip(num_blocks_per_stage, in_channels, out_channels)):

@@ -1,17 +1,28 @@
 """Meta-architectures: whole models that take a list of input dicts and return losses or detections."""
 
-from . import dense_detector, rcnn, retinanet
+from . import dense_detector, fcos, panoptic_fpn, rcnn, retinanet, semantic_seg
 from .dense_detector import DenseDetector
+from .fcos import FCOS, FCOSHead
+from .panoptic_fpn import PanopticFPN
 from .rcnn import GeneralizedRCNN, ProposalNetwork
 from .retinanet import RetinaNet, RetinaNetHead
+from .semantic_seg import SemanticSegmentor, SemSegFPNHead
 
 __all__ = [
     "DenseDetector",
+    "FCOS",
+    "FCOSHead",
     "GeneralizedRCNN",
+    "PanopticFPN",
     "ProposalNetwork",
     "RetinaNet",
     "RetinaNetHead",
+    "SemSegFPNHead",
+    "SemanticSegmentor",
     "dense_detector",
+    "fcos",
+    "panoptic_fpn",
     "rcnn",
     "retinanet",
+    "semantic_seg",
 ]

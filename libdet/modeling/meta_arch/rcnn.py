@@ -24,6 +24,22 @@ def _check_pixel_stats(owner: str, pixel_mean: torch.Tensor, pixel_std: torch.Te
         )
 
 
+def _image_to_rgb(image: torch.Tensor, input_format: Optional[str]):
+    """A model input ``(C, H, W)`` tensor (0-255, channels in ``input_format``) as an ``(H, W, 3)`` uint8 RGB
+    array for drawing. ``None`` is taken as RGB."""
+    img = image.detach().to("cpu", torch.float32).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if input_format == "BGR":
+        return img[:, :, ::-1]
+    if input_format in (None, "RGB"):
+        return img
+    if input_format == "L":
+        return img[:, :, [0, 0, 0]]
+    raise ValueError(
+        f"GeneralizedRCNN.visualize_training: cannot draw images of input_format={input_format!r}; "
+        "supported: 'BGR', 'RGB', 'L' or None (RGB). Set vis_period=0 to disable training visualisation."
+    )
+
+
 class _ImageNormalizer(nn.Module):
     """Holds ``pixel_mean`` / ``pixel_std`` as non-persistent buffers and builds the normalised,
     padded :class:`ImageList` of a batch. Not a public class: the meta-architectures below use it."""
@@ -96,19 +112,17 @@ class GeneralizedRCNN(_ImageNormalizer):
             roi_heads: e.g. :class:`StandardROIHeads`.
             pixel_mean, pixel_std: per-channel normalisation of the input images.
             input_format: channel order of the input images (``"BGR"``, ``"RGB"``); informational.
-            vis_period: kept for detectron2 compatibility; training visualisation needs the event storage,
-                which libdet does not provide yet, so it must be 0.
+            vis_period: every ``vis_period`` training iterations (of the active event storage), put an image
+                of the first image's ground-truth boxes next to its top proposals into the event storage
+                (see :meth:`visualize_training`); 0 disables it.
         """
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
         self.input_format = input_format
-        if vis_period:
-            raise ValueError(
-                "GeneralizedRCNN: `vis_period` > 0 needs training visualisation through the event storage, "
-                "which libdet does not provide yet; use vis_period=0."
-            )
+        if not isinstance(vis_period, int) or isinstance(vis_period, bool) or vis_period < 0:
+            raise ValueError(f"GeneralizedRCNN: `vis_period` must be an int >= 0 (0 disables it), got {vis_period!r}.")
         self.vis_period = vis_period
         self._register_pixel_stats("GeneralizedRCNN", pixel_mean, pixel_std)
 
@@ -131,11 +145,51 @@ class GeneralizedRCNN(_ImageNormalizer):
             raise ValueError("GeneralizedRCNN: training needs ground truth under batched_inputs[i]['instances'].")
         features = self.backbone(images.tensor)
         proposals, proposal_losses = self._proposals(batched_inputs, images, features, gt_instances)
+        self._maybe_visualize_training(batched_inputs, proposals)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         losses: Dict[str, torch.Tensor] = {}
         losses.update(detector_losses)
         losses.update(proposal_losses)
         return losses
+
+    def _maybe_visualize_training(self, batched_inputs: List[Dict[str, Any]], proposals: List[Instances]) -> None:
+        """:meth:`visualize_training` every ``vis_period`` iterations of the event storage."""
+        if self.vis_period > 0:
+            from libdet.utils.events import get_event_storage
+
+            if get_event_storage().iter % self.vis_period == 0:
+                self.visualize_training(batched_inputs, proposals)
+
+    def visualize_training(self, batched_inputs: List[Dict[str, Any]], proposals: List[Instances]) -> None:
+        """Put into the active event storage one image, ``"Left: GT bounding boxes;  Right: Predicted
+        proposals"``: the first image of the batch with its ground-truth boxes (left) and its top-scoring
+        proposals (right, at most 20), side by side as a ``(3, H, 2W)`` float RGB tensor in ``[0, 1]``.
+
+        Args:
+            batched_inputs: the training batch (``"image"`` ``(C, H, W)`` in ``input_format``, ``"instances"``
+                with ``gt_boxes``).
+            proposals: per image, :class:`Instances` with ``proposal_boxes`` (sorted by objectness, as the
+                proposal generator returns them) in the coordinates of ``"image"``.
+
+        Raises:
+            RuntimeError: outside an :class:`~libdet.utils.events.EventStorage` context.
+        """
+        import numpy as np
+
+        from libdet.utils.events import get_event_storage
+        from libdet.utils.visualizer import Visualizer
+
+        storage = get_event_storage()
+        max_vis_prop = 20
+        for inputs, prop in zip(batched_inputs, proposals):
+            img = _image_to_rgb(inputs["image"], self.input_format)
+            anno_img = Visualizer(img, None).overlay_instances(boxes=inputs["instances"].gt_boxes).get_image()
+            boxes = prop.proposal_boxes[: min(len(prop), max_vis_prop)]
+            prop_img = Visualizer(img, None).overlay_instances(boxes=boxes).get_image()
+            vis_img = np.concatenate((anno_img, prop_img), axis=1).transpose(2, 0, 1)
+            vis_name = "Left: GT bounding boxes;  Right: Predicted proposals"
+            storage.put_image(vis_name, torch.from_numpy(np.ascontiguousarray(vis_img)).float() / 255.0)
+            break  # only the first image of the batch
 
     def _proposals(self, batched_inputs, images, features, gt_instances):
         if self.proposal_generator is not None:

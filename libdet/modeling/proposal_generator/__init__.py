@@ -1,6 +1,14 @@
-"""Proposal generators: the Region Proposal Network and its helpers."""
+"""Proposal generators: the Region Proposal Network, its rotated variant and their helpers."""
 
-from . import proposal_utils, rpn
+from . import proposal_utils, rpn, rrpn
 from .rpn import RPN, StandardRPNHead
+from .rrpn import RRPN
 
-__all__ = ["RPN", "StandardRPNHead", "proposal_utils", "rpn"]
+__all__ = [
+    "RPN",
+    "RRPN",
+    "StandardRPNHead",
+    "proposal_utils",
+    "rpn",
+    "rrpn",
+]

@@ -17,7 +17,7 @@ from libdet.utils.events import get_event_storage, has_event_storage
 __all__ = ["BaseMaskRCNNHead", "MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference"]
 
 
-def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
+def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], vis_period: int = 0) -> torch.Tensor:
     """Mean per-pixel binary cross-entropy between each foreground ROI's predicted mask (of its gt class,
     or the single class-agnostic mask) and its gt mask cropped to the ROI and resized to ``M x M``
     (``gt_masks.crop_and_resize``; works for :class:`BitMasks` and :class:`PolygonMasks`).
@@ -26,6 +26,9 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -
         pred_mask_logits: ``(R, C, M, M)``; ``C`` = number of classes, or 1 for class-agnostic masks.
         instances: per image, the ``R_i`` foreground proposals (``sum R_i = R``) with
             ``proposal_boxes``, ``gt_classes`` and ``gt_masks``.
+        vis_period: every ``vis_period`` iterations of the active event storage, put one image per
+            foreground ROI into it, ``"Left: mask prediction;   Right: mask GT (i)"`` (``(3, M, 2M)`` in
+            ``[0, 1]``); 0 disables it.
 
     Returns:
         Scalar loss; a graph-connected 0 when there is no foreground ROI.
@@ -65,6 +68,10 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -
         storage.put_scalar("mask_rcnn/accuracy", (predicted == targets).float().mean().item())
         storage.put_scalar("mask_rcnn/false_positive", (predicted & ~targets).sum().item() / num_neg)
         storage.put_scalar("mask_rcnn/false_negative", (~predicted & targets).sum().item() / num_pos)
+        if vis_period > 0 and storage.iter % vis_period == 0:
+            side_by_side = torch.cat([logits.detach().sigmoid(), targets.to(logits.dtype)], dim=2).cpu()
+            for i, vis_mask in enumerate(side_by_side):
+                storage.put_image(f"Left: mask prediction;   Right: mask GT ({i})", vis_mask.expand(3, -1, -1))
     return F.binary_cross_entropy_with_logits(logits, targets.to(dtype=logits.dtype), reduction="mean")
 
 
@@ -96,15 +103,12 @@ class BaseMaskRCNNHead(nn.Module):
         """
         Args:
             loss_weight: multiplier of ``loss_mask``.
-            vis_period: kept for detectron2 compatibility; mask visualisation during training needs the
-                event storage, which is not part of libdet yet, so it must be 0.
+            vis_period: every ``vis_period`` training iterations, put the predicted and gt masks of the
+                foreground ROIs into the event storage (see :func:`mask_rcnn_loss`); 0 disables it.
         """
         super().__init__()
-        if vis_period:
-            raise ValueError(
-                "BaseMaskRCNNHead: `vis_period` > 0 needs training visualisation through the event storage, "
-                "which libdet does not provide yet; use vis_period=0."
-            )
+        if not isinstance(vis_period, int) or isinstance(vis_period, bool) or vis_period < 0:
+            raise ValueError(f"BaseMaskRCNNHead: `vis_period` must be an int >= 0 (0 disables it), got {vis_period!r}.")
         self.loss_weight = loss_weight
         self.vis_period = vis_period
 
@@ -122,7 +126,7 @@ class BaseMaskRCNNHead(nn.Module):
         """
         x = self.layers(x)
         if self.training:
-            return {"loss_mask": mask_rcnn_loss(x, instances) * self.loss_weight}
+            return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
         mask_rcnn_inference(x, instances)
         return instances
 

@@ -1,5 +1,5 @@
-"""ROI heads: sample proposals against the ground truth, pool per-ROI features, and run the box (and mask)
-branches. ``StandardROIHeads`` pools each branch from FPN levels; ``Res5ROIHeads`` is the C4 design, where
+"""ROI heads: sample proposals against the ground truth, pool per-ROI features, and run the box (and mask,
+keypoint) branches. ``StandardROIHeads`` pools each branch from FPN levels; ``Res5ROIHeads`` is the C4 design, where
 the ResNet ``res5`` stage runs on pooled ``res4`` features and is shared by the box and mask branches."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from libdet.layers import nonzero_tuple
 from libdet.structures import Boxes, ImageList, Instances, pairwise_iou
 from libdet.utils.events import get_event_storage, has_event_storage
 
@@ -18,7 +19,13 @@ from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from ..sampling import subsample_labels
 from .fast_rcnn import FastRCNNOutputLayers
 
-__all__ = ["select_foreground_proposals", "ROIHeads", "StandardROIHeads", "Res5ROIHeads"]
+__all__ = [
+    "select_foreground_proposals",
+    "select_proposals_with_visible_keypoints",
+    "ROIHeads",
+    "StandardROIHeads",
+    "Res5ROIHeads",
+]
 
 
 def select_foreground_proposals(
@@ -44,6 +51,40 @@ def select_foreground_proposals(
         fg_proposals.append(p[mask.nonzero().squeeze(1)])
         fg_masks.append(mask)
     return fg_proposals, fg_masks
+
+
+def select_proposals_with_visible_keypoints(proposals: List[Instances]) -> List[Instances]:
+    """Keep the proposals whose matched gt has at least one visible keypoint (``v >= 1``) inside the
+    proposal box (borders included): the only ones the keypoint head can learn from.
+
+    Args:
+        proposals: per image, foreground proposals with ``proposal_boxes`` and ``gt_keypoints``
+            (images without proposals may lack ``gt_keypoints``).
+
+    Returns:
+        per image, the selected proposals.
+    """
+    selected, num_selected = [], []
+    for i, p in enumerate(proposals):
+        if len(p) == 0:
+            selected.append(p)
+            num_selected.append(0)
+            continue
+        if not p.has("gt_keypoints"):
+            raise ValueError(
+                f"select_proposals_with_visible_keypoints: the proposals of image {i} have no `gt_keypoints`; "
+                "the keypoint branch needs keypoint annotations (DatasetMapper(use_keypoint=True))."
+            )
+        kp = p.gt_keypoints.tensor  # (R, K, 3)
+        boxes = p.proposal_boxes.tensor.unsqueeze(1)  # (R, 1, 4)
+        xs, ys = kp[:, :, 0], kp[:, :, 1]
+        inside = (xs >= boxes[:, :, 0]) & (xs <= boxes[:, :, 2]) & (ys >= boxes[:, :, 1]) & (ys <= boxes[:, :, 3])
+        keep = nonzero_tuple((inside & (kp[:, :, 2] >= 1)).any(dim=1))[0]
+        selected.append(p[keep])
+        num_selected.append(keep.numel())
+    if has_event_storage() and len(num_selected):
+        get_event_storage().put_scalar("keypoint_head/num_fg_samples", sum(num_selected) / len(num_selected))
+    return selected
 
 
 class ROIHeads(nn.Module):
@@ -160,9 +201,10 @@ class ROIHeads(nn.Module):
 
 
 class StandardROIHeads(ROIHeads):
-    """ROI heads where each branch pools its own features: a box branch (pooler, box head, predictor)
-    and an optional mask branch (pooler, mask head). A new branch (e.g. keypoints) is added by a subclass
-    that extends :meth:`_forward_branches` and :meth:`forward_with_given_boxes`."""
+    """ROI heads where each branch pools its own features: a box branch (pooler, box head, predictor),
+    an optional mask branch (pooler, mask head) and an optional keypoint branch (pooler, keypoint head).
+    Another branch is added by a subclass that extends :meth:`_forward_branches` and
+    :meth:`forward_with_given_boxes`."""
 
     def __init__(
         self,
@@ -174,6 +216,9 @@ class StandardROIHeads(ROIHeads):
         mask_in_features: Optional[List[str]] = None,
         mask_pooler: Optional[ROIPooler] = None,
         mask_head: Optional[nn.Module] = None,
+        keypoint_in_features: Optional[List[str]] = None,
+        keypoint_pooler: Optional[ROIPooler] = None,
+        keypoint_head: Optional[nn.Module] = None,
         train_on_pred_boxes: bool = False,
         **kwargs,
     ):
@@ -187,6 +232,11 @@ class StandardROIHeads(ROIHeads):
             mask_pooler: pools mask features; ``None`` passes the features dict (of ``mask_in_features``)
                 to the mask head unpooled.
             mask_head: mask head (e.g. :class:`MaskRCNNConvUpsampleHead`); ``None`` disables masks.
+            keypoint_in_features: feature names the keypoint branch uses; ``None`` disables keypoints.
+            keypoint_pooler: pools keypoint features; ``None`` passes the features dict (of
+                ``keypoint_in_features``) to the keypoint head unpooled.
+            keypoint_head: keypoint head (e.g. :class:`KRCNNConvDeconvUpsampleHead`); ``None`` disables
+                keypoints. It trains on the foreground proposals with a visible keypoint inside.
             train_on_pred_boxes: train the later branches on the box branch's refined boxes instead of
                 the proposals.
             kwargs: arguments of :class:`ROIHeads`.
@@ -206,6 +256,17 @@ class StandardROIHeads(ROIHeads):
             self.mask_in_features = list(mask_in_features)
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
+        self.keypoint_on = keypoint_in_features is not None and keypoint_head is not None
+        if (keypoint_in_features is None) != (keypoint_head is None):
+            raise ValueError(
+                "StandardROIHeads: `keypoint_in_features` and `keypoint_head` must be given together (or both "
+                f"None), got keypoint_in_features={keypoint_in_features} and "
+                f"keypoint_head={type(keypoint_head).__name__}."
+            )
+        if self.keypoint_on:
+            self.keypoint_in_features = list(keypoint_in_features)
+            self.keypoint_pooler = keypoint_pooler
+            self.keypoint_head = keypoint_head
         self.train_on_pred_boxes = train_on_pred_boxes
 
     def forward(
@@ -216,7 +277,8 @@ class StandardROIHeads(ROIHeads):
         targets: Optional[List[Instances]] = None,
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """See :meth:`ROIHeads.forward`. In training returns the sampled proposals and the losses of all
-        branches; at inference the detections (with ``pred_masks`` when the mask branch is on) and ``{}``."""
+        branches; at inference the detections (with ``pred_masks`` / ``pred_keypoints`` when those branches
+        are on) and ``{}``."""
         del images
         if self.training:
             proposals = self.label_and_sample_proposals(proposals, targets)
@@ -230,7 +292,9 @@ class StandardROIHeads(ROIHeads):
         self, features: Dict[str, torch.Tensor], proposals: List[Instances]
     ) -> Dict[str, torch.Tensor]:
         """Losses of the branches that run after the box branch (training)."""
-        return self._forward_mask(features, proposals)
+        losses = self._forward_mask(features, proposals)
+        losses.update(self._forward_keypoint(features, proposals))
+        return losses
 
     def forward_with_given_boxes(
         self, features: Dict[str, torch.Tensor], instances: List[Instances]
@@ -242,7 +306,7 @@ class StandardROIHeads(ROIHeads):
             instances: per image, detections with ``pred_boxes`` and ``pred_classes``.
 
         Returns:
-            the same instances with the branch outputs (e.g. ``pred_masks``) added.
+            the same instances with the branch outputs (``pred_masks``, ``pred_keypoints``, ...) added.
         """
         if self.training:
             raise RuntimeError("StandardROIHeads.forward_with_given_boxes is for inference; call model.eval().")
@@ -250,7 +314,8 @@ class StandardROIHeads(ROIHeads):
             raise ValueError(
                 "StandardROIHeads.forward_with_given_boxes: instances need `pred_boxes` and `pred_classes`."
             )
-        return self._forward_mask(features, instances)
+        instances = self._forward_mask(features, instances)
+        return self._forward_keypoint(features, instances)
 
     def _forward_box(
         self, features: Dict[str, torch.Tensor], proposals: List[Instances]
@@ -289,6 +354,25 @@ class StandardROIHeads(ROIHeads):
         else:
             mask_features = {f: features[f] for f in self.mask_in_features}
         return self.mask_head(mask_features, instances)
+
+    def _forward_keypoint(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        """Keypoint branch: ``{"loss_keypoint": ...}`` on the foreground proposals with a visible keypoint
+        inside in training; detections with ``pred_keypoints`` at inference. Without a keypoint branch,
+        ``{}`` / the unchanged instances."""
+        if not self.keypoint_on:
+            return {} if self.training else instances
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+            instances = select_proposals_with_visible_keypoints(instances)
+        if self.keypoint_pooler is not None:
+            feats = [features[f] for f in self.keypoint_in_features]
+            boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
+            keypoint_features = self.keypoint_pooler(feats, boxes)
+        else:
+            keypoint_features = {f: features[f] for f in self.keypoint_in_features}
+        return self.keypoint_head(keypoint_features, instances)
 
 
 class Res5ROIHeads(ROIHeads):

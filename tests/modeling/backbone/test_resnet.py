@@ -153,6 +153,20 @@ def test_resnext_group_shapes():
     assert s8d[0][0].conv2.weight.shape == (256, 8, 3, 3) and s8d[3][0].conv2.weight.shape == (2048, 64, 3, 3)
 
 
+def test_make_default_stages_custom_widths():
+    """A half-width ResNet-18 (the CPU quickstart's backbone) and a wider-res2 ResNet-50."""
+    r = ResNet(
+        BasicStem(out_channels=32, norm="BN"),
+        ResNet.make_default_stages(18, norm="BN", stem_out_channels=32, res2_out_channels=32),
+        out_features=["res2", "res3", "res4", "res5"],
+    )
+    out = r(torch.randn(1, 3, 64, 64))
+    assert [out[k].shape[1] for k in ("res2", "res3", "res4", "res5")] == [32, 64, 128, 256]
+    assert r.res2[0].shortcut is None  # 32 -> 32: no projection
+    stages = ResNet.make_default_stages(50, stem_out_channels=32, res2_out_channels=128)
+    assert [(st[0].in_channels, st[0].out_channels) for st in stages] == [(32, 128), (128, 256), (256, 512), (512, 1024)]
+
+
 def test_make_default_stages_depths_and_errors():
     assert [len(st) for st in ResNet.make_default_stages(34, norm="BN")] == [3, 4, 6, 3]
     assert len(ResNet.make_default_stages(18, num_groups=1, norm="BN")[0]) == 2  # the default is accepted
