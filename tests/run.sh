@@ -9,7 +9,9 @@
 #    test extras;
 # 3. compiles libdet's C++ ops (csrc/) when a C++ compiler is present, failing if they do not build,
 #    so that the kernels are tested against their pure-PyTorch twins;
-# 4. runs pytest on 2 workers.
+# 4. with LIBDET_TEST_SLURM=install (as root, Debian/Ubuntu): installs slurm-wlm + munge so that the SLURM
+#    integration test runs instead of skipping;
+# 5. runs pytest on 2 workers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,6 +43,18 @@ if command -v "${CXX:-c++}" >/dev/null 2>&1; then
   MAX_JOBS=${MAX_JOBS:-2} python -m libdet.layers._ops
 else
   echo "== no C++ compiler found: the ops' pure-PyTorch twins are tested, the kernels are skipped"
+fi
+
+if [ "${LIBDET_TEST_SLURM:-}" = install ] && ! command -v slurmctld >/dev/null 2>&1; then
+  # Best effort: the SLURM integration test (tests/engine/test_slurm.py) skips when this fails.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing slurm-wlm and munge (for the SLURM integration test)"
+    { timeout 600 apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+      || echo "   (install failed: the SLURM test will skip)"
+  else
+    echo "== LIBDET_TEST_SLURM=install needs root and apt-get: the SLURM test will skip"
+  fi
 fi
 
 echo "== running tests"

@@ -92,6 +92,10 @@ D2_PUBLIC_NAMES = {
         "SemanticSegmentor", "dense_detector", "fcos", "panoptic_fpn", "rcnn", "retinanet", "semantic_seg",
     ],
     "libdet.engine": ["AMPTrainer", "DEFAULT_TIMEOUT", "HookBase", "SimpleTrainer", "TrainerBase", "launch", "train_loop"],
+    "libdet.engine.launch": ["DEFAULT_TIMEOUT", "DistributedEnv", "launch", "run_in_process_group"],
+    "libdet.engine.slurm": [
+        "EXECUTORS", "ScriptFunction", "SubmititTrainer", "build_executor", "job_distributed_env", "submit_training",
+    ],
     "libdet.solver": [
         "LRMultiplier", "LRScheduler", "WarmupCosineLR", "WarmupMultiStepLR", "WarmupParamScheduler", "build",
         "get_default_optimizer_params", "lr_scheduler",

@@ -12,7 +12,8 @@ The config has the top-level keys ``model``, ``dataloader`` (``train``, ``test``
 (its ``params.model`` is filled with the built model), ``lr_multiplier`` (a fvcore ``ParamScheduler``) and
 ``train`` (see ``configs/common/train.py``).
 
-``--eval-only`` loads ``train.init_checkpoint``, evaluates and writes ``<output_dir>/eval_results.json``.
+``--eval-only`` loads ``train.init_checkpoint`` and evaluates. Every evaluation (``--eval-only``, every
+``train.eval_period`` iterations and after training) writes its results to ``<output_dir>/eval_results.json``.
 ``--resume`` is exact: model, optimizer, LR schedule, grad scaler, EMA, iteration, data-loader position and RNG
 states all come from the last checkpoint in ``train.output_dir``, so the run continues as if uninterrupted.
 After training, ``model_final.pth`` holds the weights and ``metrics.json`` the logged scalars (one JSON line
@@ -110,7 +111,8 @@ def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> List
 
 
 def do_test(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
-    """Run ``model`` on ``dataloader.test`` and evaluate with ``dataloader.evaluator`` (when the config has one).
+    """Run ``model`` on ``dataloader.test`` and evaluate with ``dataloader.evaluator`` (when the config has one);
+    the main process writes the results to ``<train.output_dir>/eval_results.json`` (the latest evaluation).
 
     Returns:
         The evaluator's results (e.g. ``{"bbox": {"AP": ..., "AP50": ...}}``); ``{}`` without an evaluator or on
@@ -123,6 +125,10 @@ def do_test(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
     results = dict(results or {})
     if comm.is_main_process() and results:
         print_csv_format(results)
+        output_dir = _train_opt(cfg, "output_dir")
+        if output_dir:
+            with atomic_write(os.path.join(output_dir, "eval_results.json"), "w") as f:
+                json.dump(results, f, indent=2, sort_keys=True)
     return results
 
 
@@ -241,12 +247,7 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         model.to(resolve_device(_train_opt(cfg, "device", "auto")))
         model = create_ddp_model(model)
         DetectionCheckpointer(model).load(_train_opt(cfg, "init_checkpoint", ""))
-        results = do_test(cfg, model)
-        output_dir = _train_opt(cfg, "output_dir")
-        if comm.is_main_process() and output_dir and results:
-            with atomic_write(os.path.join(output_dir, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-        return results
+        return do_test(cfg, model)
     return do_train(cfg, args)
 
 

@@ -46,15 +46,17 @@ python tools/plot_metrics.py "$OUTPUT/metrics.json" -o "$OUTPUT/metrics.png" \
   --keys total_loss "loss_*" lr "*/AP" --smooth 5
 done_at=$(date +%s)
 
-python - "$OUTPUT" <<'PY'
-import json, sys
-results = json.load(open(f"{sys.argv[1]}/eval_results.json"))
-for task in ("bbox", "segm"):
-    if task in results:
-        r = results[task]
-        print(f"   {task}: AP {r['AP']:.1f}  AP50 {r['AP50']:.1f}  AP75 {r['AP75']:.1f}  "
-              f"APs {r['APs']:.1f}  APm {r['APm']:.1f}  APl {r['APl']:.1f}")
-PY
 echo "== done: install $((installed - start)) s, training + evaluation $((trained - installed)) s," \
   "pictures $((done_at - trained)) s; total $((done_at - start)) s"
 echo "   predictions: $OUTPUT/predictions/   curves: $OUTPUT/metrics.png   log: $OUTPUT/log.txt"
+# Prints the AP; with LIBDET_QUICKSTART_MIN_BOX_AP set (CI), fails when box AP is lower.
+python - "$OUTPUT" "${LIBDET_QUICKSTART_MIN_BOX_AP:-}" <<'PY'
+import json, sys
+results = json.load(open(f"{sys.argv[1]}/eval_results.json"))
+for task in ("bbox", "segm"):
+    r = results[task]
+    print(f"   {task}: AP {r['AP']:.1f}  AP50 {r['AP50']:.1f}  AP75 {r['AP75']:.1f}  "
+          f"APs {r['APs']:.1f}  APm {r['APm']:.1f}  APl {r['APl']:.1f}")
+if sys.argv[2] and results["bbox"]["AP"] < float(sys.argv[2]):
+    sys.exit(f"quickstart: box AP {results['bbox']['AP']:.1f} is below LIBDET_QUICKSTART_MIN_BOX_AP={sys.argv[2]}")
+PY

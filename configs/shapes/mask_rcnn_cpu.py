@@ -63,3 +63,6 @@ train.checkpointer.max_to_keep = 2
 train.log_period = 50
 train.seed = 0
 train.device = "auto"
+
+# COCO-format results of the final evaluation, for tools/visualize_json_results.py
+dataloader.evaluator.output_dir = "${train.output_dir}/inference"

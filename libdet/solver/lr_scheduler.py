@@ -120,7 +120,9 @@ class LRMultiplier(LRScheduler):
                 group["lr"] = lr
 
     def get_lr(self) -> List[float]:
-        multiplier = self._multiplier(min(self.last_epoch / self._max_iter, 1.0))
+        # The step after the last iteration asks for iteration max_iter, which never runs; fvcore schedulers are
+        # only defined on [0, 1) (ConstantParamScheduler rejects 1.0), so it keeps the last iteration's value.
+        multiplier = self._multiplier(min(self.last_epoch, self._max_iter - 1) / self._max_iter)
         return [base_lr * multiplier for base_lr in self.base_lrs]
 
 

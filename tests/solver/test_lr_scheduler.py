@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
+from fvcore.common.param_scheduler import ConstantParamScheduler, CosineParamScheduler, MultiStepParamScheduler
 from torch import nn
 
 from libdet.solver import LRMultiplier, WarmupCosineLR, WarmupMultiStepLR, WarmupParamScheduler
@@ -97,3 +97,16 @@ def test_legacy_schedulers():
     assert lrs == pytest.approx([0.5, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))])
     with pytest.raises(ValueError, match="increasing"):
         WarmupMultiStepLR(_opt(), milestones=[5, 2])
+
+
+def test_lr_multiplier_steps_past_the_last_iteration_with_a_constant_schedule():
+    """The trainer steps the scheduler after the last iteration too; fvcore schedulers are only defined on [0, 1),
+    so that step keeps the last iteration's value instead of raising (ConstantParamScheduler(1.0) rejects 1.0)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = LRMultiplier(opt, ConstantParamScheduler(0.5), max_iter=3)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(3):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [0.05] * 4

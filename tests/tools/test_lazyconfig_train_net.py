@@ -106,6 +106,8 @@ def test_train_writes_checkpoints_metrics_and_config(run_a):
     assert {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"} <= set(losses[0])
     assert last["total_loss"] == losses[5]["total_loss"]
     assert "bbox/AP" in last and "segm/AP" in last  # evaluated once after training
+    with open(os.path.join(out, "eval_results.json")) as f:  # the final evaluation, also saved
+        assert json.load(f)["bbox"]["AP"] == pytest.approx(last["bbox/AP"], nan_ok=True)
     ckpt = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert ckpt["iteration"] == 5 and ckpt["trainer"]["iteration"] == 5 and "optimizer" in ckpt
 
