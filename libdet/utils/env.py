@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-__all__ = ["seed_all_rng", "collect_env_info", "TORCH_VERSION"]
+__all__ = ["seed_all_rng", "collect_env_info", "cpu_has_native_bf16", "TORCH_VERSION"]
 
 TORCH_VERSION = tuple(int(x) for x in torch.__version__.split(".")[:2])
 """``(major, minor)`` of the installed torch."""
@@ -67,6 +67,26 @@ def _nvcc_version() -> str:
     return out.decode().strip().splitlines()[-1] + f" @{CUDA_HOME}"
 
 
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 ``avx512_bf16`` or ``amx_bf16``, as Linux reports them in
+    ``/proc/cpuinfo``), so that bf16 autocast speeds CPU training up instead of emulating bf16 slowly.
+
+    Returns False where the flags cannot be read (other systems, a missing file): bf16 is then left off.
+    """
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in _NATIVE_BF16_FLAGS)
+    except OSError:
+        return False
+    return False
+
+
 def collect_env_info() -> str:
     """A table of the Python, libdet, torch, torchvision, CUDA and compiled-op environment."""
     import libdet
@@ -96,6 +116,7 @@ def collect_env_info() -> str:
     for name in ("torchvision", "fvcore", "iopath", "omegaconf", "hydra", "pycocotools", "submitit", "cv2"):
         rows.append((name, _module_version(name)))
     rows.append(("CPU threads", str(torch.get_num_threads())))
+    rows.append(("CPU native bfloat16", str(cpu_has_native_bf16())))
     return tabulate(rows)
 
 

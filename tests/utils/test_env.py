@@ -21,3 +21,16 @@ def test_collect_env_info_reports_versions_and_ops():
     assert "torchvision" in info and "CUDA available" in info
     assert "libdet op" in info or "libdet compiled ops" in info
     assert len(TORCH_VERSION) == 2 and TORCH_VERSION >= (2, 0)
+
+
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path):
+    from libdet.utils.env import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")  # AVX-512 without bf16
+    assert not cpu_has_native_bf16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu amx_tile amx_bf16\n")
+    assert cpu_has_native_bf16(str(cpuinfo))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))

@@ -4,7 +4,7 @@ boxes to the proposals used to train the ROI heads."""
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -49,6 +49,39 @@ def find_top_rpn_proposals(
     Raises:
         FloatingPointError: in training, when a box or score is infinite or NaN.
     """
+    return _select_top_proposals(
+        proposals,
+        pred_objectness_logits,
+        image_sizes,
+        nms_thresh,
+        pre_nms_topk,
+        post_nms_topk,
+        min_box_size,
+        training,
+        caller="find_top_rpn_proposals",
+        box_type=Boxes,
+        nms=batched_nms,
+    )
+
+
+def _select_top_proposals(
+    proposals: List[torch.Tensor],
+    pred_objectness_logits: List[torch.Tensor],
+    image_sizes: Sequence[Tuple[int, int]],
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+    training: bool,
+    *,
+    caller: str,
+    box_type: type,
+    nms: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor],
+    clip_kwargs: Optional[Dict[str, Any]] = None,
+) -> List[Instances]:
+    """The steps of :func:`find_top_rpn_proposals` for any box type: ``box_type`` (:class:`Boxes`,
+    :class:`RotatedBoxes`) holds, clips (with ``clip_kwargs``) and filters the boxes, ``nms`` is the matching
+    batched NMS; ``caller`` names the public function in errors."""
     num_images = len(image_sizes)
     device = proposals[0].device if len(proposals) else torch.device("cpu")
     topk_scores, topk_proposals, level_ids = [], [], []
@@ -61,7 +94,7 @@ def find_top_rpn_proposals(
             num_kept = min(num_anchors_i, pre_nms_topk)
         scores_i, idx = logits_i.topk(num_kept, dim=1)  # both (N, num_kept); sorted by score
         topk_scores.append(scores_i)
-        topk_proposals.append(proposals_i[batch_idx[:, None], idx])  # (N, num_kept, 4)
+        topk_proposals.append(proposals_i[batch_idx[:, None], idx])  # (N, num_kept, box dim)
         level_ids.append(
             move_device_like(torch.full((num_kept,), level_id, dtype=torch.int64, device=device), proposals[0])
         )
@@ -71,22 +104,22 @@ def find_top_rpn_proposals(
 
     results: List[Instances] = []
     for n, image_size in enumerate(image_sizes):
-        boxes = Boxes(all_proposals[n])
+        boxes = box_type(all_proposals[n])
         scores = all_scores[n]
         levels = all_levels
         valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
         if not bool(valid.all()):
             if training:
                 raise FloatingPointError(
-                    f"find_top_rpn_proposals: image {n} has infinite or NaN predicted proposal boxes or "
+                    f"{caller}: image {n} has infinite or NaN predicted proposal boxes or "
                     "objectness logits; training has diverged."
                 )
             boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-        boxes.clip(image_size)
+        boxes.clip(image_size, **(clip_kwargs or {}))
         keep = boxes.nonempty(threshold=min_box_size)
         if torch.jit.is_tracing() or int(keep.sum()) != len(boxes):
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
+        keep = nms(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
         result = Instances(image_size)
         result.proposal_boxes = boxes[keep]
         result.objectness_logits = scores[keep]

@@ -155,6 +155,10 @@ class RPN(nn.Module):
         label.scatter_(0, neg_idx, 0)
         return label
 
+    def _match_quality(self, image_index: int, gt_boxes: Boxes, anchors: Boxes) -> torch.Tensor:
+        """``(G, R)`` matching quality of the gt boxes of image ``image_index`` and the anchors: their IoU."""
+        return pairwise_iou(gt_boxes, anchors)
+
     @torch.no_grad()
     def label_and_sample_anchors(
         self, anchors: List[Boxes], gt_instances: List[Instances]
@@ -171,13 +175,13 @@ class RPN(nn.Module):
             matched_gt_boxes: per image, ``(R, 4)`` boxes of the gt matched to each anchor (zeros for an
             image without gt; meaningful only where the label is 1).
         """
-        anchors = Boxes.cat(anchors)
+        anchors = type(anchors[0]).cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for i, gt in enumerate(gt_instances):
             if not gt.has("gt_boxes"):
-                raise ValueError(f"RPN: the ground truth of image {i} has no `gt_boxes` field.")
+                raise ValueError(f"{type(self).__name__}: the ground truth of image {i} has no `gt_boxes` field.")
             gt_boxes = gt.gt_boxes
-            quality = pairwise_iou(gt_boxes, anchors)
+            quality = self._match_quality(i, gt_boxes, anchors)
             matched_idxs, labels = self.anchor_matcher(quality)
             labels = labels.to(device=gt_boxes.device)
             del quality

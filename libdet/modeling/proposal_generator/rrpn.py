@@ -8,10 +8,11 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from libdet.layers import batched_nms_rotated, cat, move_device_like
+from libdet.layers import batched_nms_rotated
 from libdet.structures import Instances, RotatedBoxes, pairwise_iou_rotated
 
 from ..box_regression import Box2BoxTransformRotated
+from .proposal_utils import _select_top_proposals
 from .rpn import RPN
 
 __all__ = ["RRPN", "find_top_rrpn_proposals"]
@@ -56,48 +57,26 @@ def find_top_rrpn_proposals(
             f"find_top_rrpn_proposals: need one proposal tensor per level and one logit tensor per level, got "
             f"{len(proposals)} and {len(pred_objectness_logits)}."
         )
-    num_images = len(image_sizes)
-    device = proposals[0].device
-    batch_idx = move_device_like(torch.arange(num_images, device=device), proposals[0])
-    topk_scores, topk_proposals, level_ids = [], [], []
-    for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
+    for level_id, proposals_i in enumerate(proposals):
         if proposals_i.dim() != 3 or proposals_i.shape[-1] != 5:
             raise ValueError(
                 f"find_top_rrpn_proposals: level {level_id} proposals must have shape (N, R, 5), got "
                 f"{tuple(proposals_i.shape)}."
             )
-        num_kept = min(logits_i.shape[1], pre_nms_topk)
-        scores_i, idx = logits_i.topk(num_kept, dim=1)  # (N, num_kept), sorted
-        topk_scores.append(scores_i)
-        topk_proposals.append(proposals_i[batch_idx[:, None], idx])  # (N, num_kept, 5)
-        level_ids.append(torch.full((num_kept,), level_id, dtype=torch.int64, device=device))
-    all_scores = cat(topk_scores, dim=1)
-    all_proposals = cat(topk_proposals, dim=1)
-    all_levels = cat(level_ids, dim=0)
-
-    results: List[Instances] = []
-    for n, image_size in enumerate(image_sizes):
-        boxes = RotatedBoxes(all_proposals[n])
-        scores = all_scores[n]
-        levels = all_levels
-        valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
-        if not bool(valid.all()):
-            if training:
-                raise FloatingPointError(
-                    f"find_top_rrpn_proposals: image {n} has infinite or NaN predicted proposal boxes or "
-                    "objectness logits; training has diverged."
-                )
-            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
-        boxes.clip(image_size, clip_angle_threshold=clip_angle_threshold)
-        keep = boxes.nonempty(threshold=min_box_size)
-        if int(keep.sum()) != len(boxes):
-            boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-        keep = batched_nms_rotated(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
-        result = Instances(image_size)
-        result.proposal_boxes = boxes[keep]
-        result.objectness_logits = scores[keep]
-        results.append(result)
-    return results
+    return _select_top_proposals(
+        proposals,
+        pred_objectness_logits,
+        image_sizes,
+        nms_thresh,
+        pre_nms_topk,
+        post_nms_topk,
+        min_box_size,
+        training,
+        caller="find_top_rrpn_proposals",
+        box_type=RotatedBoxes,
+        nms=batched_nms_rotated,
+        clip_kwargs={"clip_angle_threshold": clip_angle_threshold},
+    )
 
 
 class RRPN(RPN):
@@ -127,46 +106,14 @@ class RRPN(RPN):
                 f"RRPN: `box_reg_loss_type` must be 'smooth_l1' for rotated boxes, got {self.box_reg_loss_type!r}."
             )
 
-    @torch.no_grad()
-    def label_and_sample_anchors(
-        self, anchors: List[RotatedBoxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Match rotated anchors to the rotated ground truth and sample ``batch_size_per_image`` per image.
-
-        Args:
-            anchors: per level, the ``Hi*Wi*A`` rotated anchors shared by every image.
-            gt_instances: per image, :class:`Instances` with ``gt_boxes`` (:class:`RotatedBoxes`).
-
-        Returns:
-            labels: per image, ``(R,)``: 1 (sampled foreground), 0 (sampled background) or -1 (ignored).
-            matched_gt_boxes: per image, ``(R, 5)`` matched gt box of each anchor (zeros without gt).
-        """
-        anchors = RotatedBoxes.cat(anchors)
-        gt_labels, matched_gt_boxes = [], []
-        for i, gt in enumerate(gt_instances):
-            if not gt.has("gt_boxes"):
-                raise ValueError(f"RRPN: the ground truth of image {i} has no `gt_boxes` field.")
-            gt_boxes = gt.gt_boxes
-            if not isinstance(gt_boxes, RotatedBoxes):
-                raise TypeError(
-                    f"RRPN: `gt_boxes` of image {i} must be RotatedBoxes (cx, cy, w, h, angle), got "
-                    f"{type(gt_boxes).__name__}."
-                )
-            quality = pairwise_iou_rotated(gt_boxes, anchors)
-            matched_idxs, labels = self.anchor_matcher(quality)
-            labels = labels.to(device=gt_boxes.device)
-            del quality
-            if self.anchor_boundary_thresh >= 0:
-                inside = anchors.inside_box(gt.image_size, self.anchor_boundary_thresh)
-                labels[~inside] = -1
-            labels = self._subsample_labels(labels)
-            if len(gt_boxes) == 0:
-                matched = torch.zeros_like(anchors.tensor)
-            else:
-                matched = gt_boxes[matched_idxs].tensor
-            gt_labels.append(labels)
-            matched_gt_boxes.append(matched)
-        return gt_labels, matched_gt_boxes
+    def _match_quality(self, image_index: int, gt_boxes: RotatedBoxes, anchors: RotatedBoxes) -> torch.Tensor:
+        """``(G, R)`` rotated IoU of the rotated gt boxes of image ``image_index`` and the rotated anchors."""
+        if not isinstance(gt_boxes, RotatedBoxes):
+            raise TypeError(
+                f"RRPN: `gt_boxes` of image {image_index} must be RotatedBoxes (cx, cy, w, h, angle), got "
+                f"{type(gt_boxes).__name__}."
+            )
+        return pairwise_iou_rotated(gt_boxes, anchors)
 
     def predict_proposals(
         self,

@@ -69,14 +69,34 @@ def fast_rcnn_inference_single_image(
         :class:`Instances` with ``pred_boxes`` (``D`` boxes), ``scores`` ``(D,)``, ``pred_classes``
         ``(D,)``; and the ``(D,)`` ROI index of each detection (into the finite ROIs).
     """
+    return _select_detections(
+        boxes, scores, image_shape, score_thresh, nms_thresh, topk_per_image, box_type=Boxes, box_dim=4, nms=batched_nms
+    )
+
+
+def _select_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    image_shape: Tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+    *,
+    box_type: type,
+    box_dim: int,
+    nms: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor],
+) -> Tuple[Instances, torch.Tensor]:
+    """The steps of :func:`fast_rcnn_inference_single_image` for any box type: ``box_type`` (:class:`Boxes`,
+    :class:`RotatedBoxes`) clips the ``(R, K*D)`` / ``(R, D)`` boxes (``D = box_dim``) and holds the result,
+    ``nms`` is the matching batched NMS."""
     valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
     if not bool(valid.all()):
         boxes, scores = boxes[valid], scores[valid]
     scores = scores[:, :-1]  # drop background
-    num_reg_classes = boxes.shape[1] // 4
-    clipped = Boxes(boxes.reshape(-1, 4))
+    num_reg_classes = boxes.shape[1] // box_dim
+    clipped = box_type(boxes.reshape(-1, box_dim))
     clipped.clip(image_shape)
-    boxes = clipped.tensor.view(-1, num_reg_classes, 4)  # (R, K or 1, 4)
+    boxes = clipped.tensor.view(-1, num_reg_classes, box_dim)  # (R, K or 1, D)
 
     candidate = scores > score_thresh  # (R, K)
     candidate_idx = candidate.nonzero()  # (C, 2): (roi index, class)
@@ -86,12 +106,12 @@ def fast_rcnn_inference_single_image(
         boxes = boxes[candidate]
     scores = scores[candidate]
 
-    keep = batched_nms(boxes, scores, candidate_idx[:, 1], nms_thresh)
+    keep = nms(boxes, scores, candidate_idx[:, 1], nms_thresh)
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
     boxes, scores, candidate_idx = boxes[keep], scores[keep], candidate_idx[keep]
     result = Instances(image_shape)
-    result.pred_boxes = Boxes(boxes)
+    result.pred_boxes = box_type(boxes)
     result.scores = scores
     result.pred_classes = candidate_idx[:, 1]
     return result, candidate_idx[:, 0]

@@ -17,7 +17,7 @@ from libdet.utils.events import get_event_storage, has_event_storage
 from ..box_regression import Box2BoxTransformRotated
 from ..poolers import ROIPooler
 from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
-from .fast_rcnn import FastRCNNOutputLayers
+from .fast_rcnn import FastRCNNOutputLayers, _select_detections
 from .roi_heads import StandardROIHeads
 
 __all__ = [
@@ -97,32 +97,17 @@ def fast_rcnn_inference_single_image_rotated(
             f"fast_rcnn_inference_single_image_rotated: `scores` must have shape ({boxes.shape[0]}, K+1), got "
             f"{tuple(scores.shape)}."
         )
-    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    if not bool(valid.all()):
-        boxes, scores = boxes[valid], scores[valid]
-    scores = scores[:, :-1]  # drop background
-    num_reg_classes = boxes.shape[1] // _BOX_DIM
-    clipped = RotatedBoxes(boxes.reshape(-1, _BOX_DIM))
-    clipped.clip(image_shape)
-    boxes = clipped.tensor.view(-1, num_reg_classes, _BOX_DIM)  # (R, K or 1, 5)
-
-    candidate = scores > score_thresh  # (R, K)
-    candidate_idx = candidate.nonzero()  # (C, 2): (roi index, class)
-    if num_reg_classes == 1:
-        boxes = boxes[candidate_idx[:, 0], 0]
-    else:
-        boxes = boxes[candidate]
-    scores = scores[candidate]
-
-    keep = batched_nms_rotated(boxes, scores, candidate_idx[:, 1], nms_thresh)
-    if topk_per_image >= 0:
-        keep = keep[:topk_per_image]
-    boxes, scores, candidate_idx = boxes[keep], scores[keep], candidate_idx[keep]
-    result = Instances(image_shape)
-    result.pred_boxes = RotatedBoxes(boxes)
-    result.scores = scores
-    result.pred_classes = candidate_idx[:, 1]
-    return result, candidate_idx[:, 0]
+    return _select_detections(
+        boxes,
+        scores,
+        image_shape,
+        score_thresh,
+        nms_thresh,
+        topk_per_image,
+        box_type=RotatedBoxes,
+        box_dim=_BOX_DIM,
+        nms=batched_nms_rotated,
+    )
 
 
 class RotatedFastRCNNOutputLayers(FastRCNNOutputLayers):
