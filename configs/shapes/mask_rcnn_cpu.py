@@ -10,15 +10,20 @@ A recipe made for CPU training, compared with the standard from-scratch ResNet-1
   64-channel FPN: about a quarter of the backbone FLOPs, so about twice as many iterations fit in the budget;
 * images at their native 224-256 px, anchors from 16 px (half of the objects are under 32x32 px);
 * fewer proposals and ROI samples than the COCO defaults (images hold 1-6 objects), small box and mask heads;
-* AdamW with a short warmup and cosine decay, 4 images per iteration.
+* AdamW with a short warmup and cosine decay, 4 images per iteration, 1400 iterations;
+* bfloat16 autocast on CPUs that compute bf16 natively (AVX512-BF16 or AMX, e.g. AMD Zen 4 and later, Intel Xeon
+  Sapphire Rapids and later): about 1.45x faster iterations. Elsewhere training stays in float32 and takes about
+  1.45x longer (``train.max_iter=1000`` keeps the 10 minutes at a lower AP).
 
-``train.device="auto"`` uses a GPU when there is one.
+``train.device="auto"`` uses a GPU when there is one (in float32).
 """
 
+import torch
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 from libdet.config import LazyCall as L
 from libdet.solver import WarmupParamScheduler
+from libdet.utils.env import cpu_has_native_bf16
 
 from ..common.data.shapes import dataloader
 from ..common.models.mask_rcnn_fpn import model
@@ -56,7 +61,8 @@ lr_multiplier = L(WarmupParamScheduler)(
 dataloader.train.num_workers = 1  # one worker keeps up with ~8 images/s; the other core trains
 
 train.output_dir = "./output/shapes_mask_rcnn_cpu"
-train.max_iter = 1000  # about 0.55 s per iteration on 2 cores: about 9 minutes
+train.max_iter = 1400  # about 0.4 s per iteration on 2 cores with bf16: about 9.5 minutes
+train.amp.update(enabled=cpu_has_native_bf16() and not torch.cuda.is_available(), precision="bfloat16")
 train.eval_period = 0  # evaluate once, after training
 train.checkpointer.period = 500
 train.checkpointer.max_to_keep = 2
