@@ -91,7 +91,10 @@ D2_PUBLIC_NAMES = {
         "DenseDetector", "FCOS", "GeneralizedRCNN", "PanopticFPN", "ProposalNetwork", "RetinaNet",
         "SemanticSegmentor", "dense_detector", "fcos", "panoptic_fpn", "rcnn", "retinanet", "semantic_seg",
     ],
-    "libdet.engine": ["AMPTrainer", "DEFAULT_TIMEOUT", "HookBase", "SimpleTrainer", "TrainerBase", "launch", "train_loop"],
+    "libdet.engine": [
+        "AMPTrainer", "DEFAULT_TIMEOUT", "HookBase", "SimpleTrainer", "TrainerBase", "launch", "resolve_device",
+        "train_loop",
+    ],
     "libdet.engine.launch": ["DEFAULT_TIMEOUT", "DistributedEnv", "launch", "run_in_process_group"],
     "libdet.engine.slurm": [
         "EXECUTORS", "ScriptFunction", "SubmititTrainer", "build_executor", "job_distributed_env", "submit_training",

@@ -52,7 +52,6 @@ __all__ = [
     "get_metadata",
     "get_parser",
     "main",
-    "resolve_device",
     "setup_cfg",
 ]
 
@@ -108,23 +107,6 @@ def setup_cfg(args: argparse.Namespace) -> Any:
     if "model" not in cfg:
         raise ValueError(f"demo: config {args.config_file!r} has no 'model' key; keys are {sorted(cfg.keys())}.")
     return cfg
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    """``"auto"`` (or None): CUDA when available, else CPU; otherwise ``torch.device(device)``.
-
-    Raises:
-        ValueError: an unknown device, or CUDA asked for without CUDA.
-    """
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"demo: --device {device!r} is not a device: use auto, cpu, cuda or cuda:N.") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"demo: --device {device!r} but CUDA is not available; use --device cpu or auto.")
-    return dev
 
 
 def _select(cfg: Any, key: str, default: Any = None) -> Any:
@@ -489,8 +471,10 @@ def main(args: argparse.Namespace) -> List[str]:
         paths = expand_inputs(args.input)  # fail on a bad input before the model is built
         if args.num_images is not None:
             paths = paths[: args.num_images]
+    from libdet.engine.defaults import resolve_device
+
     cfg = setup_cfg(args)
-    predictor = build_predictor(cfg, resolve_device(args.device))
+    predictor = build_predictor(cfg, resolve_device(args.device, setting="--device"))
     metadata = get_metadata(cfg, args.dataset)
     threshold = float(args.confidence_threshold)
     if args.video_input:

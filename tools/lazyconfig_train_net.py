@@ -44,6 +44,7 @@ from libdet.engine import (
     default_setup,
     hooks,
     launch,
+    resolve_device,
 )
 from libdet.evaluation import inference_on_dataset, print_csv_format
 from libdet.utils import comm
@@ -65,29 +66,6 @@ def _train_opt(cfg: Any, key: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return default if node is None else node
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    """The torch device for ``train.device``: ``"auto"`` (or unset) is this process's GPU when CUDA is available,
-    else the CPU; any other value is parsed by ``torch.device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
-
-    Raises:
-        ValueError: naming ``train.device`` when the value is not a device or asks for CUDA without CUDA.
-    """
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", comm.get_local_rank() % max(torch.cuda.device_count(), 1))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(str(device))
-    except RuntimeError as e:
-        raise ValueError(f"train.device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={device!r} but CUDA is not available; use train.device=auto or cpu.")
-        if dev.index is None:
-            dev = torch.device("cuda", comm.get_local_rank() % torch.cuda.device_count())
-    return dev
 
 
 def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> List[Any]:

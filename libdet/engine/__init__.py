@@ -11,6 +11,7 @@ from .defaults import (
     default_argument_parser,
     default_setup,
     default_writers,
+    resolve_device,
 )
 from .launch import DEFAULT_TIMEOUT, launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
@@ -29,5 +30,6 @@ __all__ = [
     "default_writers",
     "hooks",
     "launch",
+    "resolve_device",
     "train_loop",
 ]

@@ -221,3 +221,18 @@ def test_predictors_and_checkpointer_with_a_real_tiny_rcnn(tmp_path):
         assert torch.allclose(e.pred_boxes.tensor, g.pred_boxes.tensor, atol=1e-3)
         if len(e):
             assert e.pred_boxes.tensor[:, 2].max() <= 64 and e.pred_boxes.tensor[:, 3].max() <= 48
+
+
+def test_resolve_device_names_the_setting():
+    from libdet.engine import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ValueError, match="train.device='not-a-device' is not a device"):
+        resolve_device("not-a-device")
+    with pytest.raises(ValueError, match="--device='tpu:x' is not a device"):
+        resolve_device("tpu:x", setting="--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -161,16 +161,6 @@ def test_bad_override_names_the_key(tmp_path):
         tool.main(args)
 
 
-def test_resolve_device():
-    assert tool.resolve_device("cpu") == torch.device("cpu")
-    assert tool.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="train.device"):
-        tool.resolve_device("not-a-device")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            tool.resolve_device("cuda")
-
-
 def test_cli_missing_config_file(tmp_path):
     missing = str(tmp_path / "nope.py")
     proc = subprocess.run([sys.executable, TOOL, "--config-file", missing], capture_output=True, text=True,

@@ -27,17 +27,15 @@ def _check_pixel_stats(owner: str, pixel_mean: torch.Tensor, pixel_std: torch.Te
 def _image_to_rgb(image: torch.Tensor, input_format: Optional[str]):
     """A model input ``(C, H, W)`` tensor (0-255, channels in ``input_format``) as an ``(H, W, 3)`` uint8 RGB
     array for drawing. ``None`` is taken as RGB."""
+    if input_format not in (None, "RGB", "BGR", "L"):
+        raise ValueError(
+            f"GeneralizedRCNN.visualize_training: cannot draw images of input_format={input_format!r}; "
+            "supported: 'BGR', 'RGB', 'L' or None (RGB). Set vis_period=0 to disable training visualisation."
+        )
+    from libdet.data.detection_utils import convert_image_to_rgb
+
     img = image.detach().to("cpu", torch.float32).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    if input_format == "BGR":
-        return img[:, :, ::-1]
-    if input_format in (None, "RGB"):
-        return img
-    if input_format == "L":
-        return img[:, :, [0, 0, 0]]
-    raise ValueError(
-        f"GeneralizedRCNN.visualize_training: cannot draw images of input_format={input_format!r}; "
-        "supported: 'BGR', 'RGB', 'L' or None (RGB). Set vis_period=0 to disable training visualisation."
-    )
+    return convert_image_to_rgb(img, input_format or "RGB")
 
 
 class _ImageNormalizer(nn.Module):
