@@ -62,8 +62,14 @@ def make_data(num_images: int, objects: int, detections: int, seed: int = 0) -> 
             x, y = rng.uniform(0, WIDTH - min(bw, WIDTH - 1)), rng.uniform(0, HEIGHT - min(bh, HEIGHT - 1))
             cat = int(rng.integers(1, NUM_CATEGORIES + 1))
             polygons = [_polygon(rng, x, y, bw, bh) for _ in range(1 if rng.random() < 0.85 else 2)]
-            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": cat, "iscrowd": 0,
-                   "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)], "area": round(bw * bh * 0.75, 2)}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "iscrowd": 0,
+                "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)],
+                "area": round(bw * bh * 0.75, 2),
+            }
             if rng.random() < 0.03:
                 rle = mask_utils.merge(mask_utils.frPyObjects(polygons, HEIGHT, WIDTH))
                 flat = mask_utils.decode(rle).reshape(-1, order="F")
@@ -92,8 +98,15 @@ def make_data(num_images: int, objects: int, detections: int, seed: int = 0) -> 
             det_meta.append((cat, [float(x), float(y), float(bw), float(bh)], round(float(rng.random()), 3)))
         rles = mask_utils.frPyObjects(det_polys, HEIGHT, WIDTH) if det_polys else []
         for (cat, bbox, score), rle in zip(det_meta, rles):
-            results.append({"image_id": image_id, "category_id": cat, "bbox": bbox, "score": score,
-                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")}})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": bbox,
+                    "score": score,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                }
+            )
     categories = [{"id": c, "name": f"class{c}"} for c in range(1, NUM_CATEGORIES + 1)]
     return {"images": images, "annotations": anns, "categories": categories}, results
 

@@ -27,10 +27,15 @@ from libdet.data.detection_utils import build_augmentation  # noqa: E402
 
 def measure(dicts: list, num_workers: int, batch_size: int, num_batches: int, warmup: int, min_size: int) -> float:
     """Mapped images per second over ``num_batches`` batches after ``warmup`` batches."""
-    mapper = DatasetMapper(is_train=True, augmentations=build_augmentation(is_train=True, min_size=(min_size,)),
-                           image_format="BGR", use_instance_mask=True)
-    loader = build_detection_train_loader(dicts, mapper=mapper, total_batch_size=batch_size,
-                                          num_workers=num_workers, seed=0)
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=build_augmentation(is_train=True, min_size=(min_size,)),
+        image_format="BGR",
+        use_instance_mask=True,
+    )
+    loader = build_detection_train_loader(
+        dicts, mapper=mapper, total_batch_size=batch_size, num_workers=num_workers, seed=0
+    )
     it = iter(loader)
     for _ in range(warmup):
         next(it)
@@ -54,8 +59,10 @@ def main() -> None:
     num_batches, warmup = (5, 2) if args.quick else (args.num_batches, 5)
 
     dicts = get_detection_dataset_dicts(args.dataset)
-    print(f"dataset {args.dataset}: {len(dicts)} images; batch size {args.batch_size}; {num_batches} timed "
-          f"batches after {warmup} warm-up; shortest edge {args.min_size}")
+    print(
+        f"dataset {args.dataset}: {len(dicts)} images; batch size {args.batch_size}; {num_batches} timed "
+        f"batches after {warmup} warm-up; shortest edge {args.min_size}"
+    )
     results = []
     for w in (int(x) for x in args.workers.split(",")):
         results.append((w, measure(dicts, w, args.batch_size, num_batches, warmup, args.min_size)))

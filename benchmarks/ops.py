@@ -20,8 +20,8 @@ import importlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -71,7 +71,9 @@ def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     return statistics.median(times)
 
 
-def _row(name: str, size: str, device: torch.device, kernel: Callable | None, twin: Callable, repeats: int, twin_repeats: int) -> None:
+def _row(
+    name: str, size: str, device: torch.device, kernel: Callable | None, twin: Callable, repeats: int, twin_repeats: int
+) -> None:
     kernel_s = _time(kernel, device, repeats) if kernel is not None else None
     twin_s = _time(twin, device, twin_repeats)
     kernel_text = f"{kernel_s * 1e3:10.2f} ms" if kernel_s is not None else "       n/a   "
@@ -90,8 +92,13 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
     kernel = (lambda: torch.ops.libdet.box_iou_rotated(boxes, boxes)) if use else None
     overlap = float((rotated_boxes._box_iou_rotated_twin(boxes[:200], boxes) > 0).double().mean())
     _row(
-        "box_iou_rotated", f"{n}x{n} fp32 ({overlap:.1%} pairs overlap)", device, kernel,
-        lambda: rotated_boxes._box_iou_rotated_twin(boxes, boxes).float(), repeats, twin_repeats,
+        "box_iou_rotated",
+        f"{n}x{n} fp32 ({overlap:.1%} pairs overlap)",
+        device,
+        kernel,
+        lambda: rotated_boxes._box_iou_rotated_twin(boxes, boxes).float(),
+        repeats,
+        twin_repeats,
     )
 
     # nms_rotated
@@ -101,8 +108,13 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
     kernel = (lambda: torch.ops.libdet.nms_rotated(boxes, scores, 0.5)) if use else None
     kept = nms._nms_rotated_twin(boxes, scores, 0.5).numel()
     _row(
-        "nms_rotated", f"{n} boxes, IoU 0.5 ({kept} kept)", device, kernel,
-        lambda: nms._nms_rotated_twin(boxes, scores, 0.5), repeats, twin_repeats,
+        "nms_rotated",
+        f"{n} boxes, IoU 0.5 ({kept} kept)",
+        device,
+        kernel,
+        lambda: nms._nms_rotated_twin(boxes, scores, 0.5),
+        repeats,
+        twin_repeats,
     )
 
     # ROIAlignRotated forward + backward
@@ -123,8 +135,13 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
     use = _ops.use_kernel("roi_align_rotated", device)
     kernel = forward_backward(roi_align_rotated._ROIAlignRotatedFunction.apply) if use else None
     _row(
-        "roi_align_rotated", f"{num_rois} RoIs, {channels}x{height}x{width}, fwd+bwd", device, kernel,
-        forward_backward(roi_align_rotated._roi_align_rotated_twin), repeats, twin_repeats,
+        "roi_align_rotated",
+        f"{num_rois} RoIs, {channels}x{height}x{width}, fwd+bwd",
+        device,
+        kernel,
+        forward_backward(roi_align_rotated._roi_align_rotated_twin),
+        repeats,
+        twin_repeats,
     )
 
 

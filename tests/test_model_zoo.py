@@ -26,7 +26,8 @@ def test_every_url_config_exists_and_urls_are_detectron2_checkpoints():
         assert url.startswith("https://dl.fbaipublicfiles.com/detectron2/") and url.endswith(".pkl")
     assert model_zoo.get_checkpoint_url("COCO/mask_rcnn_r50.py") == (
         "https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/137260431/"
-        "model_final_a54504.pkl")
+        "model_final_a54504.pkl"
+    )
 
 
 def test_missing_config_lists_close_names():

@@ -24,7 +24,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ def choose_input_format(model: nn.Module) -> str:
     return "detection" if "batched_inputs" in params else "tensor"
 
 
-def _flatten_outputs(obj: Any) -> List[torch.Tensor]:
+def _flatten_outputs(obj: Any) -> list[torch.Tensor]:
     """All tensors inside nested lists / tuples / dicts / ``Instances`` / ``Boxes``-like objects, in order."""
     if isinstance(obj, torch.Tensor):
         return [obj]
@@ -88,7 +89,7 @@ class _DetectionInputAdapter(nn.Module):
         self.model = model
         self.height, self.width = height, width
 
-    def forward(self, *images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = [{"image": img, "height": self.height, "width": self.width} for img in images]
         outputs = _flatten_outputs(self.model(inputs))
         if not outputs:
@@ -96,9 +97,15 @@ class _DetectionInputAdapter(nn.Module):
         return tuple(outputs)
 
 
-def prepare_inputs(model: nn.Module, *, input_format: str = "auto", height: Optional[int] = None,
-                   width: Optional[int] = None, batch_size: int = 1, seed: int = 0
-                   ) -> Tuple[nn.Module, Tuple[torch.Tensor, ...], str]:
+def prepare_inputs(
+    model: nn.Module,
+    *,
+    input_format: str = "auto",
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], str]:
     """Make the module to trace and its dummy inputs.
 
     Args:
@@ -132,9 +139,16 @@ def prepare_inputs(model: nn.Module, *, input_format: str = "auto", height: Opti
     return _DetectionInputAdapter(model, height, width), images, input_format
 
 
-def analyze(model: nn.Module, tasks: Sequence[str] = ("flop", "parameter"), *, input_format: str = "auto",
-            height: Optional[int] = None, width: Optional[int] = None, batch_size: int = 1,
-            max_depth: int = 4) -> Dict[str, Any]:
+def analyze(
+    model: nn.Module,
+    tasks: Sequence[str] = ("flop", "parameter"),
+    *,
+    input_format: str = "auto",
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 1,
+    max_depth: int = 4,
+) -> dict[str, Any]:
     """Run the requested analyses on ``model`` (put in eval mode).
 
     Returns:
@@ -155,15 +169,16 @@ def analyze(model: nn.Module, tasks: Sequence[str] = ("flop", "parameter"), *, i
     if unknown:
         raise ValueError(f"analyze_model: unknown task(s) {unknown}; choose from {list(TASKS)}.")
     model.eval()
-    result: Dict[str, Any] = {}
+    result: dict[str, Any] = {}
     if "parameter" in tasks:
         result["parameter"] = int(parameter_count(model)[""])
         result["parameter_table"] = parameter_count_table(model, max_depth=max_depth)
     if "structure" in tasks:
         result["structure"] = str(model)
     if "flop" in tasks or "activation" in tasks:
-        module, inputs, fmt = prepare_inputs(model, input_format=input_format, height=height, width=width,
-                                             batch_size=batch_size)
+        module, inputs, fmt = prepare_inputs(
+            model, input_format=input_format, height=height, width=width, batch_size=batch_size
+        )
         result["input_format"] = fmt
         result["input_shapes"] = [tuple(t.shape) for t in inputs]
         with torch.no_grad():
@@ -181,14 +196,20 @@ def analyze(model: nn.Module, tasks: Sequence[str] = ("flop", "parameter"), *, i
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; prints the report and returns :func:`analyze`'s dict."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, help="lazy config (.py or .yaml) with a 'model' key")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=["flop", "parameter"])
     parser.add_argument("--input-format", choices=("auto", "detection", "tensor"), default="auto")
-    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), default=None,
-                        help="dummy image size (default: 800 1333 for detection models, 224 224 otherwise)")
+    parser.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        default=None,
+        help="dummy image size (default: 800 1333 for detection models, 224 224 otherwise)",
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--max-depth", type=int, default=4, help="module depth shown in the tables")
     parser.add_argument("--device", default="cpu", help="device to build and run the model on")
@@ -201,8 +222,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     model = build_model(args.config_file, overrides).to(args.device)
     h, w = args.input_size if args.input_size else (None, None)
-    res = analyze(model, args.tasks, input_format=args.input_format, height=h, width=w,
-                  batch_size=args.batch_size, max_depth=args.max_depth)
+    res = analyze(
+        model,
+        args.tasks,
+        input_format=args.input_format,
+        height=h,
+        width=w,
+        batch_size=args.batch_size,
+        max_depth=args.max_depth,
+    )
     if "input_shapes" in res:
         print(f"Input format {res['input_format']!r}, dummy inputs of shape {res['input_shapes']}")
     if "flop" in res:

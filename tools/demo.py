@@ -37,7 +37,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,7 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", nargs="+", help="image files, folders of images or glob patterns ('dir/*.jpg')")
     source.add_argument("--video-input", help="a video file (needs OpenCV)")
     source.add_argument("--dataset", help="a registered dataset name (e.g. shapes_val): draw its first images")
-    parser.add_argument("--output", required=True,
-                        help="output folder, or the output file for a single image / video")
+    parser.add_argument("--output", required=True, help="output folder, or the output file for a single image / video")
     parser.add_argument("--num-images", type=int, default=None, help="draw at most this many images")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="smallest score of drawn instances")
     parser.add_argument("--device", default="auto", help="'auto' (GPU when available), 'cpu', 'cuda', 'cuda:N'")
@@ -131,7 +131,7 @@ class DemoPredictor:
         self.augmentations = list(augmentations)
         self.input_format = input_format
 
-    def __call__(self, image: np.ndarray) -> Dict[str, Any]:
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
         """Predict on one ``(H, W, C)`` image in :attr:`input_format`; results are at ``(H, W)``."""
         from libdet.data import transforms as T
 
@@ -187,7 +187,7 @@ def build_predictor(cfg: Any, device: torch.device) -> DemoPredictor:
     return DemoPredictor(model, augmentations=augmentations, input_format=input_format or "BGR")
 
 
-def get_metadata(cfg: Any, dataset: Optional[str] = None) -> Any:
+def get_metadata(cfg: Any, dataset: str | None = None) -> Any:
     """Metadata of ``dataset``, else of the first name in ``dataloader.test.dataset.names``; ``None`` when
     neither is known (classes are then drawn as numbers)."""
     from libdet.data import MetadataCatalog
@@ -204,8 +204,14 @@ def get_metadata(cfg: Any, dataset: Optional[str] = None) -> Any:
     return MetadataCatalog.get(name)
 
 
-def draw_predictions(image_rgb: np.ndarray, outputs: Dict[str, Any], metadata: Any, *,
-                     confidence_threshold: float = 0.5, visualizer: Any = None) -> Any:
+def draw_predictions(
+    image_rgb: np.ndarray,
+    outputs: dict[str, Any],
+    metadata: Any,
+    *,
+    confidence_threshold: float = 0.5,
+    visualizer: Any = None,
+) -> Any:
     """Draw one image's model outputs.
 
     Args:
@@ -252,18 +258,19 @@ def draw_predictions(image_rgb: np.ndarray, outputs: Dict[str, Any], metadata: A
     return vis_image
 
 
-def expand_inputs(inputs: Sequence[str]) -> List[str]:
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Expand files, folders (their images, sorted) and glob patterns into a list of image paths.
 
     Raises:
         FileNotFoundError: a file that does not exist or a pattern that matches nothing.
         ValueError: a folder without images, or no input at all.
     """
-    paths: List[str] = []
+    paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(
-                os.path.join(item, f) for f in os.listdir(item)
+                os.path.join(item, f)
+                for f in os.listdir(item)
                 if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f))
             )
             if not found:
@@ -283,7 +290,7 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     return paths
 
 
-def _image_output_paths(paths: Sequence[str], output: str) -> List[str]:
+def _image_output_paths(paths: Sequence[str], output: str) -> list[str]:
     """One output file per input: ``output`` itself for one input and an image file name, else
     ``output/<basename>`` (formats PIL cannot write become ``.png``)."""
     if len(paths) == 1 and output.lower().endswith(IMAGE_EXTENSIONS) and not os.path.isdir(output):
@@ -296,11 +303,12 @@ def _image_output_paths(paths: Sequence[str], output: str) -> List[str]:
         if not base.lower().endswith(IMAGE_EXTENSIONS):
             base = os.path.splitext(base)[0] + ".png"
         names.append(base)
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for p, n in zip(paths, names):
         if n in seen:
-            raise ValueError(f"demo: inputs {seen[n]!r} and {p!r} would both be written to {n!r} in {output!r}; "
-                             "run them separately.")
+            raise ValueError(
+                f"demo: inputs {seen[n]!r} and {p!r} would both be written to {n!r} in {output!r}; run them separately."
+            )
         seen[n] = p
     return [os.path.join(output, n) for n in names]
 
@@ -313,7 +321,7 @@ def _progress(items: Sequence[Any], desc: str) -> Any:
     return tqdm(items, desc=desc, disable=None)
 
 
-def _describe(outputs: Dict[str, Any], threshold: float) -> str:
+def _describe(outputs: dict[str, Any], threshold: float) -> str:
     if "instances" in outputs:
         inst = outputs["instances"]
         n = int((inst.scores >= threshold).sum()) if inst.has("scores") else len(inst)
@@ -321,7 +329,7 @@ def _describe(outputs: Dict[str, Any], threshold: float) -> str:
     return "+".join(k for k in ("panoptic_seg", "sem_seg", "proposals") if k in outputs)
 
 
-def run_on_images(predictor: DemoPredictor, jobs: Sequence[tuple], metadata: Any, threshold: float) -> List[str]:
+def run_on_images(predictor: DemoPredictor, jobs: Sequence[tuple], metadata: Any, threshold: float) -> list[str]:
     """Predict on and draw each ``(name, load_image, output_path)`` job; returns the written paths.
 
     ``load_image()`` returns the image in ``predictor.input_format``.
@@ -334,15 +342,16 @@ def run_on_images(predictor: DemoPredictor, jobs: Sequence[tuple], metadata: Any
         start = time.perf_counter()
         outputs = predictor(image)
         took = time.perf_counter() - start
-        vis = draw_predictions(convert_image_to_rgb(image, predictor.input_format), outputs, metadata,
-                               confidence_threshold=threshold)
+        vis = draw_predictions(
+            convert_image_to_rgb(image, predictor.input_format), outputs, metadata, confidence_threshold=threshold
+        )
         vis.save(out_path)
         logger.info(f"{name}: {_describe(outputs, threshold)} in {took:.2f}s -> {out_path}")
         written.append(out_path)
     return written
 
 
-def _image_jobs(paths: Sequence[str], output: str, input_format: str) -> List[tuple]:
+def _image_jobs(paths: Sequence[str], output: str, input_format: str) -> list[tuple]:
     from libdet.data.detection_utils import read_image
 
     def loader(path: str) -> Callable[[], np.ndarray]:
@@ -351,7 +360,7 @@ def _image_jobs(paths: Sequence[str], output: str, input_format: str) -> List[tu
     return [(p, loader(p), o) for p, o in zip(paths, _image_output_paths(paths, output))]
 
 
-def _dataset_jobs(dataset: str, num_images: Optional[int], output: str, input_format: str) -> List[tuple]:
+def _dataset_jobs(dataset: str, num_images: int | None, output: str, input_format: str) -> list[tuple]:
     from libdet.data import DatasetCatalog
     from libdet.data.detection_utils import read_image
 
@@ -360,8 +369,10 @@ def _dataset_jobs(dataset: str, num_images: Optional[int], output: str, input_fo
         import difflib
 
         close = difflib.get_close_matches(dataset, registered, n=5, cutoff=0.5)
-        raise ValueError(f"demo: --dataset {dataset!r} is not registered in DatasetCatalog"
-                         + (f"; did you mean one of {close}?" if close else "."))
+        raise ValueError(
+            f"demo: --dataset {dataset!r} is not registered in DatasetCatalog"
+            + (f"; did you mean one of {close}?" if close else ".")
+        )
     dicts = DatasetCatalog.get(dataset)
     if num_images is not None:
         dicts = dicts[:num_images]
@@ -375,8 +386,13 @@ def _dataset_jobs(dataset: str, num_images: Optional[int], output: str, input_fo
             raise ValueError(f"demo: dataset {dataset!r} image {i} (image_id={d.get('image_id')!r}) has no file_name.")
         image_id = d.get("image_id", i)
         path = d["file_name"]
-        jobs.append((f"{dataset}[{image_id}]", (lambda p=path: read_image(p, format=input_format)),
-                     os.path.join(output, f"{image_id}.png")))
+        jobs.append(
+            (
+                f"{dataset}[{image_id}]",
+                (lambda p=path: read_image(p, format=input_format)),
+                os.path.join(output, f"{image_id}.png"),
+            )
+        )
     return jobs
 
 
@@ -433,8 +449,9 @@ def run_on_video(predictor: DemoPredictor, video_path: str, output: str, metadat
                 break
             frame = _bgr_to(frame_bgr, predictor.input_format)
             outputs = predictor(frame)
-            vis = draw_predictions(frame_bgr[:, :, ::-1], outputs, metadata, confidence_threshold=threshold,
-                                   visualizer=video_vis)
+            vis = draw_predictions(
+                frame_bgr[:, :, ::-1], outputs, metadata, confidence_threshold=threshold, visualizer=video_vis
+            )
             writer.write(np.ascontiguousarray(vis.get_image()[:, :, ::-1]))
             frames += 1
             if progress is not None:
@@ -462,7 +479,7 @@ def _bgr_to(frame_bgr: np.ndarray, input_format: str) -> np.ndarray:
     raise ValueError(f"demo: video frames are BGR; cannot feed a model with input format {input_format!r}.")
 
 
-def main(args: argparse.Namespace) -> List[str]:
+def main(args: argparse.Namespace) -> list[str]:
     """Run the demo as ``args`` say (see :func:`get_parser`); returns the paths of the written files."""
     _split_overrides(args)
     if args.num_images is not None and args.num_images < 1:
@@ -486,7 +503,7 @@ def main(args: argparse.Namespace) -> List[str]:
     return run_on_images(predictor, jobs, metadata, threshold)
 
 
-def invoke_main(argv: Optional[Sequence[str]] = None) -> None:
+def invoke_main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
     from libdet.utils.logger import setup_logger
 

@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -68,7 +69,7 @@ def _train_opt(cfg: Any, key: str, default: Any = None) -> Any:
     return default if node is None else node
 
 
-def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> List[Any]:
+def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> list[Any]:
     """Terminal printer, ``<output_dir>/metrics.json`` and TensorBoard (when ``tensorboard`` is installed).
 
     Args:
@@ -77,7 +78,7 @@ def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> List
         window_size: iterations in the median that smooths losses (1: raw per-iteration values).
     """
     os.makedirs(output_dir, exist_ok=True)
-    writers: List[Any] = [
+    writers: list[Any] = [
         CommonMetricPrinter(max_iter, window_size=window_size),
         JSONWriter(os.path.join(output_dir, "metrics.json"), window_size=window_size),
     ]
@@ -88,7 +89,7 @@ def build_writers(output_dir: str, max_iter: int, window_size: int = 20) -> List
     return writers
 
 
-def do_test(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
+def do_test(cfg: Any, model: torch.nn.Module) -> dict[str, Any]:
     """Run ``model`` on ``dataloader.test`` and evaluate with ``dataloader.evaluator`` (when the config has one);
     the main process writes the results to ``<train.output_dir>/eval_results.json`` (the latest evaluation).
 
@@ -110,13 +111,15 @@ def do_test(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
     return results
 
 
-def _build_hooks(cfg: Any, model: torch.nn.Module, checkpointer: DetectionCheckpointer
-                 ) -> List[Optional[hooks.HookBase]]:
+def _build_hooks(cfg: Any, model: torch.nn.Module, checkpointer: DetectionCheckpointer) -> list[hooks.HookBase | None]:
     """Hooks in the order exact resume needs (state-changing hooks before the checkpointer, writers last)."""
     output_dir = cfg.train.output_dir
     eval_period = int(_train_opt(cfg, "eval_period", 0))
-    ema = hooks.EMAHook(model, decay=float(_train_opt(cfg, "ema.decay", 0.9998))) \
-        if _train_opt(cfg, "ema.enabled", False) else None
+    ema = (
+        hooks.EMAHook(model, decay=float(_train_opt(cfg, "ema.decay", 0.9998)))
+        if _train_opt(cfg, "ema.enabled", False)
+        else None
+    )
     best_metric = _train_opt(cfg, "best_checkpointer.val_metric")
     stop_metric = _train_opt(cfg, "early_stopping.metric")
     ckpt_cfg = dict(_train_opt(cfg, "checkpointer", {}) or {})
@@ -128,23 +131,33 @@ def _build_hooks(cfg: Any, model: torch.nn.Module, checkpointer: DetectionCheckp
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         ema,
         hooks.EvalHook(eval_period, lambda: do_test(cfg, model), ema=ema),
-        hooks.BestCheckpointer(eval_period, checkpointer, best_metric,
-                               mode=_train_opt(cfg, "best_checkpointer.mode", "max"))
-        if best_metric and eval_period > 0 and main else None,
-        hooks.EarlyStopping(eval_period, stop_metric, mode=_train_opt(cfg, "early_stopping.mode", "max"),
-                            patience=int(_train_opt(cfg, "early_stopping.patience", 3)),
-                            min_delta=float(_train_opt(cfg, "early_stopping.min_delta", 0.0)))
-        if stop_metric and eval_period > 0 else None,
+        hooks.BestCheckpointer(
+            eval_period, checkpointer, best_metric, mode=_train_opt(cfg, "best_checkpointer.mode", "max")
+        )
+        if best_metric and eval_period > 0 and main
+        else None,
+        hooks.EarlyStopping(
+            eval_period,
+            stop_metric,
+            mode=_train_opt(cfg, "early_stopping.mode", "max"),
+            patience=int(_train_opt(cfg, "early_stopping.patience", 3)),
+            min_delta=float(_train_opt(cfg, "early_stopping.min_delta", 0.0)),
+        )
+        if stop_metric and eval_period > 0
+        else None,
         hooks.PeriodicCheckpointer(checkpointer, int(ckpt_cfg["period"]), max_to_keep=ckpt_cfg.get("max_to_keep"))
-        if main else None,
-        hooks.PeriodicWriter(build_writers(output_dir, int(cfg.train.max_iter),
-                                           int(_train_opt(cfg, "smoothing_window", 20))),
-                             period=int(_train_opt(cfg, "log_period", 20)))
-        if main else None,
+        if main
+        else None,
+        hooks.PeriodicWriter(
+            build_writers(output_dir, int(cfg.train.max_iter), int(_train_opt(cfg, "smoothing_window", 20))),
+            period=int(_train_opt(cfg, "log_period", 20)),
+        )
+        if main
+        else None,
     ]
 
 
-def do_train(cfg: Any, args: argparse.Namespace) -> Dict[str, Any]:
+def do_train(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Build model, optimizer, train loader and trainer from ``cfg``; train (resuming with ``args.resume``).
 
     Writes checkpoints and ``metrics.json`` to ``train.output_dir`` and ``model_final.pth`` at the end.
@@ -167,8 +180,9 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Dict[str, Any]:
         precision_name = str(_train_opt(cfg, "amp.precision", "float16"))
         if precision_name not in _PRECISIONS:
             raise ValueError(f"train.amp.precision={precision_name!r}: expected one of {sorted(_PRECISIONS)}.")
-        trainer: SimpleTrainer = AMPTrainer(model, train_loader, optimizer, precision=_PRECISIONS[precision_name],
-                                            **trainer_kwargs)
+        trainer: SimpleTrainer = AMPTrainer(
+            model, train_loader, optimizer, precision=_PRECISIONS[precision_name], **trainer_kwargs
+        )
     else:
         trainer = SimpleTrainer(model, train_loader, optimizer, **trainer_kwargs)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, optimizer=optimizer)
@@ -178,8 +192,10 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Dict[str, Any]:
     extra = checkpointer.resume_or_load(_train_opt(cfg, "init_checkpoint", ""), resume=resume)
     if resume and checkpointer.has_checkpoint():
         if "trainer" not in extra or "iteration" not in extra:
-            raise ValueError(f"--resume: the last checkpoint in {cfg.train.output_dir!r} has no trainer state "
-                             f"(keys: {sorted(extra)}); it was not written by this tool.")
+            raise ValueError(
+                f"--resume: the last checkpoint in {cfg.train.output_dir!r} has no trainer state "
+                f"(keys: {sorted(extra)}); it was not written by this tool."
+            )
         trainer.load_state_dict(extra["trainer"])
         start_iter = int(extra["iteration"]) + 1
     else:
@@ -213,7 +229,7 @@ def setup(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def main(args: argparse.Namespace) -> Dict[str, Any]:
+def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or, with ``args.eval_only``, evaluate ``train.init_checkpoint``) as the config says.
 
     Returns:
@@ -229,11 +245,17 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     return do_train(cfg, args)
 
 
-def invoke_main(argv: Optional[Sequence[str]] = None) -> None:
+def invoke_main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point: parse ``argv`` and :func:`launch` :func:`main` on every process."""
     args = default_argument_parser().parse_args(argv)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import json
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 DEFAULT_KEYS = ["total_loss", "loss_*", "lr", "*/AP"]
 
 
-def load_metrics(path: str) -> List[dict]:
+def load_metrics(path: str) -> list[dict]:
     """Read a metrics file of JSON lines (or the ``metrics.json`` inside directory ``path``).
 
     Returns:
@@ -61,21 +61,21 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def select_keys(records: Sequence[dict], patterns: Sequence[str], x_key: str = "iteration") -> Dict[str, List[str]]:
+def select_keys(records: Sequence[dict], patterns: Sequence[str], x_key: str = "iteration") -> dict[str, list[str]]:
     """Map each pattern to the sorted numeric keys it matches (``x_key`` excluded); patterns matching
     nothing map to an empty list."""
     keys = sorted({k for r in records for k, v in r.items() if _is_number(v) and k != x_key})
     return {p: [k for k in keys if fnmatch.fnmatchcase(k, p)] for p in patterns}
 
 
-def series(records: Sequence[dict], key: str, x_key: str = "iteration") -> Tuple[List[float], List[float]]:
+def series(records: Sequence[dict], key: str, x_key: str = "iteration") -> tuple[list[float], list[float]]:
     """The ``(x, y)`` points of ``key``, from records holding both ``x_key`` and a finite number for ``key``.
 
     A record whose ``x_key`` is not larger than the previous one's starts a resumed run: points from that
     ``x`` on are dropped before it is added.
     """
-    xs: List[float] = []
-    ys: List[float] = []
+    xs: list[float] = []
+    ys: list[float] = []
     for r in records:
         x, y = r.get(x_key), r.get(key)
         if not _is_number(x) or not _is_number(y):
@@ -88,7 +88,7 @@ def series(records: Sequence[dict], key: str, x_key: str = "iteration") -> Tuple
     return xs, ys
 
 
-def smooth(values: Sequence[float], window: int) -> List[float]:
+def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over ``window`` points (``window <= 1``: unchanged)."""
     if window <= 1:
         return list(values)
@@ -101,9 +101,15 @@ def smooth(values: Sequence[float], window: int) -> List[float]:
     return out
 
 
-def plot_metrics(records: Sequence[dict], output: str, patterns: Sequence[str] = DEFAULT_KEYS,
-                 x_key: str = "iteration", smooth_window: int = 1, log_y: Sequence[str] = (),
-                 title: Optional[str] = None) -> Dict[str, List[str]]:
+def plot_metrics(
+    records: Sequence[dict],
+    output: str,
+    patterns: Sequence[str] = DEFAULT_KEYS,
+    x_key: str = "iteration",
+    smooth_window: int = 1,
+    log_y: Sequence[str] = (),
+    title: str | None = None,
+) -> dict[str, list[str]]:
     """Draw one panel per pattern that matches something and save the figure as ``output`` (PNG).
 
     Args:
@@ -153,7 +159,7 @@ def plot_metrics(records: Sequence[dict], output: str, patterns: Sequence[str] =
     return matched
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+def main(argv: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Command line entry point; returns the keys plotted per pattern."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", help="metrics.json (JSON lines) or the output directory holding it")
@@ -172,8 +178,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     unmatched = [p for p, ks in select_keys(records, args.keys, args.x).items() if not ks]
     for p in unmatched:
         print(f"plot_metrics: no key matches {p!r}; skipped", file=sys.stderr)
-    matched = plot_metrics(records, output, args.keys, x_key=args.x, smooth_window=args.smooth,
-                           log_y=args.log_y, title=os.path.abspath(args.metrics))
+    matched = plot_metrics(
+        records,
+        output,
+        args.keys,
+        x_key=args.x,
+        smooth_window=args.smooth,
+        log_y=args.log_y,
+        title=os.path.abspath(args.metrics),
+    )
     print(f"Wrote {output} ({', '.join(k for ks in matched.values() for k in ks)})")
     return matched
 

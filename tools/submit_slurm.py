@@ -25,7 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from libdet.engine.slurm import EXECUTORS, ScriptFunction, submit_training
 from libdet.utils.logger import setup_logger
@@ -41,34 +42,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the lazy config to train")
     parser.add_argument("--nodes", type=int, default=1, help="number of machines")
     parser.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per machine (0: CPU processes, gloo)")
-    parser.add_argument("--tasks-per-node", type=int, default=None,
-                        help="processes per machine (default: --gpus-per-node, or 1 without GPUs)")
+    parser.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=None,
+        help="processes per machine (default: --gpus-per-node, or 1 without GPUs)",
+    )
     parser.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per process")
     parser.add_argument("--mem-gb", type=float, default=None, help="memory per machine in GB")
     parser.add_argument("--partition", default=None, help="SLURM partition")
-    parser.add_argument("--timeout", type=int, default=60 * 24, metavar="MIN",
-                        help="time limit of one run in minutes (the job is requeued when it runs out)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=60 * 24,
+        metavar="MIN",
+        help="time limit of one run in minutes (the job is requeued when it runs out)",
+    )
     parser.add_argument("--max-requeues", type=int, default=3, help="requeues allowed after time-outs")
     parser.add_argument("--job-dir", default=None, help="submitit logs (default: <train.output_dir>/submitit)")
     parser.add_argument("--job-name", default=None, help="job name (default: the config file's name)")
-    parser.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra #SBATCH option --KEY=VALUE (repeatable), e.g. constraint=volta32gb")
-    parser.add_argument("--executor", choices=EXECUTORS, default="slurm",
-                        help="slurm: sbatch; local: processes on this machine (one node)")
+    parser.add_argument(
+        "--slurm-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra #SBATCH option --KEY=VALUE (repeatable), e.g. constraint=volta32gb",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="slurm",
+        help="slurm: sbatch; local: processes on this machine (one node)",
+    )
     parser.add_argument("--eval-only", action="store_true", help="evaluate train.init_checkpoint instead")
     parser.add_argument("--wait", action="store_true", help="wait for the job and print its result")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=None,
-                        help="config overrides 'path.key=value' at the end of the command")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=None,
+        help="config overrides 'path.key=value' at the end of the command",
+    )
     return parser
 
 
-def parse_slurm_opts(items: Sequence[str]) -> Dict[str, str]:
+def parse_slurm_opts(items: Sequence[str]) -> dict[str, str]:
     """``["constraint=volta32gb", "exclusive="]`` -> ``{"constraint": "volta32gb", "exclusive": ""}``.
 
     Raises:
         ValueError: naming the item that is not ``KEY=VALUE``.
     """
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().lstrip("-").replace("-", "_")
@@ -78,7 +101,7 @@ def parse_slurm_opts(items: Sequence[str]) -> Dict[str, str]:
     return out
 
 
-def main(argv: Optional[List[str]] = None) -> Any:
+def main(argv: list[str] | None = None) -> Any:
     """Parse ``argv``, submit the job and return it (after it finished with ``--wait``)."""
     args = build_parser().parse_args(argv)
     setup_logger(name="libdet.engine.slurm", abbrev_name="ld.slurm", color=False)

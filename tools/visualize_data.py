@@ -25,20 +25,24 @@ import itertools
 import logging
 import os
 import sys
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 logger = logging.getLogger("libdet.tools.visualize_data")
 
-__all__ = ["draw_mapped_sample", "get_parser", "iter_annotation_images", "iter_dataloader_images", "main",
-           "setup_cfg"]
+__all__ = ["draw_mapped_sample", "get_parser", "iter_annotation_images", "iter_dataloader_images", "main", "setup_cfg"]
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="Draw the ground truth of a config's training data.")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the lazy config file")
-    parser.add_argument("--source", choices=["annotation", "dataloader"], required=True,
-                        help="raw dataset annotations, or the augmented samples of the training loader")
+    parser.add_argument(
+        "--source",
+        choices=["annotation", "dataloader"],
+        required=True,
+        help="raw dataset annotations, or the augmented samples of the training loader",
+    )
     parser.add_argument("--output-dir", required=True, help="folder the images are written to")
     parser.add_argument("--num-images", type=int, default=None, help="draw at most this many images")
     parser.add_argument("--scale", type=float, default=1.0, help="output size relative to the image")
@@ -64,12 +68,14 @@ def setup_cfg(args: argparse.Namespace) -> Any:
     if OmegaConf.select(cfg, "dataloader.train") is None:
         raise ValueError(f"visualize_data: config {args.config_file!r} has no 'dataloader.train'.")
     if OmegaConf.select(cfg, "dataloader.train.dataset.names") is None:
-        raise ValueError(f"visualize_data: config {args.config_file!r} has no 'dataloader.train.dataset.names' "
-                         "(the registered datasets to draw).")
+        raise ValueError(
+            f"visualize_data: config {args.config_file!r} has no 'dataloader.train.dataset.names' "
+            "(the registered datasets to draw)."
+        )
     return cfg
 
 
-def _dataset_names(cfg: Any) -> List[str]:
+def _dataset_names(cfg: Any) -> list[str]:
     names = cfg.dataloader.train.dataset.names
     return [names] if isinstance(names, str) else [str(n) for n in names]
 
@@ -80,8 +86,10 @@ def _check_registered(names: Sequence[str]) -> None:
     registered = DatasetCatalog.list()
     missing = [n for n in names if n not in registered]
     if missing:
-        raise ValueError(f"visualize_data: dataloader.train.dataset.names {missing} are not registered in "
-                         f"DatasetCatalog; registered: {sorted(registered)}.")
+        raise ValueError(
+            f"visualize_data: dataloader.train.dataset.names {missing} are not registered in "
+            f"DatasetCatalog; registered: {sorted(registered)}."
+        )
 
 
 def iter_annotation_images(names: Sequence[str], metadata: Any, scale: float = 1.0) -> Iterator[tuple]:
@@ -93,13 +101,14 @@ def iter_annotation_images(names: Sequence[str], metadata: Any, scale: float = 1
     for name in names:
         for i, dic in enumerate(DatasetCatalog.get(name)):
             if "file_name" not in dic:
-                raise ValueError(f"visualize_data: dataset {name!r} dict {i} (image_id={dic.get('image_id')!r}) "
-                                 "has no 'file_name'.")
+                raise ValueError(
+                    f"visualize_data: dataset {name!r} dict {i} (image_id={dic.get('image_id')!r}) has no 'file_name'."
+                )
             image = read_image(dic["file_name"], format="RGB")
             yield dic.get("image_id", i), Visualizer(image, metadata, scale=scale).draw_dataset_dict(dic)
 
 
-def draw_mapped_sample(sample: Dict[str, Any], image_format: str, metadata: Any, scale: float = 1.0) -> Any:
+def draw_mapped_sample(sample: dict[str, Any], image_format: str, metadata: Any, scale: float = 1.0) -> Any:
     """Draw one mapped training sample: its ``(C, H, W)`` ``image`` (in ``image_format``), its ``instances``
     (``gt_boxes``, ``gt_classes``, ``gt_masks``, ``gt_keypoints``) and its ``sem_seg``. Returns the
     :class:`VisImage` (``(H, W)`` times ``scale``)."""
@@ -138,16 +147,18 @@ def iter_dataloader_images(cfg: Any, metadata: Any, scale: float = 1.0) -> Itera
     for batch in loader:
         for sample in batch:
             if not isinstance(sample, dict) or "image" not in sample:
-                raise ValueError("visualize_data: dataloader.train must yield lists of dicts with an 'image' "
-                                 f"(a DatasetMapper's output); got {type(sample).__name__}.")
+                raise ValueError(
+                    "visualize_data: dataloader.train must yield lists of dicts with an 'image' "
+                    f"(a DatasetMapper's output); got {type(sample).__name__}."
+                )
             yield sample.get("image_id", "sample"), draw_mapped_sample(sample, image_format, metadata, scale)
 
 
-def _save_all(images: Iterable[tuple], output_dir: str, limit: Optional[int]) -> List[str]:
+def _save_all(images: Iterable[tuple], output_dir: str, limit: int | None) -> list[str]:
     from tqdm import tqdm
 
     os.makedirs(output_dir, exist_ok=True)
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     written = []
     try:
         for image_id, vis in tqdm(itertools.islice(images, limit), total=limit, desc="visualize_data", disable=None):
@@ -165,7 +176,7 @@ def _save_all(images: Iterable[tuple], output_dir: str, limit: Optional[int]) ->
     return written
 
 
-def main(args: argparse.Namespace) -> List[str]:
+def main(args: argparse.Namespace) -> list[str]:
     """Draw the data as ``args`` say (see :func:`get_parser`); returns the written paths."""
     from libdet.data import MetadataCatalog
 
@@ -187,7 +198,7 @@ def main(args: argparse.Namespace) -> List[str]:
     return _save_all(iter_dataloader_images(cfg, metadata, args.scale), args.output_dir, limit)
 
 
-def invoke_main(argv: Optional[Sequence[str]] = None) -> None:
+def invoke_main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
     from libdet.utils.logger import setup_logger
 

@@ -29,7 +29,8 @@ import math
 import os
 import sys
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_results(path: str) -> List[Dict[str, Any]]:
+def load_results(path: str) -> list[dict[str, Any]]:
     """Read a results file: a JSON list of dicts.
 
     Raises:
@@ -75,7 +76,7 @@ def load_results(path: str) -> List[Dict[str, Any]]:
     return results
 
 
-def _category_mapper(metadata: Any, dataset: str) -> Callable[[int], Optional[int]]:
+def _category_mapper(metadata: Any, dataset: str) -> Callable[[int], int | None]:
     """Dataset category id -> contiguous class index (None when the id is unknown)."""
     id_map = metadata.get("thing_dataset_id_to_contiguous_id")
     num_classes = len(metadata.get("thing_classes") or []) or None
@@ -84,7 +85,7 @@ def _category_mapper(metadata: Any, dataset: str) -> Callable[[int], Optional[in
         return id_map.get
     offset = 1 if "lvis" in dataset.lower() else 0
 
-    def mapper(category_id: int) -> Optional[int]:
+    def mapper(category_id: int) -> int | None:
         c = category_id - offset
         if c < 0 or (num_classes is not None and c >= num_classes):
             return None
@@ -93,9 +94,13 @@ def _category_mapper(metadata: Any, dataset: str) -> Callable[[int], Optional[in
     return mapper
 
 
-def validate_results(results: Sequence[Dict[str, Any]], dataset_dicts: Sequence[Dict[str, Any]],
-                     map_category: Callable[[int], Optional[int]], path: str, dataset: str
-                     ) -> Dict[Any, List[Dict[str, Any]]]:
+def validate_results(
+    results: Sequence[dict[str, Any]],
+    dataset_dicts: Sequence[dict[str, Any]],
+    map_category: Callable[[int], int | None],
+    path: str,
+    dataset: str,
+) -> dict[Any, list[dict[str, Any]]]:
     """Check every entry and group them by image.
 
     Returns:
@@ -109,7 +114,7 @@ def validate_results(results: Sequence[Dict[str, Any]], dataset_dicts: Sequence[
     from libdet.utils.visualizer import GenericMask
 
     sizes = {d["image_id"]: (int(d["height"]), int(d["width"])) for d in dataset_dicts}
-    by_image: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
+    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for i, entry in enumerate(results):
         where = f"{path}: entry {i}"
         missing = [k for k in _REQUIRED if k not in entry]
@@ -124,8 +129,11 @@ def validate_results(results: Sequence[Dict[str, Any]], dataset_dicts: Sequence[
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise ValueError(f"{where}: score must be a finite number, got {score!r}.")
         category_id = entry["category_id"]
-        cls = map_category(int(category_id)) if isinstance(category_id, int) and not isinstance(category_id, bool) \
+        cls = (
+            map_category(int(category_id))
+            if isinstance(category_id, int) and not isinstance(category_id, bool)
             else None
+        )
         if cls is None:
             raise ValueError(f"{where}: category_id {category_id!r} is not a category of dataset {dataset!r}.")
         height, width = sizes[image_id]
@@ -137,8 +145,10 @@ def validate_results(results: Sequence[Dict[str, Any]], dataset_dicts: Sequence[
                 raise ValueError(f"{where}: bad segmentation for image_id {image_id!r}: {e}") from None
         if "bbox" in entry:
             box = entry["bbox"]
-            if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
+            if (
+                not isinstance(box, (list, tuple))
+                or len(box) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
             ):
                 raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {box!r}.")
             item["_box"] = BoxMode.convert(list(box), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
@@ -148,7 +158,7 @@ def validate_results(results: Sequence[Dict[str, Any]], dataset_dicts: Sequence[
     return by_image
 
 
-def create_instances(entries: Sequence[Dict[str, Any]], image_size: tuple, conf_threshold: float) -> Any:
+def create_instances(entries: Sequence[dict[str, Any]], image_size: tuple, conf_threshold: float) -> Any:
     """:class:`Instances` (``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks`` when every kept entry
     has a mask) of the validated ``entries`` of one image with a score >= ``conf_threshold``."""
     import torch
@@ -165,7 +175,7 @@ def create_instances(entries: Sequence[Dict[str, Any]], image_size: tuple, conf_
     return ret
 
 
-def main(args: argparse.Namespace) -> List[str]:
+def main(args: argparse.Namespace) -> list[str]:
     """Draw the results as ``args`` say (see :func:`get_parser`); returns the written paths."""
     from PIL import Image
     from tqdm import tqdm
@@ -179,8 +189,10 @@ def main(args: argparse.Namespace) -> List[str]:
         raise ValueError(f"visualize_json_results: --num-images must be >= 1, got {args.num_images}.")
     results = load_results(args.input)
     if args.dataset not in DatasetCatalog.list():
-        raise ValueError(f"visualize_json_results: --dataset {args.dataset!r} is not registered in DatasetCatalog; "
-                         f"registered: {sorted(DatasetCatalog.list())}.")
+        raise ValueError(
+            f"visualize_json_results: --dataset {args.dataset!r} is not registered in DatasetCatalog; "
+            f"registered: {sorted(DatasetCatalog.list())}."
+        )
     dicts = DatasetCatalog.get(args.dataset)  # loading first fills the metadata's category id map
     for i, d in enumerate(dicts):
         missing = [k for k in ("image_id", "file_name", "height", "width") if k not in d]
@@ -205,7 +217,7 @@ def main(args: argparse.Namespace) -> List[str]:
     return written
 
 
-def invoke_main(argv: Optional[Sequence[str]] = None) -> None:
+def invoke_main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
     from libdet.utils.logger import setup_logger
 

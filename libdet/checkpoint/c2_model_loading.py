@@ -8,7 +8,8 @@ dot-separated suffix, e.g. ``backbone.bottom_up.res2.0.conv1.weight`` ← ``res2
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["align_and_update_state_dicts"]
 

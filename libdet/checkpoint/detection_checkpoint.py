@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class DetectionCheckpointer(Checkpointer):
     """
 
     def __init__(
-        self, model: nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None, **checkpointables: Any
+        self, model: nn.Module, save_dir: str = "", *, save_to_disk: bool | None = None, **checkpointables: Any
     ) -> None:
         if save_to_disk is None:
             save_to_disk = comm.is_main_process()
@@ -118,7 +118,7 @@ class DetectionCheckpointer(Checkpointer):
             f.write(last_filename_basename)
 
     # ---------------------------------------------------------------------------------------- loading
-    def load(self, path: str, checkpointables: Optional[list[str]] = None) -> dict[str, Any]:
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
         """Load weights (and the named checkpointables, default all) from ``path``.
 
         Args:

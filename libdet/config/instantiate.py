@@ -139,13 +139,10 @@ def _instantiate(cfg: Any, path: str) -> Any:
                 target = locate(target)
             except ImportError as e:
                 raise InstantiationError(
-                    f"Cannot import the _target_ {cfg[_TARGET_KEY]!r} of config node "
-                    f"{_node_name(path)!r}: {e}"
+                    f"Cannot import the _target_ {cfg[_TARGET_KEY]!r} of config node {_node_name(path)!r}: {e}"
                 ) from e
         if not callable(target):
-            raise InstantiationError(
-                f"The _target_ of config node {_node_name(path)!r} is not callable: {target!r}."
-            )
+            raise InstantiationError(f"The _target_ of config node {_node_name(path)!r} is not callable: {target!r}.")
         try:
             return target(**kwargs)
         except InstantiationError:
@@ -159,8 +156,7 @@ def _instantiate(cfg: Any, path: str) -> Any:
                     pass
             raise InstantiationError(
                 f"Error while building config node {_node_name(path)!r} "
-                f"(_target_={_describe_target(cfg[_TARGET_KEY])}): {type(e).__name__}: {e}."
-                + signature_hint
+                f"(_target_={_describe_target(cfg[_TARGET_KEY])}): {type(e).__name__}: {e}." + signature_hint
             ) from e
     return cfg
 

@@ -24,7 +24,8 @@ import os
 import types
 import uuid
 from collections import abc
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -150,9 +151,7 @@ def _exec_config_module(filename: str, as_import: bool = False) -> types.ModuleT
     module = types.ModuleType(module_name)
     config_builtins = dict(builtins.__dict__)
     config_builtins["__import__"] = _make_import(filename)
-    module.__dict__.update(
-        {"__file__": filename, "__package__": package, "__builtins__": config_builtins}
-    )
+    module.__dict__.update({"__file__": filename, "__package__": package, "__builtins__": config_builtins})
     code = compile(source, filename, "exec")
     exec(code, module.__dict__)
     if as_import:
@@ -270,8 +269,9 @@ class LazyConfig:
                     f"{filename!r} is a pickled config; unpickling runs code from the file. "
                     "Pass allow_pickle=True only if you trust it."
                 )
-            import cloudpickle  # noqa: F401  (needed to unpickle functions saved by value)
             import pickle
+
+            import cloudpickle  # noqa: F401  (needed to unpickle functions saved by value)
 
             with PathManager.open(filename, "rb") as f:
                 cfg = pickle.load(f)
@@ -314,9 +314,7 @@ class LazyConfig:
 
         pickled = filename + ".pkl"
         with atomic_write(pickled, "wb") as f:
-            cloudpickle.dump(
-                cfg if OmegaConf.is_config(cfg) else DictConfig(cfg, flags={"allow_objects": True}), f
-            )
+            cloudpickle.dump(cfg if OmegaConf.is_config(cfg) else DictConfig(cfg, flags={"allow_objects": True}), f)
         logger.warning(
             "Config cannot be saved as YAML to %s: these keys hold values YAML cannot represent: %s. "
             "Saved it with cloudpickle to %s instead (load it with LazyConfig.load(path, "

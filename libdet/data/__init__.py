@@ -3,8 +3,16 @@
 ``libdet.data.datasets`` registers the built-in datasets when imported (names only; no file is read).
 """
 
-from . import catalog, common, dataset_mapper, detection_utils, samplers, transforms
-from . import datasets  # registers the built-in dataset names; reads no file
+from . import (
+    build,  # noqa: E402  (after the names above, so `build` is the module)
+    catalog,
+    common,
+    dataset_mapper,
+    datasets,  # registers the built-in dataset names; reads no file
+    detection_utils,
+    samplers,
+    transforms,
+)
 from .build import (
     TrainDataLoader,
     build_batch_data_loader,
@@ -17,8 +25,6 @@ from .build import (
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
-
-from . import build  # noqa: E402  (after the names above, so `build` is the module)
 
 __all__ = [
     "DatasetCatalog",

@@ -35,7 +35,8 @@ import itertools
 import logging
 import pickle
 import random
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,35 +76,42 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------------------------
 
 
-def filter_images_with_only_crowd_annotations(dataset_dicts: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def filter_images_with_only_crowd_annotations(dataset_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Drop images that have no annotation with ``iscrowd == 0`` (logs how many were removed)."""
     num_before = len(dataset_dicts)
 
-    def valid(anns: List[Dict[str, Any]]) -> bool:
+    def valid(anns: list[dict[str, Any]]) -> bool:
         return any(ann.get("iscrowd", 0) == 0 for ann in anns)
 
     dataset_dicts = [x for x in dataset_dicts if valid(x.get("annotations", []))]
-    logger.info(f"Removed {num_before - len(dataset_dicts)} images with no usable annotations. "
-                f"{len(dataset_dicts)} images left.")
+    logger.info(
+        f"Removed {num_before - len(dataset_dicts)} images with no usable annotations. "
+        f"{len(dataset_dicts)} images left."
+    )
     return dataset_dicts
 
 
-def filter_images_with_few_keypoints(dataset_dicts: List[Dict[str, Any]], min_keypoints_per_image: int
-                                     ) -> List[Dict[str, Any]]:
+def filter_images_with_few_keypoints(
+    dataset_dicts: list[dict[str, Any]], min_keypoints_per_image: int
+) -> list[dict[str, Any]]:
     """Drop images with fewer than ``min_keypoints_per_image`` visible (``v > 0``) keypoints."""
     num_before = len(dataset_dicts)
 
-    def visible_keypoints(dic: Dict[str, Any]) -> int:
-        return sum(int((np.asarray(ann["keypoints"][2::3]) > 0).sum())
-                   for ann in dic.get("annotations", []) if "keypoints" in ann)
+    def visible_keypoints(dic: dict[str, Any]) -> int:
+        return sum(
+            int((np.asarray(ann["keypoints"][2::3]) > 0).sum())
+            for ann in dic.get("annotations", [])
+            if "keypoints" in ann
+        )
 
     dataset_dicts = [x for x in dataset_dicts if visible_keypoints(x) >= min_keypoints_per_image]
-    logger.info(f"Removed {num_before - len(dataset_dicts)} images with fewer than {min_keypoints_per_image} "
-                "keypoints.")
+    logger.info(
+        f"Removed {num_before - len(dataset_dicts)} images with fewer than {min_keypoints_per_image} keypoints."
+    )
     return dataset_dicts
 
 
-def load_proposals_into_dataset(dataset_dicts: List[Dict[str, Any]], proposal_file: str) -> List[Dict[str, Any]]:
+def load_proposals_into_dataset(dataset_dicts: list[dict[str, Any]], proposal_file: str) -> list[dict[str, Any]]:
     """Attach precomputed proposals from a pickle (``ids``, ``boxes``, ``objectness_logits``, optional
     ``bbox_mode``) to the dicts as ``proposal_boxes``, ``proposal_objectness_logits``, ``proposal_bbox_mode``.
 
@@ -122,8 +130,10 @@ def load_proposals_into_dataset(dataset_dicts: List[Dict[str, Any]], proposal_fi
     for record in dataset_dicts:
         key = str(record["image_id"])
         if key not in id_to_index:
-            raise ValueError(f"Proposal file '{proposal_file}' has no proposals for image_id={record['image_id']} "
-                             f"('{record.get('file_name', '?')}').")
+            raise ValueError(
+                f"Proposal file '{proposal_file}' has no proposals for image_id={record['image_id']} "
+                f"('{record.get('file_name', '?')}')."
+            )
         i = id_to_index[key]
         record["proposal_boxes"] = proposals["boxes"][i]
         record["proposal_objectness_logits"] = proposals["objectness_logits"][i]
@@ -131,7 +141,7 @@ def load_proposals_into_dataset(dataset_dicts: List[Dict[str, Any]], proposal_fi
     return dataset_dicts
 
 
-def print_instances_class_histogram(dataset_dicts: List[Dict[str, Any]], class_names: Sequence[str]) -> None:
+def print_instances_class_histogram(dataset_dicts: list[dict[str, Any]], class_names: Sequence[str]) -> None:
     """Log a table of the number of (non-crowd) instances per class.
 
     Raises:
@@ -143,8 +153,10 @@ def print_instances_class_histogram(dataset_dicts: List[Dict[str, Any]], class_n
         classes = [int(x["category_id"]) for x in entry.get("annotations", []) if not x.get("iscrowd", 0)]
         for c in classes:
             if not 0 <= c < num_classes:
-                raise ValueError(f"Image '{entry.get('file_name', '?')}' has category_id={c}, outside "
-                                 f"[0, {num_classes}) of the dataset's {num_classes} classes.")
+                raise ValueError(
+                    f"Image '{entry.get('file_name', '?')}' has category_id={c}, outside "
+                    f"[0, {num_classes}) of the dataset's {num_classes} classes."
+                )
         histogram += np.bincount(np.asarray(classes, dtype=np.int64), minlength=num_classes)[:num_classes]
 
     n_cols = min(6, len(class_names) * 2)
@@ -158,15 +170,24 @@ def print_instances_class_histogram(dataset_dicts: List[Dict[str, Any]], class_n
         data.extend([None] * (n_cols - (len(data) % n_cols)) if len(data) % n_cols else [])
         data.extend(["total", total])
     rows = itertools.zip_longest(*[data[i::n_cols] for i in range(n_cols)])
-    table = tabulate(rows, headers=["category", "#instances"] * (n_cols // 2), tablefmt="pipe",
-                     numalign="left", stralign="center")
-    log_first_n(logging.INFO, f"Distribution of instances among all {num_classes} categories:\n"
-                + colored(table, "cyan"), key="message", name=__name__)
+    table = tabulate(
+        rows, headers=["category", "#instances"] * (n_cols // 2), tablefmt="pipe", numalign="left", stralign="center"
+    )
+    log_first_n(
+        logging.INFO,
+        f"Distribution of instances among all {num_classes} categories:\n" + colored(table, "cyan"),
+        key="message",
+        name=__name__,
+    )
 
 
-def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: bool = True, min_keypoints: int = 0,
-                                proposal_files: Optional[Sequence[str]] = None, check_consistency: bool = True
-                                ) -> Union[List[Dict[str, Any]], torchdata.Dataset]:
+def get_detection_dataset_dicts(
+    names: str | Sequence[str],
+    filter_empty: bool = True,
+    min_keypoints: int = 0,
+    proposal_files: Sequence[str] | None = None,
+    check_consistency: bool = True,
+) -> list[dict[str, Any]] | torchdata.Dataset:
     """Load and concatenate the registered datasets ``names``.
 
     Args:
@@ -190,8 +211,9 @@ def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: 
     available = DatasetCatalog.keys()
     missing = [n for n in names if n not in available]
     if missing:
-        raise KeyError(f"get_detection_dataset_dicts: datasets {missing} are not registered; registered: "
-                       f"{sorted(available)}.")
+        raise KeyError(
+            f"get_detection_dataset_dicts: datasets {missing} are not registered; registered: {sorted(available)}."
+        )
     dataset_dicts = [DatasetCatalog.get(name) for name in names]
     if isinstance(dataset_dicts[0], torchdata.Dataset):
         return torchdata.ConcatDataset(dataset_dicts) if len(dataset_dicts) > 1 else dataset_dicts[0]
@@ -200,8 +222,9 @@ def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: 
             raise ValueError(f"Dataset '{name}' is empty!")
     if proposal_files is not None:
         if len(names) != len(proposal_files):
-            raise ValueError(f"get_detection_dataset_dicts: {len(names)} datasets but {len(proposal_files)} "
-                             "proposal files.")
+            raise ValueError(
+                f"get_detection_dataset_dicts: {len(names)} datasets but {len(proposal_files)} proposal files."
+            )
         dataset_dicts = [load_proposals_into_dataset(d, f) for d, f in zip(dataset_dicts, proposal_files)]
     all_dicts = list(itertools.chain.from_iterable(dataset_dicts))
     has_instances = "annotations" in all_dicts[0]
@@ -224,7 +247,7 @@ def get_detection_dataset_dicts(names: Union[str, Sequence[str]], filter_empty: 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def trivial_batch_collator(batch: List[Any]) -> List[Any]:
+def trivial_batch_collator(batch: list[Any]) -> list[Any]:
     """Keep a batch as the list of samples."""
     return batch
 
@@ -254,8 +277,10 @@ def _group_id(d: Any, index: int) -> int:
         w, h = d["width"], d["height"]
     except (KeyError, TypeError) as e:
         where = f"'{d.get('file_name')}'" if isinstance(d, dict) and "file_name" in d else f"index {index}"
-        raise ValueError(f"aspect_ratio_grouping needs 'width' and 'height' in every dataset dict; {where} lacks "
-                         "them. Add them to the dataset or pass aspect_ratio_grouping=False.") from e
+        raise ValueError(
+            f"aspect_ratio_grouping needs 'width' and 'height' in every dataset dict; {where} lacks "
+            "them. Add them to the dataset or pass aspect_ratio_grouping=False."
+        ) from e
     return 0 if w > h else 1
 
 
@@ -270,10 +295,10 @@ class _BatchStream:
     """The ``batch_sampler`` of a :class:`TrainDataLoader`: batches of :class:`SeededIndex` from a sampler,
     recording a resumable snapshot after each batch (see the module docstring)."""
 
-    def __init__(self, loader: "TrainDataLoader", state: Dict[str, Any]):
+    def __init__(self, loader: TrainDataLoader, state: dict[str, Any]):
         self._loader = loader
         self._state = copy.deepcopy(state)
-        self.snapshots: Deque[Dict[str, Any]] = collections.deque()
+        self.snapshots: collections.deque[dict[str, Any]] = collections.deque()
 
     def _sampler_iter(self) -> Iterator[int]:
         sampler, state = self._loader.sampler, self._state
@@ -283,7 +308,7 @@ class _BatchStream:
             return iter(sampler)
         return itertools.islice(iter(sampler), state["samples_drawn"], None)
 
-    def __iter__(self) -> Iterator[List[SeededIndex]]:
+    def __iter__(self) -> Iterator[list[SeededIndex]]:
         loader, state = self._loader, self._state
         rank, world = comm.get_rank(), comm.get_world_size()
         seed = state["seed"]
@@ -299,13 +324,15 @@ class _BatchStream:
             batch = [SeededIndex(i, derive_seed(seed, p * world + rank)) for i, p in bucket]
             bucket.clear()
             batches += 1
-            self.snapshots.append({
-                **state,
-                "batches_consumed": batches,
-                "samples_drawn": drawn,
-                "sampler": loader.sampler.state_dict() if loader._sampler_resumable else None,
-                "pending": [list(b) for b in buckets],
-            })
+            self.snapshots.append(
+                {
+                    **state,
+                    "batches_consumed": batches,
+                    "samples_drawn": drawn,
+                    "sampler": loader.sampler.state_dict() if loader._sampler_resumable else None,
+                    "pending": [list(b) for b in buckets],
+                }
+            )
             yield batch
 
     def __len__(self) -> int:
@@ -330,15 +357,27 @@ class TrainDataLoader:
         pin_memory, prefetch_factor, timeout: passed to ``torch.utils.data.DataLoader``.
     """
 
-    def __init__(self, dataset: torchdata.Dataset, *, sampler: Any, batch_size: int,
-                 group_ids: Optional[Sequence[int]] = None, num_workers: int = 0,
-                 collate_fn: Optional[Callable[[List[Any]], Any]] = None, seed: int,
-                 pin_memory: bool = False, prefetch_factor: Optional[int] = None, timeout: float = 0):
+    def __init__(
+        self,
+        dataset: torchdata.Dataset,
+        *,
+        sampler: Any,
+        batch_size: int,
+        group_ids: Sequence[int] | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        seed: int,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        timeout: float = 0,
+    ):
         if batch_size <= 0:
             raise ValueError(f"TrainDataLoader: batch_size must be positive, got {batch_size}.")
         if isinstance(dataset, torchdata.IterableDataset):
-            raise TypeError("TrainDataLoader: `dataset` must be map-style (indexable); an IterableDataset cannot be "
-                            "resumed. Iterate it with torch.utils.data.DataLoader directly.")
+            raise TypeError(
+                "TrainDataLoader: `dataset` must be map-style (indexable); an IterableDataset cannot be "
+                "resumed. Iterate it with torch.utils.data.DataLoader directly."
+            )
         if not isinstance(dataset, MapDataset):
             dataset = MapDataset(dataset, _identity)
         self.dataset = dataset
@@ -354,7 +393,7 @@ class TrainDataLoader:
         if num_workers > 0 and prefetch_factor is not None:
             self._dl_kwargs["prefetch_factor"] = prefetch_factor
         num_groups = 1 if self.group_ids is None else int(self.group_ids.max(initial=0)) + 1
-        self._state: Dict[str, Any] = {
+        self._state: dict[str, Any] = {
             "seed": int(seed),
             "batches_consumed": 0,
             "samples_drawn": 0,
@@ -370,12 +409,12 @@ class TrainDataLoader:
     def seed(self) -> int:
         return self._state["seed"]
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"seed", "batches_consumed", "samples_drawn", "sampler", "pending", ...}`` after the last batch
         delivered by this loader's iterator (a deep copy; safe to save with ``torch.save``/pickle)."""
         return copy.deepcopy(self._state)
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue, at the next ``iter()``, right after the last batch consumed when ``state`` was saved.
 
         Raises:
@@ -383,18 +422,27 @@ class TrainDataLoader:
         """
         for key in ("world_size", "batch_size", "grouped"):
             if key in state and state[key] != self._state[key]:
-                raise ValueError(f"TrainDataLoader.load_state_dict: the state has {key}={state[key]!r} but this "
-                                 f"loader has {key}={self._state[key]!r}; an exact resume needs them equal.")
+                raise ValueError(
+                    f"TrainDataLoader.load_state_dict: the state has {key}={state[key]!r} but this "
+                    f"loader has {key}={self._state[key]!r}; an exact resume needs them equal."
+                )
         if len(state["pending"]) != len(self._state["pending"]):
-            raise ValueError("TrainDataLoader.load_state_dict: the state's aspect-ratio buckets do not match "
-                             "this loader's grouping.")
+            raise ValueError(
+                "TrainDataLoader.load_state_dict: the state's aspect-ratio buckets do not match this loader's grouping."
+            )
         self._state = {**self._state, **copy.deepcopy(state), "rank": self._state["rank"]}
 
     def __iter__(self) -> Iterator[Any]:
         stream = _BatchStream(self, self._state)
         worker_init = functools.partial(_seeded_worker_init, self._state["seed"]) if self.num_workers else None
-        loader = torchdata.DataLoader(self.dataset, batch_sampler=stream, num_workers=self.num_workers,
-                                      collate_fn=self.collate_fn, worker_init_fn=worker_init, **self._dl_kwargs)
+        loader = torchdata.DataLoader(
+            self.dataset,
+            batch_sampler=stream,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            worker_init_fn=worker_init,
+            **self._dl_kwargs,
+        )
         it = iter(loader)
         try:
             for batch in it:
@@ -404,9 +452,18 @@ class TrainDataLoader:
             del it
 
 
-def build_batch_data_loader(dataset: Any, sampler: Any, total_batch_size: int, *, aspect_ratio_grouping: bool = False,
-                            num_workers: int = 0, collate_fn: Optional[Callable] = None, seed: Optional[int] = None,
-                            group_ids: Optional[Sequence[int]] = None, **kwargs: Any) -> TrainDataLoader:
+def build_batch_data_loader(
+    dataset: Any,
+    sampler: Any,
+    total_batch_size: int,
+    *,
+    aspect_ratio_grouping: bool = False,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+    seed: int | None = None,
+    group_ids: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> TrainDataLoader:
     """A resumable :class:`TrainDataLoader` over a map-style (mapped) dataset with per-rank batches.
 
     Args:
@@ -422,8 +479,10 @@ def build_batch_data_loader(dataset: Any, sampler: Any, total_batch_size: int, *
     """
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size != 0:
-        raise ValueError(f"total_batch_size ({total_batch_size}) must be a positive multiple of the number of "
-                         f"processes ({world_size}).")
+        raise ValueError(
+            f"total_batch_size ({total_batch_size}) must be a positive multiple of the number of "
+            f"processes ({world_size})."
+        )
     batch_size = total_batch_size // world_size
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
@@ -433,15 +492,31 @@ def build_batch_data_loader(dataset: Any, sampler: Any, total_batch_size: int, *
         group_ids = None
     if seed is None:
         seed = comm.shared_random_seed()
-    return TrainDataLoader(dataset, sampler=sampler, batch_size=batch_size, group_ids=group_ids,
-                           num_workers=num_workers, collate_fn=collate_fn, seed=seed, **kwargs)
+    return TrainDataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=batch_size,
+        group_ids=group_ids,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        seed=seed,
+        **kwargs,
+    )
 
 
-def build_detection_train_loader(dataset: Union[List[Dict[str, Any]], torchdata.Dataset], *,
-                                 mapper: Optional[Callable[[Any], Any]] = None, sampler: Any = None,
-                                 total_batch_size: int, aspect_ratio_grouping: bool = True, num_workers: int = 0,
-                                 collate_fn: Optional[Callable] = None, seed: Optional[int] = None,
-                                 serialize: bool = True, **kwargs: Any) -> TrainDataLoader:
+def build_detection_train_loader(
+    dataset: list[dict[str, Any]] | torchdata.Dataset,
+    *,
+    mapper: Callable[[Any], Any] | None = None,
+    sampler: Any = None,
+    total_batch_size: int,
+    aspect_ratio_grouping: bool = True,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+    seed: int | None = None,
+    serialize: bool = True,
+    **kwargs: Any,
+) -> TrainDataLoader:
     """The resumable, infinite training loader (see the module docstring).
 
     Args:
@@ -461,8 +536,10 @@ def build_detection_train_loader(dataset: Union[List[Dict[str, Any]], torchdata.
         A :class:`TrainDataLoader` with ``state_dict()`` / ``load_state_dict()``.
     """
     if isinstance(dataset, torchdata.IterableDataset):
-        raise TypeError("build_detection_train_loader: `dataset` must be a list or a map-style dataset; "
-                        "IterableDatasets cannot be resumed exactly.")
+        raise TypeError(
+            "build_detection_train_loader: `dataset` must be a list or a map-style dataset; "
+            "IterableDatasets cannot be resumed exactly."
+        )
     group_ids = None
     if isinstance(dataset, list):
         if len(dataset) == 0:
@@ -475,15 +552,28 @@ def build_detection_train_loader(dataset: Union[List[Dict[str, Any]], torchdata.
     if sampler is None:
         sampler = TrainingSampler(len(dataset), seed=seed)
     dataset = MapDataset(dataset, mapper if mapper is not None else _identity)
-    return build_batch_data_loader(dataset, sampler, total_batch_size, aspect_ratio_grouping=aspect_ratio_grouping,
-                                   num_workers=num_workers, collate_fn=collate_fn, seed=seed, group_ids=group_ids,
-                                   **kwargs)
+    return build_batch_data_loader(
+        dataset,
+        sampler,
+        total_batch_size,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        seed=seed,
+        group_ids=group_ids,
+        **kwargs,
+    )
 
 
-def build_detection_test_loader(dataset: Union[List[Dict[str, Any]], torchdata.Dataset], *,
-                                mapper: Optional[Callable[[Any], Any]] = None, sampler: Any = None,
-                                batch_size: int = 1, num_workers: int = 0, collate_fn: Optional[Callable] = None
-                                ) -> torchdata.DataLoader:
+def build_detection_test_loader(
+    dataset: list[dict[str, Any]] | torchdata.Dataset,
+    *,
+    mapper: Callable[[Any], Any] | None = None,
+    sampler: Any = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+) -> torchdata.DataLoader:
     """A finite loader over this rank's shard of ``dataset`` (each image exactly once across ranks).
 
     Args:
@@ -501,8 +591,12 @@ def build_detection_test_loader(dataset: Union[List[Dict[str, Any]], torchdata.D
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("build_detection_test_loader: a sampler cannot be used with an IterableDataset.")
-        return torchdata.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                    collate_fn=trivial_batch_collator if collate_fn is None else collate_fn)
+        return torchdata.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
+        )
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
     return torchdata.DataLoader(
@@ -511,5 +605,3 @@ def build_detection_test_loader(dataset: Union[List[Dict[str, Any]], torchdata.D
         num_workers=num_workers,
         collate_fn=trivial_batch_collator if collate_fn is None else collate_fn,
     )
-
-

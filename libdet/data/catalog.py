@@ -11,7 +11,8 @@ import difflib
 import logging
 import types
 from collections import UserDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
 
@@ -66,8 +67,7 @@ class _DatasetCatalog(UserDict):
         dicts = func()
         if not isinstance(dicts, list):
             raise TypeError(
-                f"The function registered for dataset {name!r} must return a list of dicts, "
-                f"got {type(dicts).__name__}."
+                f"The function registered for dataset {name!r} must return a list of dicts, got {type(dicts).__name__}."
             )
         return dicts
 
@@ -123,7 +123,7 @@ class Metadata(types.SimpleNamespace):
         """A shallow copy of all attributes (including ``name``) as a dict."""
         return dict(self.__dict__)
 
-    def set(self, **kwargs: Any) -> "Metadata":
+    def set(self, **kwargs: Any) -> Metadata:
         """Set several attributes; returns ``self`` so calls can be chained."""
         for k, v in kwargs.items():
             setattr(self, k, v)
@@ -143,7 +143,7 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(eq, bool):
             return eq
         # numpy arrays / tensors: elementwise comparison
-        return bool(getattr(eq, "all")())
+        return bool(eq.all())
     except Exception:  # noqa: BLE001 - incomparable values are different
         return a is b
 

@@ -14,7 +14,8 @@ import itertools
 import logging
 import pickle
 import random
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class MapDataset(data.Dataset):
                 idx = rng.randrange(n)
         return idx
 
-    def __getitem__(self, idx: Union[int, SeededIndex]) -> Any:
+    def __getitem__(self, idx: int | SeededIndex) -> Any:
         seeded = isinstance(idx, SeededIndex)
         if seeded:
             requested, seed = int(idx.index), int(idx.seed)
@@ -135,7 +136,7 @@ class MapDataset(data.Dataset):
         failures = 0
         while True:
             item = self._dataset[cur_idx]
-            error: Optional[BaseException] = None
+            error: BaseException | None = None
             try:
                 if not seeded:
                     data_out = self._map_func(item)
@@ -152,11 +153,17 @@ class MapDataset(data.Dataset):
             self._known_bad.add(cur_idx)
             where = _describe(item, cur_idx)
             if error is not None:
-                logger.warning(f"MapDataset: mapping {where} raised {type(error).__name__}: {error}; "
-                               "trying another sample.")
+                logger.warning(
+                    f"MapDataset: mapping {where} raised {type(error).__name__}: {error}; trying another sample."
+                )
             else:
-                log_first_n(logging.WARNING, f"MapDataset: the mapper returned None for {where}; trying another "
-                            "sample.", n=1, key="message", name=__name__)
+                log_first_n(
+                    logging.WARNING,
+                    f"MapDataset: the mapper returned None for {where}; trying another sample.",
+                    n=1,
+                    key="message",
+                    name=__name__,
+                )
             if failures >= self._max_failures:
                 reason = f"{type(error).__name__}: {error}" if error is not None else "the mapper returned None"
                 raise RuntimeError(
@@ -197,12 +204,12 @@ class DatasetFromList(data.Dataset):
             every access then returns a fresh object.
     """
 
-    def __init__(self, lst: List[Any], copy: bool = True, serialize: bool = True):
+    def __init__(self, lst: list[Any], copy: bool = True, serialize: bool = True):
         self._copy = copy
         self._serialize = serialize
         if serialize:
             self._lst: Any = _PickledBuffer(lst)
-            logger.info(f"Serialized dataset takes {self._lst.nbytes() / 1024 ** 2:.2f} MiB")
+            logger.info(f"Serialized dataset takes {self._lst.nbytes() / 1024**2:.2f} MiB")
         else:
             self._lst = lst
 
@@ -227,7 +234,7 @@ def _shard_for_workers(iterable: Any, chunk_size: int = 1) -> Iterator[Any]:
         chunk = list(itertools.islice(it, chunk_size * n))
         if not chunk:
             return
-        yield from chunk[w * chunk_size:(w + 1) * chunk_size]
+        yield from chunk[w * chunk_size : (w + 1) * chunk_size]
 
 
 class ToIterableDataset(data.IterableDataset):
@@ -267,9 +274,9 @@ class AspectRatioGroupedDataset(data.IterableDataset):
     def __init__(self, dataset: Any, batch_size: int):
         self.dataset = dataset
         self.batch_size = batch_size
-        self._buckets: List[List[Any]] = [[], []]
+        self._buckets: list[list[Any]] = [[], []]
 
-    def __iter__(self) -> Iterator[List[Any]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         for d in self.dataset:
             try:
                 w, h = d["width"], d["height"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Dict, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,10 +45,19 @@ class DatasetMapper:
         recompute_boxes: replace ``gt_boxes`` with the tight boxes of the (cropped) masks.
     """
 
-    def __init__(self, *, is_train: bool, augmentations: Sequence[Union[T.Augmentation, T.Transform]],
-                 image_format: str, use_instance_mask: bool = False, use_keypoint: bool = False,
-                 instance_mask_format: str = "polygon", keypoint_hflip_indices: Optional[np.ndarray] = None,
-                 precomputed_proposal_topk: Optional[int] = None, recompute_boxes: bool = False):
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        augmentations: Sequence[T.Augmentation | T.Transform],
+        image_format: str,
+        use_instance_mask: bool = False,
+        use_keypoint: bool = False,
+        instance_mask_format: str = "polygon",
+        keypoint_hflip_indices: np.ndarray | None = None,
+        precomputed_proposal_topk: int | None = None,
+        recompute_boxes: bool = False,
+    ):
         if recompute_boxes and not use_instance_mask:
             raise ValueError("DatasetMapper: recompute_boxes=True needs use_instance_mask=True.")
         if instance_mask_format not in ("polygon", "bitmask"):
@@ -66,8 +76,9 @@ class DatasetMapper:
         mode = "training" if is_train else "inference"
         logger.info(f"[DatasetMapper] Augmentations used in {mode}: {self.augmentations}")
 
-    def _transform_annotations(self, dataset_dict: Dict[str, Any], transforms: T.TransformList,
-                               image_shape: tuple) -> None:
+    def _transform_annotations(
+        self, dataset_dict: dict[str, Any], transforms: T.TransformList, image_shape: tuple
+    ) -> None:
         for anno in dataset_dict["annotations"]:
             if not self.use_instance_mask:
                 anno.pop("segmentation", None)
@@ -85,12 +96,13 @@ class DatasetMapper:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         """Map one dataset dict (not modified) to a new dict with ``image``, ``instances``, ... (see class doc)."""
         dataset_dict = copy.deepcopy(dataset_dict)
         if "file_name" not in dataset_dict:
-            raise ValueError(f"DatasetMapper: dataset dict (image_id={dataset_dict.get('image_id', '?')}) has no "
-                             "'file_name'.")
+            raise ValueError(
+                f"DatasetMapper: dataset dict (image_id={dataset_dict.get('image_id', '?')}) has no 'file_name'."
+            )
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
 
@@ -132,9 +144,9 @@ class DatasetMapper:
         return dataset_dict
 
     def __repr__(self) -> str:
-        return (f"DatasetMapper(is_train={self.is_train}, augmentations={self.augmentations}, "
-                f"image_format={self.image_format!r}, use_instance_mask={self.use_instance_mask}, "
-                f"use_keypoint={self.use_keypoint}, instance_mask_format={self.instance_mask_format!r}, "
-                f"recompute_boxes={self.recompute_boxes})")
-
-
+        return (
+            f"DatasetMapper(is_train={self.is_train}, augmentations={self.augmentations}, "
+            f"image_format={self.image_format!r}, use_instance_mask={self.use_instance_mask}, "
+            f"use_keypoint={self.use_keypoint}, instance_mask_format={self.instance_mask_format!r}, "
+            f"recompute_boxes={self.recompute_boxes})"
+        )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ _M_RGB2YUV = [[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.514
 _M_YUV2RGB = [[1.0, 0.0, 1.13983], [1.0, -0.39465, -0.58060], [1.0, 2.03211, 0.0]]
 
 
-def convert_PIL_to_numpy(image: Image.Image, format: Optional[str]) -> np.ndarray:
+def convert_PIL_to_numpy(image: Image.Image, format: str | None) -> np.ndarray:
     """Convert a PIL image to an ``HxWxC`` (``HxW`` for modes without channels and ``format=None``) array.
 
     Args:
@@ -84,7 +85,7 @@ def convert_PIL_to_numpy(image: Image.Image, format: Optional[str]) -> np.ndarra
     return array
 
 
-def convert_image_to_rgb(image: Union[np.ndarray, torch.Tensor], format: str) -> np.ndarray:
+def convert_image_to_rgb(image: np.ndarray | torch.Tensor, format: str) -> np.ndarray:
     """Convert an ``HxWxC`` image in ``format`` (as produced by :func:`read_image`) to uint8 RGB."""
     if isinstance(image, torch.Tensor):
         image = image.cpu().numpy()
@@ -101,7 +102,7 @@ def convert_image_to_rgb(image: Union[np.ndarray, torch.Tensor], format: str) ->
     return image.astype(np.uint8) if image.dtype != np.uint8 else image
 
 
-def read_image(file_name: str, format: Optional[str] = None) -> np.ndarray:
+def read_image(file_name: str, format: str | None = None) -> np.ndarray:
     """Read an image (any ``PathManager`` path) into a numpy array, applying its EXIF orientation.
 
     Args:
@@ -130,7 +131,7 @@ def read_image(file_name: str, format: Optional[str] = None) -> np.ndarray:
     return convert_PIL_to_numpy(image, format)
 
 
-def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
+def check_image_size(dataset_dict: dict[str, Any], image: np.ndarray) -> None:
     """Check the image's size against ``dataset_dict["width"/"height"]``; fill them in when absent.
 
     Raises:
@@ -150,8 +151,14 @@ def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
     dataset_dict.setdefault("height", image_wh[1])
 
 
-def transform_proposals(dataset_dict: Dict[str, Any], image_shape: Tuple[int, int], transforms: T.TransformList,
-                        *, proposal_topk: int, min_box_size: float = 0) -> None:
+def transform_proposals(
+    dataset_dict: dict[str, Any],
+    image_shape: tuple[int, int],
+    transforms: T.TransformList,
+    *,
+    proposal_topk: int,
+    min_box_size: float = 0,
+) -> None:
     """Turn ``proposal_boxes``/``proposal_objectness_logits`` of a dict into ``dataset_dict["proposals"]``.
 
     The boxes are transformed, clipped to ``image_shape``, filtered by ``min_box_size`` and the top
@@ -160,8 +167,7 @@ def transform_proposals(dataset_dict: Dict[str, Any], image_shape: Tuple[int, in
     if "proposal_boxes" not in dataset_dict:
         return
     boxes = transforms.apply_box(
-        BoxMode.convert(dataset_dict.pop("proposal_boxes"), dataset_dict.pop("proposal_bbox_mode"),
-                        BoxMode.XYXY_ABS)
+        BoxMode.convert(dataset_dict.pop("proposal_boxes"), dataset_dict.pop("proposal_bbox_mode"), BoxMode.XYXY_ABS)
     )
     boxes = Boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
     objectness_logits = torch.as_tensor(dataset_dict.pop("proposal_objectness_logits").astype("float32"))
@@ -175,12 +181,12 @@ def transform_proposals(dataset_dict: Dict[str, Any], image_shape: Tuple[int, in
     dataset_dict["proposals"] = proposals
 
 
-def get_bbox(annotation: Dict[str, Any]) -> np.ndarray:
+def get_bbox(annotation: dict[str, Any]) -> np.ndarray:
     """The annotation's box as XYXY_ABS ``(4,)`` array."""
     return np.asarray(BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS))
 
 
-def _as_transform_list(transforms: Union[T.Transform, Sequence[T.Transform]]) -> T.TransformList:
+def _as_transform_list(transforms: T.Transform | Sequence[T.Transform]) -> T.TransformList:
     if isinstance(transforms, (tuple, list)):
         return T.TransformList(list(transforms))
     if isinstance(transforms, T.TransformList):
@@ -188,9 +194,13 @@ def _as_transform_list(transforms: Union[T.Transform, Sequence[T.Transform]]) ->
     return T.TransformList([transforms])
 
 
-def transform_instance_annotations(annotation: Dict[str, Any], transforms: Union[T.Transform, Sequence[T.Transform]],
-                                   image_size: Tuple[int, int], *,
-                                   keypoint_hflip_indices: Optional[np.ndarray] = None) -> Dict[str, Any]:
+def transform_instance_annotations(
+    annotation: dict[str, Any],
+    transforms: T.Transform | Sequence[T.Transform],
+    image_size: tuple[int, int],
+    *,
+    keypoint_hflip_indices: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Apply ``transforms`` to one instance annotation (modified in place and returned).
 
     The box becomes XYXY_ABS clipped to the image; XYWHA_ABS (rotated) boxes stay rotated. Polygons stay
@@ -243,9 +253,12 @@ def transform_instance_annotations(annotation: Dict[str, Any], transforms: Union
     return annotation
 
 
-def transform_keypoint_annotations(keypoints: Sequence[float], transforms: Union[T.Transform, Sequence[T.Transform]],
-                                   image_size: Tuple[int, int],
-                                   keypoint_hflip_indices: Optional[np.ndarray] = None) -> np.ndarray:
+def transform_keypoint_annotations(
+    keypoints: Sequence[float],
+    transforms: T.Transform | Sequence[T.Transform],
+    image_size: tuple[int, int],
+    keypoint_hflip_indices: np.ndarray | None = None,
+) -> np.ndarray:
     """Transform flat ``[x, y, v] * K`` keypoints; returns a ``(K, 3)`` float64 array.
 
     Keypoints that land outside ``[0, w] x [0, h]`` get ``v = 0`` (and so do their coordinates). After an odd
@@ -275,8 +288,9 @@ def transform_keypoint_annotations(keypoints: Sequence[float], transforms: Union
     return keypoints
 
 
-def annotations_to_instances(annos: List[Dict[str, Any]], image_size: Tuple[int, int],
-                             mask_format: str = "polygon") -> Instances:
+def annotations_to_instances(
+    annos: list[dict[str, Any]], image_size: tuple[int, int], mask_format: str = "polygon"
+) -> Instances:
     """Build the ground-truth :class:`Instances` of one image from its (transformed) annotations.
 
     Fields: ``gt_boxes`` (:class:`Boxes`, clipped to the image), ``gt_classes`` (int64), and when present
@@ -291,7 +305,8 @@ def annotations_to_instances(annos: List[Dict[str, Any]], image_size: Tuple[int,
         raise ValueError(f"annotations_to_instances: mask_format must be 'polygon' or 'bitmask', got {mask_format!r}.")
     boxes = (
         np.stack([BoxMode.convert(obj["bbox"], obj["bbox_mode"], BoxMode.XYXY_ABS) for obj in annos])
-        if len(annos) else np.zeros((0, 4))
+        if len(annos)
+        else np.zeros((0, 4))
     )
     target = Instances(image_size)
     gt_boxes = Boxes(torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)))
@@ -339,7 +354,7 @@ def annotations_to_instances(annos: List[Dict[str, Any]], image_size: Tuple[int,
     return target
 
 
-def annotations_to_instances_rotated(annos: List[Dict[str, Any]], image_size: Tuple[int, int]) -> Instances:
+def annotations_to_instances_rotated(annos: list[dict[str, Any]], image_size: tuple[int, int]) -> Instances:
     """Like :func:`annotations_to_instances` for rotated boxes (``bbox`` in XYWHA_ABS): ``gt_boxes`` is a
     :class:`RotatedBoxes` clipped to the image, plus ``gt_classes``."""
     boxes = [obj["bbox"] for obj in annos]
@@ -351,9 +366,13 @@ def annotations_to_instances_rotated(annos: List[Dict[str, Any]], image_size: Tu
     return target
 
 
-def filter_empty_instances(instances: Instances, by_box: bool = True, by_mask: bool = True,
-                           box_threshold: float = 1e-5, return_mask: bool = False
-                           ) -> Union[Instances, Tuple[Instances, torch.Tensor]]:
+def filter_empty_instances(
+    instances: Instances,
+    by_box: bool = True,
+    by_mask: bool = True,
+    box_threshold: float = 1e-5,
+    return_mask: bool = False,
+) -> Instances | tuple[Instances, torch.Tensor]:
     """Drop instances whose box is empty (side <= ``box_threshold``) or whose mask is empty.
 
     Returns:
@@ -393,7 +412,7 @@ def check_metadata_consistency(key: str, dataset_names: Sequence[str]) -> None:
             )
 
 
-def create_keypoint_hflip_indices(dataset_names: Union[str, Sequence[str], Metadata]) -> np.ndarray:
+def create_keypoint_hflip_indices(dataset_names: str | Sequence[str] | Metadata) -> np.ndarray:
     """The ``(K,)`` int permutation that maps each keypoint to its left/right mirror after a horizontal flip.
 
     Args:
@@ -425,8 +444,12 @@ def create_keypoint_hflip_indices(dataset_names: Union[str, Sequence[str], Metad
     return np.asarray([list(names).index(n) for n in flipped_names], dtype=np.int32)
 
 
-def get_fed_loss_cls_weights(dataset_names: Union[str, Sequence[str], List[Dict[str, Any]]],
-                             freq_weight_power: float = 1.0, *, num_classes: Optional[int] = None) -> torch.Tensor:
+def get_fed_loss_cls_weights(
+    dataset_names: str | Sequence[str] | list[dict[str, Any]],
+    freq_weight_power: float = 1.0,
+    *,
+    num_classes: int | None = None,
+) -> torch.Tensor:
     """Per-class sampling weights for federated loss: (number of images containing the class) ** power.
 
     Args:
@@ -469,7 +492,7 @@ def get_fed_loss_cls_weights(dataset_names: Union[str, Sequence[str], List[Dict[
 
 
 def fed_loss_cls_weights_fn(
-    dataset_names: Union[str, Sequence[str]], freq_weight_power: float = 0.5
+    dataset_names: str | Sequence[str], freq_weight_power: float = 0.5
 ) -> Callable[[], torch.Tensor]:
     """A function of no arguments returning :func:`get_fed_loss_cls_weights` ``(dataset_names,
     freq_weight_power)``, for ``FastRCNNOutputLayers(get_fed_loss_cls_weights=...)`` in a lazy config: building it
@@ -478,19 +501,23 @@ def fed_loss_cls_weights_fn(
     return functools.partial(get_fed_loss_cls_weights, dataset_names, freq_weight_power)
 
 
-def gen_crop_transform_with_instance(crop_size: Tuple[int, int], image_size: Tuple[int, int],
-                                     instance: Dict[str, Any]) -> T.CropTransform:
+def gen_crop_transform_with_instance(
+    crop_size: tuple[int, int], image_size: tuple[int, int], instance: dict[str, Any]
+) -> T.CropTransform:
     """A random ``crop_size = (h, w)`` crop of an ``image_size`` image that contains the centre of
     ``instance``'s box (randomness from ``np.random``)."""
     crop_size = np.asarray(crop_size, dtype=np.int32)
     bbox = BoxMode.convert(instance["bbox"], instance["bbox_mode"], BoxMode.XYXY_ABS)
     center_yx = (bbox[1] + bbox[3]) * 0.5, (bbox[0] + bbox[2]) * 0.5
     if not (image_size[0] >= center_yx[0] and image_size[1] >= center_yx[1]):
-        raise ValueError(f"gen_crop_transform_with_instance: the instance centre {center_yx} is outside the image "
-                         f"{tuple(image_size)}.")
+        raise ValueError(
+            f"gen_crop_transform_with_instance: the instance centre {center_yx} is outside the image "
+            f"{tuple(image_size)}."
+        )
     if not (image_size[0] >= crop_size[0] and image_size[1] >= crop_size[1]):
-        raise ValueError(f"gen_crop_transform_with_instance: crop {tuple(crop_size)} exceeds the image "
-                         f"{tuple(image_size)}.")
+        raise ValueError(
+            f"gen_crop_transform_with_instance: crop {tuple(crop_size)} exceeds the image {tuple(image_size)}."
+        )
     min_yx = np.maximum(np.floor(center_yx).astype(np.int32) - crop_size, 0)
     max_yx = np.maximum(np.asarray(image_size, dtype=np.int32) - crop_size, 0)
     max_yx = np.minimum(max_yx, np.ceil(center_yx).astype(np.int32))
@@ -499,8 +526,14 @@ def gen_crop_transform_with_instance(crop_size: Tuple[int, int], image_size: Tup
     return T.CropTransform(x0, y0, int(crop_size[1]), int(crop_size[0]))
 
 
-def build_augmentation(*, is_train: bool, min_size: Union[int, Sequence[int], None] = None, max_size: int = 1333,
-                       sample_style: str = "choice", random_flip: str = "horizontal") -> List[T.Augmentation]:
+def build_augmentation(
+    *,
+    is_train: bool,
+    min_size: int | Sequence[int] | None = None,
+    max_size: int = 1333,
+    sample_style: str = "choice",
+    random_flip: str = "horizontal",
+) -> list[T.Augmentation]:
     """The default augmentations: ``ResizeShortestEdge`` and, in training, a ``RandomFlip``.
 
     Args:
@@ -516,13 +549,15 @@ def build_augmentation(*, is_train: bool, min_size: Union[int, Sequence[int], No
     if is_train:
         if sample_style == "range" and (isinstance(min_size, int) or len(min_size) != 2):
             raise ValueError(f"build_augmentation: sample_style='range' needs min_size=(min, max), got {min_size}.")
-        augmentation: List[T.Augmentation] = [T.ResizeShortestEdge(min_size, max_size, sample_style)]
+        augmentation: list[T.Augmentation] = [T.ResizeShortestEdge(min_size, max_size, sample_style)]
         if random_flip not in ("horizontal", "vertical", "none"):
-            raise ValueError(f"build_augmentation: random_flip must be 'horizontal', 'vertical' or 'none', "
-                             f"got {random_flip!r}.")
+            raise ValueError(
+                f"build_augmentation: random_flip must be 'horizontal', 'vertical' or 'none', got {random_flip!r}."
+            )
         if random_flip != "none":
-            augmentation.append(T.RandomFlip(horizontal=random_flip == "horizontal",
-                                             vertical=random_flip == "vertical"))
+            augmentation.append(
+                T.RandomFlip(horizontal=random_flip == "horizontal", vertical=random_flip == "vertical")
+            )
         return augmentation
     return [T.ResizeShortestEdge(min_size, max_size, "choice")]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     """The command line of libdet's training scripts.
 
     ``opts`` collects everything after the named options as config overrides (``train.max_iter=10
@@ -136,7 +137,7 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = bool(_cfg_select(cfg, "train.cudnn_benchmark", False))
 
 
-def default_writers(output_dir: str, max_iter: Optional[int] = None) -> list:
+def default_writers(output_dir: str, max_iter: int | None = None) -> list:
     """The default event writers: terminal printer, ``<output_dir>/metrics.json`` and TensorBoard.
 
     Args:
@@ -252,7 +253,7 @@ def create_ddp_model(model: nn.Module, *, fp16_compression: bool = False, **kwar
     return ddp
 
 
-def resolve_device(device: Optional[str], setting: str = "train.device") -> torch.device:
+def resolve_device(device: str | None, setting: str = "train.device") -> torch.device:
     """The torch device a setting names: ``"auto"`` (or unset) is this process's GPU when CUDA is available, else
     the CPU; any other value is parsed by ``torch.device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; a bare ``"cuda"``
     is this process's local GPU).

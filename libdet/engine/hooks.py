@@ -17,7 +17,8 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
@@ -70,9 +71,15 @@ class CallbackHook(HookBase):
         before_train, after_train, before_step, after_backward, after_step: callables taking the trainer.
     """
 
-    def __init__(self, *, before_train: Optional[Callable] = None, after_train: Optional[Callable] = None,
-                 before_step: Optional[Callable] = None, after_backward: Optional[Callable] = None,
-                 after_step: Optional[Callable] = None):
+    def __init__(
+        self,
+        *,
+        before_train: Callable | None = None,
+        after_train: Callable | None = None,
+        before_step: Callable | None = None,
+        after_backward: Callable | None = None,
+        after_step: Callable | None = None,
+    ):
         self._before_train = before_train
         self._after_train = after_train
         self._before_step = before_step
@@ -135,8 +142,10 @@ class IterationTimer(HookBase):
     def after_train(self) -> None:
         total = time.perf_counter() - self._start_time
         if self._timed_steps > 0:
-            logger.info(f"Overall training speed: {self._timed_steps} iterations in {self._total_step_time:.4f} s "
-                        f"({self._total_step_time / self._timed_steps:.4f} s / it)")
+            logger.info(
+                f"Overall training speed: {self._timed_steps} iterations in {self._total_step_time:.4f} s "
+                f"({self._total_step_time / self._timed_steps:.4f} s / it)"
+            )
         logger.info(f"Total training time: {total:.2f} s ({total - self._total_step_time:.2f} s on hooks)")
 
 
@@ -180,8 +189,14 @@ class PeriodicCheckpointer(_PeriodicCheckpointer, HookBase):
         file_prefix: checkpoint name prefix.
     """
 
-    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: Optional[int] = None,
-                 max_to_keep: Optional[int] = None, file_prefix: str = "model"):
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        period: int,
+        max_iter: int | None = None,
+        max_to_keep: int | None = None,
+        file_prefix: str = "model",
+    ):
         super().__init__(checkpointer, period, max_iter=max_iter, max_to_keep=max_to_keep, file_prefix=file_prefix)
 
     def before_train(self) -> None:
@@ -214,8 +229,14 @@ class BestCheckpointer(HookBase):
         file_prefix: checkpoint file name.
     """
 
-    def __init__(self, eval_period: int, checkpointer: Checkpointer, val_metric: str, mode: str = "max",
-                 file_prefix: str = "model_best"):
+    def __init__(
+        self,
+        eval_period: int,
+        checkpointer: Checkpointer,
+        val_metric: str,
+        mode: str = "max",
+        file_prefix: str = "model_best",
+    ):
         if mode not in ("max", "min"):
             raise ValueError(f"BestCheckpointer: mode must be 'max' or 'min', got {mode!r}.")
         self._period = eval_period
@@ -223,8 +244,8 @@ class BestCheckpointer(HookBase):
         self._mode = mode
         self._checkpointer = checkpointer
         self._file_prefix = file_prefix
-        self.best_metric: Optional[float] = None
-        self.best_iter: Optional[int] = None
+        self.best_metric: float | None = None
+        self.best_iter: int | None = None
 
     def _improved(self, new: float) -> bool:
         if self.best_metric is None:
@@ -234,8 +255,10 @@ class BestCheckpointer(HookBase):
     def _best_checking(self) -> None:
         latest = self.trainer.storage.latest().get(self._val_metric)
         if latest is None:
-            logger.warning(f"BestCheckpointer: metric {self._val_metric!r} not found in the event storage; "
-                           f"is an EvalHook registered before it? Not saving.")
+            logger.warning(
+                f"BestCheckpointer: metric {self._val_metric!r} not found in the event storage; "
+                f"is an EvalHook registered before it? Not saving."
+            )
             return
         value, metric_iter = latest
         if not math.isfinite(value):
@@ -246,8 +269,10 @@ class BestCheckpointer(HookBase):
             self.best_metric, self.best_iter = float(value), int(metric_iter)
             state = self.trainer.state_dict()
             self._checkpointer.save(self._file_prefix, iteration=int(metric_iter), trainer=state)
-            logger.info(f"Saved best model ({self._val_metric} = {value:.5f}, previous best {previous}) "
-                        f"at iteration {metric_iter}.")
+            logger.info(
+                f"Saved best model ({self._val_metric} = {value:.5f}, previous best {previous}) "
+                f"at iteration {metric_iter}."
+            )
 
     def after_step(self) -> None:
         next_iter = self.trainer.iter + 1
@@ -258,10 +283,10 @@ class BestCheckpointer(HookBase):
         if self.trainer.iter >= self.trainer.max_iter:
             self._best_checking()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"best_metric": self.best_metric, "best_iter": self.best_iter}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_metric, self.best_iter = state["best_metric"], state["best_iter"]
 
 
@@ -274,10 +299,10 @@ class LRScheduler(HookBase):
             ``trainer.max_iter`` iterations when training starts); default: ``trainer.scheduler``.
     """
 
-    def __init__(self, optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = None):
+    def __init__(self, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None):
         self._optimizer = optimizer
         self._scheduler = scheduler
-        self._pending_state: Optional[Dict[str, Any]] = None
+        self._pending_state: dict[str, Any] | None = None
         self._best_param_group_id = 0
 
     @property
@@ -300,8 +325,9 @@ class LRScheduler(HookBase):
             if self._scheduler is None:
                 raise ValueError("LRScheduler hook: no scheduler given and the trainer has no `scheduler`.")
         if isinstance(self._scheduler, ParamScheduler):
-            self._scheduler = LRMultiplier(self._optimizer, self._scheduler, self.trainer.max_iter,
-                                           last_iter=self.trainer.iter - 1)
+            self._scheduler = LRMultiplier(
+                self._optimizer, self._scheduler, self.trainer.max_iter, last_iter=self.trainer.iter - 1
+            )
         if self._pending_state is not None:
             self._scheduler.load_state_dict(self._pending_state)
             self._pending_state = None
@@ -312,12 +338,12 @@ class LRScheduler(HookBase):
         self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self._scheduler.step()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         if isinstance(self._scheduler, _TorchLRScheduler):
             return self._scheduler.state_dict()
         return {}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if isinstance(self._scheduler, _TorchLRScheduler):
             self._scheduler.load_state_dict(state)
         else:  # built in before_train
@@ -334,8 +360,9 @@ class TorchProfiler(HookBase):
         activities: ``torch.profiler.ProfilerActivity`` values (default: CPU, plus CUDA when available).
     """
 
-    def __init__(self, enable_predicate: Callable[[Any], bool], output_dir: str,
-                 *, activities: Optional[Iterable[Any]] = None):
+    def __init__(
+        self, enable_predicate: Callable[[Any], bool], output_dir: str, *, activities: Iterable[Any] | None = None
+    ):
         self._enable_predicate = enable_predicate
         self._activities = activities
         self._output_dir = output_dir
@@ -390,10 +417,13 @@ class TorchMemoryStats(HookBase):
             mb = 1024.0 * 1024.0
             reserved = torch.cuda.max_memory_reserved() / mb
             allocated = torch.cuda.max_memory_allocated() / mb
-            self.trainer.storage.put_scalars(max_reserved_mem=reserved, max_allocated_mem=allocated,
-                                             smoothing_hint=False)
-            logger.info(f"iter {self.trainer.iter}: max_reserved_mem {reserved:.0f}M, max_allocated_mem "
-                        f"{allocated:.0f}M\n{torch.cuda.memory_summary()}")
+            self.trainer.storage.put_scalars(
+                max_reserved_mem=reserved, max_allocated_mem=allocated, smoothing_hint=False
+            )
+            logger.info(
+                f"iter {self.trainer.iter}: max_reserved_mem {reserved:.0f}M, max_allocated_mem "
+                f"{allocated:.0f}M\n{torch.cuda.memory_summary()}"
+            )
             torch.cuda.reset_peak_memory_stats()
             self._runs += 1
 
@@ -431,10 +461,10 @@ class EMAHook(HookBase):
         with self.state.apply_and_restore(self.model) as m:
             yield m
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"ema": self.state.state_dict(), "num_updates": self.updater.num_updates}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.state.load_state_dict(state["ema"])
         self.updater.num_updates = int(state["num_updates"])
 
@@ -450,13 +480,19 @@ class EvalHook(HookBase):
         ema: if given, evaluation runs with the EMA weights swapped in.
     """
 
-    def __init__(self, eval_period: int, eval_function: Callable[[], Optional[Mapping[str, Any]]],
-                 eval_after_train: bool = True, *, ema: Optional[EMAHook] = None):
+    def __init__(
+        self,
+        eval_period: int,
+        eval_function: Callable[[], Mapping[str, Any] | None],
+        eval_after_train: bool = True,
+        *,
+        ema: EMAHook | None = None,
+    ):
         self._period = eval_period
         self._func = eval_function
         self._eval_after_train = eval_after_train
         self._ema = ema
-        self._last_eval_iter: Optional[int] = None
+        self._last_eval_iter: int | None = None
 
     def _do_eval(self) -> None:
         context = self._ema.ema_weights() if self._ema is not None else contextlib.nullcontext()
@@ -471,8 +507,10 @@ class EvalHook(HookBase):
                 try:
                     flattened[k] = float(v)
                 except (TypeError, ValueError) as e:
-                    raise TypeError(f"EvalHook: eval_function returned a non-number {v!r} for {k!r}; it must "
-                                    f"return a (nested) dict of numbers.") from e
+                    raise TypeError(
+                        f"EvalHook: eval_function returned a non-number {v!r} for {k!r}; it must "
+                        f"return a (nested) dict of numbers."
+                    ) from e
             self.trainer.storage.put_scalars(**flattened, smoothing_hint=False)
         # evaluation may take different times on different ranks
         comm.synchronize()
@@ -501,7 +539,7 @@ class ValidationLoss(HookBase):
         num_batches: batches per validation (None: the whole loader, which must then be finite).
     """
 
-    def __init__(self, period: int, data_loader: Iterable, *, num_batches: Optional[int] = None):
+    def __init__(self, period: int, data_loader: Iterable, *, num_batches: int | None = None):
         if num_batches is not None and num_batches < 1:
             raise ValueError(f"ValidationLoss: num_batches must be >= 1 or None, got {num_batches}.")
         self._period = period
@@ -511,7 +549,7 @@ class ValidationLoss(HookBase):
     def _validate(self) -> None:
         model = self.trainer.model
         buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-        sums: Dict[str, float] = {}
+        sums: dict[str, float] = {}
         n = 0
         batches = iter(self._data_loader)
         if self._num_batches is not None:
@@ -568,22 +606,25 @@ class EarlyStopping(HookBase):
         self._mode = mode
         self._patience = patience
         self._min_delta = abs(min_delta)
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.num_bad_checks = 0
-        self._last_metric_iter: Optional[int] = None
+        self._last_metric_iter: int | None = None
 
     def _check(self) -> bool:
         latest = self.trainer.storage.latest().get(self._metric)
         if latest is None:
-            logger.warning(f"EarlyStopping: metric {self._metric!r} is not in the event storage; is the hook "
-                           f"that computes it registered before EarlyStopping?")
+            logger.warning(
+                f"EarlyStopping: metric {self._metric!r} is not in the event storage; is the hook "
+                f"that computes it registered before EarlyStopping?"
+            )
             return False
         value, metric_iter = latest
         if metric_iter == self._last_metric_iter:
             return False
         self._last_metric_iter = int(metric_iter)
-        if self.best is None or (value > self.best + self._min_delta if self._mode == "max"
-                                 else value < self.best - self._min_delta):
+        if self.best is None or (
+            value > self.best + self._min_delta if self._mode == "max" else value < self.best - self._min_delta
+        ):
             self.best = float(value)
             self.num_bad_checks = 0
             return False
@@ -596,14 +637,16 @@ class EarlyStopping(HookBase):
         stop = self._check() if comm.is_main_process() else False
         stop = comm.all_gather(stop)[0]  # rank 0 decides for everyone
         if stop:
-            logger.info(f"EarlyStopping: {self._metric} did not improve for {self._patience} checks "
-                        f"(best {self.best}); stopping after iteration {self.trainer.iter}.")
+            logger.info(
+                f"EarlyStopping: {self._metric} did not improve for {self._patience} checks "
+                f"(best {self.best}); stopping after iteration {self.trainer.iter}."
+            )
             self.trainer.request_stop()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "num_bad_checks": self.num_bad_checks, "last_metric_iter": self._last_metric_iter}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state["best"]
         self.num_bad_checks = int(state["num_bad_checks"])
         self._last_metric_iter = state["last_metric_iter"]
@@ -651,4 +694,3 @@ class PreciseBN(HookBase):
         logger.info(f"Running precise-BN for {self._num_iter} iterations ...")
         with _preserve_cpu_rng(), EventStorage():  # the model may log scalars in its forward
             fvcore_nn.update_bn_stats(self._model, iter(self._data_loader), self._num_iter)
-

@@ -22,8 +22,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,11 +88,14 @@ class DistributedEnv:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"DistributedEnv: rank={self.rank} is not in [0, world_size={self.world_size}).")
         if self.local_world_size < 1 or not 0 <= self.local_rank < self.local_world_size:
-            raise ValueError(f"DistributedEnv: local_rank={self.local_rank} is not in "
-                             f"[0, local_world_size={self.local_world_size}).")
+            raise ValueError(
+                f"DistributedEnv: local_rank={self.local_rank} is not in [0, local_world_size={self.local_world_size})."
+            )
         if self.world_size % self.local_world_size != 0:
-            raise ValueError(f"DistributedEnv: world_size={self.world_size} is not a multiple of "
-                             f"local_world_size={self.local_world_size} (every machine must run as many processes).")
+            raise ValueError(
+                f"DistributedEnv: world_size={self.world_size} is not a multiple of "
+                f"local_world_size={self.local_world_size} (every machine must run as many processes)."
+            )
 
     @property
     def dist_url(self) -> str:
@@ -99,7 +103,7 @@ class DistributedEnv:
         return f"tcp://{self.master_addr}:{self.master_port}"
 
     @classmethod
-    def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "DistributedEnv":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> DistributedEnv:
         """Read the process layout from environment variables.
 
         ``torchrun`` style (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
@@ -116,7 +120,7 @@ class DistributedEnv:
         """
         env = os.environ if environ is None else environ
 
-        def integer(name: str, default: Optional[int] = None) -> int:
+        def integer(name: str, default: int | None = None) -> int:
             value = env.get(name)
             if value is None or value == "":
                 if default is None:
@@ -130,15 +134,22 @@ class DistributedEnv:
         if "RANK" in env and "WORLD_SIZE" in env:
             world_size = integer("WORLD_SIZE")
             local_world_size = integer("LOCAL_WORLD_SIZE", world_size)
-            return cls(rank=integer("RANK"), world_size=world_size, local_rank=integer("LOCAL_RANK", 0),
-                       local_world_size=local_world_size, master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                       master_port=integer("MASTER_PORT", 29500))
+            return cls(
+                rank=integer("RANK"),
+                world_size=world_size,
+                local_rank=integer("LOCAL_RANK", 0),
+                local_world_size=local_world_size,
+                master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+                master_port=integer("MASTER_PORT", 29500),
+            )
         if "SLURM_PROCID" in env:
             world_size = integer("SLURM_NTASKS")
             num_nodes = integer("SLURM_NNODES", 1)
             if world_size % num_nodes != 0:
-                raise ValueError(f"DistributedEnv.from_environ: SLURM_NTASKS={world_size} is not a multiple of "
-                                 f"SLURM_NNODES={num_nodes}; request the same number of tasks on every node.")
+                raise ValueError(
+                    f"DistributedEnv.from_environ: SLURM_NTASKS={world_size} is not a multiple of "
+                    f"SLURM_NNODES={num_nodes}; request the same number of tasks on every node."
+                )
             if "MASTER_ADDR" in env:
                 master_addr = env["MASTER_ADDR"]
             elif num_nodes == 1:
@@ -149,11 +160,19 @@ class DistributedEnv:
                     raise ValueError("DistributedEnv.from_environ: neither MASTER_ADDR nor SLURM_JOB_NODELIST is set.")
                 master_addr = _first_slurm_host(nodelist)
             master_port = integer("MASTER_PORT", 20000 + integer("SLURM_JOB_ID", 0) % 40000)
-            return cls(rank=integer("SLURM_PROCID"), world_size=world_size, local_rank=integer("SLURM_LOCALID", 0),
-                       local_world_size=world_size // num_nodes, master_addr=master_addr, master_port=master_port)
-        raise ValueError("DistributedEnv.from_environ: found neither RANK/WORLD_SIZE (torchrun) nor SLURM_PROCID "
-                         "(srun) in the environment; start the processes with torchrun or srun, or use "
-                         "launch(..., dist_url='auto'/'tcp://host:port') to spawn them.")
+            return cls(
+                rank=integer("SLURM_PROCID"),
+                world_size=world_size,
+                local_rank=integer("SLURM_LOCALID", 0),
+                local_world_size=world_size // num_nodes,
+                master_addr=master_addr,
+                master_port=master_port,
+            )
+        raise ValueError(
+            "DistributedEnv.from_environ: found neither RANK/WORLD_SIZE (torchrun) nor SLURM_PROCID "
+            "(srun) in the environment; start the processes with torchrun or srun, or use "
+            "launch(..., dist_url='auto'/'tcp://host:port') to spawn them."
+        )
 
 
 def launch(
@@ -161,7 +180,7 @@ def launch(
     num_gpus_per_machine: int,
     num_machines: int = 1,
     machine_rank: int = 0,
-    dist_url: Optional[str] = None,
+    dist_url: str | None = None,
     args: Sequence[Any] = (),
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> None:
@@ -201,8 +220,10 @@ def launch(
     if dist_url == "env://":
         env = DistributedEnv.from_environ()
         if world_size not in (1, env.world_size):
-            raise ValueError(f"launch: num_machines * num_gpus_per_machine = {world_size} but the environment "
-                             f"describes {env.world_size} processes; pass 1 (or the same count) with env://.")
+            raise ValueError(
+                f"launch: num_machines * num_gpus_per_machine = {world_size} but the environment "
+                f"describes {env.world_size} processes; pass 1 (or the same count) with env://."
+            )
         run_in_process_group(main_func, env, args=args, timeout=timeout)
         return
     if world_size == 1:
@@ -222,8 +243,7 @@ def launch(
         context = mp.start_processes(
             _distributed_worker,
             nprocs=num_gpus_per_machine,
-            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout,
-                  stamp_dir),
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout, stamp_dir),
             daemon=False,
             start_method="spawn",
             join=False,
@@ -247,8 +267,9 @@ def launch(
         shutil.rmtree(stamp_dir, ignore_errors=True)
 
 
-def _describe_failure(context: Any, error: Exception, num_gpus_per_machine: int, machine_rank: int,
-                      stamp_dir: Optional[str] = None) -> str:
+def _describe_failure(
+    context: Any, error: Exception, num_gpus_per_machine: int, machine_rank: int, stamp_dir: str | None = None
+) -> str:
     """The message for a failed spawn: the worker that failed first, its traceback (or exit status), and the
     workers that failed after it (often only as a consequence).
 
@@ -280,8 +301,10 @@ def _describe_failure(context: Any, error: Exception, num_gpus_per_machine: int,
         trace = reports[failed_index][1]
     rank = machine_rank * num_gpus_per_machine + failed_index
     others = sorted(machine_rank * num_gpus_per_machine + r for r in reports if r != failed_index)
-    msg = (f"launch: the process of rank {rank} (machine {machine_rank}, local rank {failed_index}) failed; "
-           f"the other processes of this machine were stopped.\n\n-- Rank {rank} traceback:\n{trace}")
+    msg = (
+        f"launch: the process of rank {rank} (machine {machine_rank}, local rank {failed_index}) failed; "
+        f"the other processes of this machine were stopped.\n\n-- Rank {rank} traceback:\n{trace}"
+    )
     if others:
         msg += f"\n(ranks {others} failed afterwards, probably as a consequence.)"
     return msg
@@ -293,7 +316,7 @@ def run_in_process_group(
     *,
     args: Sequence[Any] = (),
     timeout: timedelta = DEFAULT_TIMEOUT,
-    init_method: Optional[str] = None,
+    init_method: str | None = None,
 ) -> Any:
     """Join this process to the job's process group, run ``main_func(*args)``, then leave the group.
 
@@ -319,8 +342,10 @@ def run_in_process_group(
         elif env.local_rank < count:
             torch.cuda.set_device(env.local_rank)
         else:
-            raise ValueError(f"launch: local rank {env.local_rank} has no GPU: this machine shows {count} GPUs "
-                             f"for {env.local_world_size} processes.")
+            raise ValueError(
+                f"launch: local rank {env.local_rank} has no GPU: this machine shows {count} GPUs "
+                f"for {env.local_world_size} processes."
+            )
     url = init_method or env.dist_url
     try:
         dist.init_process_group(
@@ -371,8 +396,13 @@ def _distributed_worker(
             f"launch: num_gpus_per_machine={num_gpus_per_machine} but this machine has "
             f"{torch.cuda.device_count()} GPUs."
         )
-    env = DistributedEnv(rank=machine_rank * num_gpus_per_machine + local_rank, world_size=world_size,
-                         local_rank=local_rank, local_world_size=num_gpus_per_machine,
-                         master_addr="", master_port=0)
+    env = DistributedEnv(
+        rank=machine_rank * num_gpus_per_machine + local_rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        local_world_size=num_gpus_per_machine,
+        master_addr="",
+        master_port=0,
+    )
     stamped = functools.partial(_stamped_call, main_func, os.path.join(stamp_dir, str(local_rank)))
     run_in_process_group(stamped, env, args=args, timeout=timeout, init_method=dist_url)

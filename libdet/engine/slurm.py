@@ -22,8 +22,9 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any
 
 from .launch import DEFAULT_TIMEOUT, DistributedEnv, run_in_process_group
 
@@ -105,9 +106,14 @@ def job_distributed_env() -> DistributedEnv:
 
         master_addr = job_env.hostnames[0]
         master_port = int(os.environ.get("MASTER_PORT") or random.Random(job_env.job_id).randint(20000, 60000))
-    return DistributedEnv(rank=int(job_env.global_rank), world_size=world_size, local_rank=int(job_env.local_rank),
-                          local_world_size=world_size // max(num_nodes, 1),
-                          master_addr="127.0.0.1" if num_nodes == 1 else master_addr, master_port=master_port)
+    return DistributedEnv(
+        rank=int(job_env.global_rank),
+        world_size=world_size,
+        local_rank=int(job_env.local_rank),
+        local_world_size=world_size // max(num_nodes, 1),
+        master_addr="127.0.0.1" if num_nodes == 1 else master_addr,
+        master_port=master_port,
+    )
 
 
 class SubmititTrainer:
@@ -126,8 +132,13 @@ class SubmititTrainer:
         timeout: timeout of collective operations.
     """
 
-    def __init__(self, *, main_func: Callable[[argparse.Namespace], Any], args: argparse.Namespace,
-                 timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        main_func: Callable[[argparse.Namespace], Any],
+        args: argparse.Namespace,
+        timeout: timedelta = DEFAULT_TIMEOUT,
+    ) -> None:
         if not callable(main_func):
             raise TypeError(f"SubmititTrainer: main_func must be callable, got {type(main_func).__name__}.")
         self.main_func = main_func
@@ -141,7 +152,8 @@ class SubmititTrainer:
         env = job_distributed_env()
         _job_logger(env.rank).info(
             f"submitit task: rank {env.rank}/{env.world_size}, local rank {env.local_rank}/{env.local_world_size}, "
-            f"process group at {env.dist_url}; running {self.main_func!r} with resume={self.args.resume}.")
+            f"process group at {env.dist_url}; running {self.main_func!r} with resume={self.args.resume}."
+        )
         return run_in_process_group(self.main_func, env, args=(copy.deepcopy(self.args),), timeout=self.timeout)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -172,12 +184,12 @@ def build_executor(
     nodes: int = 1,
     tasks_per_node: int = 1,
     gpus_per_node: int = 0,
-    cpus_per_task: Optional[int] = None,
-    mem_gb: Optional[float] = None,
+    cpus_per_task: int | None = None,
+    mem_gb: float | None = None,
     timeout_min: int = 60,
-    partition: Optional[str] = None,
+    partition: str | None = None,
     job_name: str = "libdet",
-    slurm_opts: Optional[Mapping[str, Any]] = None,
+    slurm_opts: Mapping[str, Any] | None = None,
     max_num_timeout: int = 3,
 ) -> Any:
     """A submitit ``AutoExecutor`` for a training job.
@@ -204,23 +216,35 @@ def build_executor(
 
     if executor not in EXECUTORS:
         raise ValueError(f"build_executor: executor={executor!r}; expected one of {EXECUTORS}.")
-    for name, value, low in (("nodes", nodes, 1), ("tasks_per_node", tasks_per_node, 1),
-                             ("gpus_per_node", gpus_per_node, 0), ("timeout_min", timeout_min, 1),
-                             ("max_num_timeout", max_num_timeout, 0)):
+    for name, value, low in (
+        ("nodes", nodes, 1),
+        ("tasks_per_node", tasks_per_node, 1),
+        ("gpus_per_node", gpus_per_node, 0),
+        ("timeout_min", timeout_min, 1),
+        ("max_num_timeout", max_num_timeout, 0),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"build_executor: {name}={value!r} must be an integer >= {low}.")
     if gpus_per_node > 0 and tasks_per_node != gpus_per_node:
-        raise ValueError(f"build_executor: tasks_per_node={tasks_per_node} but gpus_per_node={gpus_per_node}; "
-                         "libdet runs one process per GPU.")
+        raise ValueError(
+            f"build_executor: tasks_per_node={tasks_per_node} but gpus_per_node={gpus_per_node}; "
+            "libdet runs one process per GPU."
+        )
     if executor == "local" and nodes != 1:
         raise ValueError(f"build_executor: the local executor runs on this machine only; nodes={nodes}.")
     if cpus_per_task is not None and cpus_per_task < 1:
         raise ValueError(f"build_executor: cpus_per_task={cpus_per_task!r} must be >= 1.")
     os.makedirs(job_dir, exist_ok=True)
-    ex = submitit.AutoExecutor(folder=job_dir, cluster=executor, slurm_max_num_timeout=max_num_timeout,
-                               local_max_num_timeout=max_num_timeout)
-    params: Dict[str, Any] = dict(name=job_name, nodes=int(nodes), tasks_per_node=int(tasks_per_node),
-                                  gpus_per_node=int(gpus_per_node), timeout_min=int(timeout_min))
+    ex = submitit.AutoExecutor(
+        folder=job_dir, cluster=executor, slurm_max_num_timeout=max_num_timeout, local_max_num_timeout=max_num_timeout
+    )
+    params: dict[str, Any] = dict(
+        name=job_name,
+        nodes=int(nodes),
+        tasks_per_node=int(tasks_per_node),
+        gpus_per_node=int(gpus_per_node),
+        timeout_min=int(timeout_min),
+    )
     if cpus_per_task is not None:
         params["cpus_per_task"] = int(cpus_per_task)
     if mem_gb is not None:
@@ -241,11 +265,11 @@ def submit_training(
     config_file: str,
     main_func: Callable[[argparse.Namespace], Any],
     overrides: Sequence[str] = (),
-    job_dir: Optional[str] = None,
+    job_dir: str | None = None,
     eval_only: bool = False,
     executor: str = "slurm",
     nodes: int = 1,
-    tasks_per_node: Optional[int] = None,
+    tasks_per_node: int | None = None,
     gpus_per_node: int = 0,
     **executor_kwargs: Any,
 ) -> Any:
@@ -284,22 +308,39 @@ def submit_training(
     train = cfg.get("train") if "train" in cfg else None
     output_dir = train.get("output_dir") if train is not None else None
     if not output_dir:
-        raise ValueError(f"submit_training: config {config_file!r} has no train.output_dir; the job needs one to "
-                         "write and resume checkpoints (override it: train.output_dir=/shared/path).")
+        raise ValueError(
+            f"submit_training: config {config_file!r} has no train.output_dir; the job needs one to "
+            "write and resume checkpoints (override it: train.output_dir=/shared/path)."
+        )
     output_dir = os.path.abspath(str(output_dir))
     overrides = [o for o in overrides if not o.startswith("train.output_dir=")] + [f"train.output_dir={output_dir}"]
     cfg.train.output_dir = output_dir
     job_dir = os.path.abspath(job_dir or os.path.join(output_dir, "submitit"))
     if tasks_per_node is None:
         tasks_per_node = gpus_per_node if gpus_per_node > 0 else 1
-    ex = build_executor(job_dir=job_dir, executor=executor, nodes=nodes, tasks_per_node=tasks_per_node,
-                        gpus_per_node=gpus_per_node, **executor_kwargs)
+    ex = build_executor(
+        job_dir=job_dir,
+        executor=executor,
+        nodes=nodes,
+        tasks_per_node=tasks_per_node,
+        gpus_per_node=gpus_per_node,
+        **executor_kwargs,
+    )
     written = LazyConfig.save(cfg, os.path.join(job_dir, "config.yaml"))
 
-    args = argparse.Namespace(config_file=config_file, opts=list(overrides), eval_only=bool(eval_only),
-                              resume=not eval_only, num_gpus=tasks_per_node, num_machines=nodes, machine_rank=0,
-                              dist_url="env://")
+    args = argparse.Namespace(
+        config_file=config_file,
+        opts=list(overrides),
+        eval_only=bool(eval_only),
+        resume=not eval_only,
+        num_gpus=tasks_per_node,
+        num_machines=nodes,
+        machine_rank=0,
+        dist_url="env://",
+    )
     job = ex.submit(SubmititTrainer(main_func=main_func, args=args))
-    logger.info(f"Submitted job {job.job_id} ({executor}, {nodes} node(s) x {tasks_per_node} task(s)); "
-                f"logs in {job_dir}, checkpoints in {output_dir}, submitted config {written}.")
+    logger.info(
+        f"Submitted job {job.job_id} ({executor}, {nodes} node(s) x {tasks_per_node} task(s)); "
+        f"logs in {job_dir}, checkpoints in {output_dir}, submitted config {written}."
+    )
     return job

@@ -22,8 +22,9 @@ import random
 import time
 import weakref
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class HookBase:
     state to resume overrides :meth:`state_dict` / :meth:`load_state_dict` (weights_only-safe contents).
     """
 
-    trainer: "TrainerBase" = None  # type: ignore[assignment]
+    trainer: TrainerBase = None  # type: ignore[assignment]
 
     def before_train(self) -> None:
         """Called once before the first iteration."""
@@ -66,25 +67,30 @@ class HookBase:
     def after_step(self) -> None:
         """Called after each iteration."""
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The hook's resumable state (empty by default)."""
         return {}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (a stateless hook accepts only an empty state)."""
         if state:
             raise ValueError(f"{type(self).__name__} has no state to load but got keys {sorted(state)}.")
 
 
 # ---------------------------------------------------------------------------------------------------------- RNG
-def _rng_state() -> Dict[str, Any]:
+def _rng_state() -> dict[str, Any]:
     """RNG states of python ``random``, numpy and torch (CPU, and CUDA when initialised), weights_only-safe."""
     py_version, py_internal, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: Dict[str, Any] = {
+    state: dict[str, Any] = {
         "python": [py_version, list(py_internal), py_gauss],
-        "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos), int(np_has_gauss),
-                  float(np_gauss)],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -103,8 +109,10 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         else:
-            logger.warning(f"Not restoring CUDA RNG states: saved for {len(cuda_states)} devices, "
-                           f"{torch.cuda.device_count()} visible.")
+            logger.warning(
+                f"Not restoring CUDA RNG states: saved for {len(cuda_states)} devices, "
+                f"{torch.cuda.device_count()} visible."
+            )
 
 
 @contextmanager
@@ -131,14 +139,14 @@ class TrainerBase:
     """
 
     def __init__(self) -> None:
-        self._hooks: List[HookBase] = []
+        self._hooks: list[HookBase] = []
         self.iter: int = 0
         self.start_iter: int = 0
         self.max_iter: int = 0
-        self.storage: Optional[EventStorage] = None
+        self.storage: EventStorage | None = None
         self._stop_requested = False
 
-    def register_hooks(self, hooks: Sequence[Optional[HookBase]]) -> None:
+    def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
         """Append hooks (``None`` entries are skipped); they run in registration order."""
         hooks = [h for h in hooks if h is not None]
         for h in hooks:
@@ -209,7 +217,7 @@ class TrainerBase:
     def run_step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement run_step().")
 
-    def _hook_keys(self) -> List[str]:
+    def _hook_keys(self) -> list[str]:
         names = [type(h).__qualname__ for h in self._hooks]
         counts: Counter = Counter()
         keys = []
@@ -218,7 +226,7 @@ class TrainerBase:
             counts[n] += 1
         return keys
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"iteration", "hooks": {hook name: state}, "rng": ...}`` (see the module docstring)."""
         hooks_state = {}
         for key, h in zip(self._hook_keys(), self._hooks):
@@ -243,12 +251,14 @@ class TrainerBase:
             _set_rng_state(state["rng"])
 
 
-def _loss_dict_of(output: Any) -> Dict[str, torch.Tensor]:
+def _loss_dict_of(output: Any) -> dict[str, torch.Tensor]:
     if isinstance(output, torch.Tensor):
         return {"total_loss": output}
     if not isinstance(output, Mapping):
-        raise TypeError(f"SimpleTrainer: the model in training mode must return a dict of losses or a loss tensor, "
-                        f"got {type(output).__name__}.")
+        raise TypeError(
+            f"SimpleTrainer: the model in training mode must return a dict of losses or a loss tensor, "
+            f"got {type(output).__name__}."
+        )
     return dict(output)
 
 
@@ -270,9 +280,17 @@ class SimpleTrainer(TrainerBase):
             clipping is logged as ``grad_norm``.
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer, *,
-                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False,
-                 grad_accumulation_steps: int = 1, clip_grad_norm: Optional[float] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        *,
+        gather_metric_period: int = 1,
+        zero_grad_before_forward: bool = False,
+        grad_accumulation_steps: int = 1,
+        clip_grad_norm: float | None = None,
+    ):
         super().__init__()
         model.train()
         if grad_accumulation_steps < 1:
@@ -283,7 +301,7 @@ class SimpleTrainer(TrainerBase):
             raise ValueError(f"SimpleTrainer: clip_grad_norm must be positive or None, got {clip_grad_norm}.")
         self.model = model
         self.data_loader = data_loader
-        self._data_loader_iter_obj: Optional[Iterator] = None
+        self._data_loader_iter_obj: Iterator | None = None
         self.optimizer = optimizer
         self.gather_metric_period = gather_metric_period
         self.zero_grad_before_forward = zero_grad_before_forward
@@ -297,7 +315,7 @@ class SimpleTrainer(TrainerBase):
             self._data_loader_iter_obj = iter(self.data_loader)
         return self._data_loader_iter_obj
 
-    def reset_data_loader(self, data_loader_builder: Optional[Any] = None) -> None:
+    def reset_data_loader(self, data_loader_builder: Any | None = None) -> None:
         """Drop the current data iterator (optionally replacing the loader by ``data_loader_builder()``)."""
         self._data_loader_iter_obj = None
         if data_loader_builder is not None:
@@ -312,10 +330,12 @@ class SimpleTrainer(TrainerBase):
             try:
                 return next(self._data_loader_iter)
             except StopIteration:
-                raise RuntimeError(f"SimpleTrainer: the data loader is exhausted at iteration {self.iter}; "
-                                   f"iteration-based training needs an infinite loader (e.g. TrainingSampler).")
+                raise RuntimeError(
+                    f"SimpleTrainer: the data loader is exhausted at iteration {self.iter}; "
+                    f"iteration-based training needs an infinite loader (e.g. TrainingSampler)."
+                ) from None
 
-    def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
+    def _forward(self, data: Any) -> dict[str, torch.Tensor]:
         return _loss_dict_of(self.model(data))
 
     def _check_finite(self, loss_dict: Mapping[str, torch.Tensor]) -> None:
@@ -337,7 +357,7 @@ class SimpleTrainer(TrainerBase):
     def _optimizer_step(self) -> None:
         self.optimizer.step()
 
-    def _clip(self) -> Optional[float]:
+    def _clip(self) -> float | None:
         if self.clip_grad_norm is None:
             return None
         self._unscale()
@@ -351,13 +371,15 @@ class SimpleTrainer(TrainerBase):
     def run_step(self) -> None:
         """One iteration: ``grad_accumulation_steps`` forward/backward passes and one optimizer step."""
         if not self.model.training:
-            raise RuntimeError("SimpleTrainer: the model was switched to eval mode during training; hooks that "
-                               "evaluate must restore training mode.")
+            raise RuntimeError(
+                "SimpleTrainer: the model was switched to eval mode during training; hooks that "
+                "evaluate must restore training mode."
+            )
         steps = self.grad_accumulation_steps
         if self.zero_grad_before_forward:
             self.optimizer.zero_grad()
         data_time = 0.0
-        summed: Dict[str, float] = {}
+        summed: dict[str, float] = {}
         for micro in range(steps):
             start = time.perf_counter()
             data = self._next_batch()
@@ -388,8 +410,9 @@ class SimpleTrainer(TrainerBase):
     def write_metrics(loss_dict: Mapping[str, Any], data_time: float, cur_iter: int, prefix: str = "") -> None:
         """Gather ``loss_dict`` (scalars) and ``data_time`` from all processes; the main process logs the mean of
         each metric, the max data time and ``{prefix}total_loss`` (sum of all entries)."""
-        metrics = {k: float(v.detach().cpu().item()) if isinstance(v, torch.Tensor) else float(v)
-                   for k, v in loss_dict.items()}
+        metrics = {
+            k: float(v.detach().cpu().item()) if isinstance(v, torch.Tensor) else float(v) for k, v in loss_dict.items()
+        }
         metrics["data_time"] = data_time
         all_metrics = comm.gather(metrics)
         if not comm.is_main_process():
@@ -403,7 +426,7 @@ class SimpleTrainer(TrainerBase):
         if reduced:
             storage.put_scalars(cur_iter=cur_iter, **reduced)
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if hasattr(self.data_loader, "state_dict"):
             state["data_loader"] = self.data_loader.state_dict()
@@ -413,8 +436,10 @@ class SimpleTrainer(TrainerBase):
         super().load_state_dict(state)
         if "data_loader" in state:
             if not hasattr(self.data_loader, "load_state_dict"):
-                raise ValueError("SimpleTrainer.load_state_dict: the state has a data loader state but the "
-                                 f"trainer's data loader ({type(self.data_loader).__name__}) cannot load it.")
+                raise ValueError(
+                    "SimpleTrainer.load_state_dict: the state has a data loader state but the "
+                    f"trainer's data loader ({type(self.data_loader).__name__}) cannot load it."
+                )
             self.data_loader.load_state_dict(state["data_loader"])
         # the next batch must come from the restored position
         self._data_loader_iter_obj = None
@@ -430,9 +455,17 @@ class AMPTrainer(SimpleTrainer):
         log_grad_scaler: log the scaler's scale as ``[metric]grad_scaler``.
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer, *,
-                 precision: torch.dtype = torch.float16, grad_scaler: Optional[Any] = None,
-                 log_grad_scaler: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        *,
+        precision: torch.dtype = torch.float16,
+        grad_scaler: Any | None = None,
+        log_grad_scaler: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(model, data_loader, optimizer, **kwargs)
         if precision not in (torch.float16, torch.bfloat16):
             raise ValueError(f"AMPTrainer: precision must be torch.float16 or torch.bfloat16, got {precision}.")
@@ -441,8 +474,10 @@ class AMPTrainer(SimpleTrainer):
         self.precision = precision
         if precision == torch.bfloat16:
             if grad_scaler is not None:
-                raise ValueError("AMPTrainer: a grad scaler is only used with precision=torch.float16; "
-                                 "bfloat16 has float32's range and needs none.")
+                raise ValueError(
+                    "AMPTrainer: a grad scaler is only used with precision=torch.float16; "
+                    "bfloat16 has float32's range and needs none."
+                )
         elif grad_scaler is None:
             grad_scaler = torch.amp.GradScaler(self.device_type)
         self.grad_scaler = grad_scaler
@@ -473,7 +508,7 @@ class AMPTrainer(SimpleTrainer):
         if self.log_grad_scaler:
             self.storage.put_scalar("[metric]grad_scaler", self.grad_scaler.get_scale())
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.grad_scaler is not None:
             state["grad_scaler"] = self.grad_scaler.state_dict()

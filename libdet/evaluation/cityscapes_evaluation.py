@@ -121,7 +121,9 @@ class _CityscapesEvaluator(DatasetEvaluator):
             with contextlib.chdir(self._temp_dir), contextlib.redirect_stdout(out), _numpy_in1d_alias():
                 return func(*args)
         except SystemExit as e:
-            raise RuntimeError(f"{type(self).__name__}: cityscapesscripts failed: {out.getvalue().strip()[-2000:]}") from e
+            raise RuntimeError(
+                f"{type(self).__name__}: cityscapesscripts failed: {out.getvalue().strip()[-2000:]}"
+            ) from e
 
 
 class CityscapesInstanceEvaluator(_CityscapesEvaluator):

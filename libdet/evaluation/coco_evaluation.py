@@ -11,7 +11,8 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

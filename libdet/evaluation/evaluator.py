@@ -7,7 +7,8 @@ import datetime
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -33,8 +33,9 @@ import datetime
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

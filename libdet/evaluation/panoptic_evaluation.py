@@ -13,7 +13,8 @@ import json
 import logging
 import os
 from collections import OrderedDict, defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class PQStat:
     def __init__(self) -> None:
         self.stats: dict[int, dict[str, float]] = defaultdict(lambda: {"tp": 0, "fp": 0, "fn": 0, "iou": 0.0})
 
-    def add(self, other: "PQStat") -> "PQStat":
+    def add(self, other: PQStat) -> PQStat:
         for cat, s in other.stats.items():
             for k, v in s.items():
                 self.stats[cat][k] += v
@@ -118,14 +119,18 @@ def pq_compute_single_image(
     pred_segms = {int(s["id"]): dict(s) for s in pred_segments}
     for s in pred_segms.values():
         if s["category_id"] not in categories:
-            raise ValueError(f"image_id {image_id}: predicted segment {s['id']} has unknown category {s['category_id']}.")
+            raise ValueError(
+                f"image_id {image_id}: predicted segment {s['id']} has unknown category {s['category_id']}."
+            )
     gt_ids = np.where(np.isin(gt_ids, list(gt_segms)), gt_ids, VOID)
 
     gt_areas = _segment_areas(gt_ids)
     pred_areas = _segment_areas(pred_ids)
     for label in pred_areas:
         if label != VOID and label not in pred_segms:
-            raise ValueError(f"image_id {image_id}: segment id {label} is in the prediction image but not in its segments_info.")
+            raise ValueError(
+                f"image_id {image_id}: segment id {label} is in the prediction image but not in its segments_info."
+            )
     for seg_id, segm in pred_segms.items():
         if seg_id not in pred_areas:
             raise ValueError(f"image_id {image_id}: segments_info lists segment {seg_id} that has no pixel.")
@@ -247,7 +252,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         thing_ids = set((meta.get("thing_dataset_id_to_contiguous_id") or {}).values())
         ids = np.zeros_like(panoptic_img)
         segments = []
-        for new_id, label in enumerate(l for l in np.unique(panoptic_img) if l != -1):
+        for new_id, label in enumerate(v for v in np.unique(panoptic_img) if v != -1):
             category = int(label) // label_divisor
             ids[panoptic_img == label] = new_id + 1
             segments.append({"id": new_id + 1, "category_id": category, "isthing": category in thing_ids})
@@ -287,10 +292,14 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         with atomic_write(os.path.join(folder, png_name), "wb") as f:
             Image.fromarray(id2rgb(pred_ids)).save(f, format="PNG")
         self._pred_annotations.append(
-            {"image_id": input["image_id"], "file_name": png_name, "segments_info": [
-                {"id": int(s["id"]), "category_id": int(s["category_id"]), "isthing": bool(s.get("isthing", True))}
-                for s in segments
-            ]}
+            {
+                "image_id": input["image_id"],
+                "file_name": png_name,
+                "segments_info": [
+                    {"id": int(s["id"]), "category_id": int(s["category_id"]), "isthing": bool(s.get("isthing", True))}
+                    for s in segments
+                ],
+            }
         )
 
     def evaluate(self) -> dict | None:

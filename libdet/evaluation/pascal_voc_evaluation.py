@@ -7,7 +7,8 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from collections import OrderedDict, defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ __all__ = ["PascalVOCDetectionEvaluator", "voc_ap", "voc_eval", "parse_rec"]
 logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse_rec(filename: str) -> list[dict]:
     """Objects of a VOC annotation XML: ``{"name", "difficult", "bbox": [x1, y1, x2, y2]}`` (1-based pixels)."""
     with PathManager.open(filename) as f:
@@ -109,9 +110,11 @@ def voc_eval(
             iw = np.maximum(np.minimum(g[:, 2], box[2]) - np.maximum(g[:, 0], box[0]) + 1.0, 0.0)
             ih = np.maximum(np.minimum(g[:, 3], box[3]) - np.maximum(g[:, 1], box[1]) + 1.0, 0.0)
             inter = iw * ih
-            union = (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0) + (g[:, 2] - g[:, 0] + 1.0) * (
-                g[:, 3] - g[:, 1] + 1.0
-            ) - inter
+            union = (
+                (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
+                + (g[:, 2] - g[:, 0] + 1.0) * (g[:, 3] - g[:, 1] + 1.0)
+                - inter
+            )
             overlaps = inter / union
             best_j = int(np.argmax(overlaps))
             best = overlaps[best_j]
@@ -155,7 +158,9 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
         meta = MetadataCatalog.get(self._dataset_name)
         for key in ("dirname", "split", "year", "thing_classes"):
             if meta.get(key) is None:
-                raise ValueError(f"PascalVOCDetectionEvaluator: dataset {self._dataset_name!r} has no {key!r} metadata.")
+                raise ValueError(
+                    f"PascalVOCDetectionEvaluator: dataset {self._dataset_name!r} has no {key!r} metadata."
+                )
         return meta
 
     def reset(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,7 +105,9 @@ class RotatedCOCOEvaluator(COCOEvaluator):
         for output in outputs:
             if "instances" in output:
                 instances = output["instances"]
-                keep = {k: v for k, v in instances.get_fields().items() if k in ("pred_boxes", "scores", "pred_classes")}
+                keep = {
+                    k: v for k, v in instances.get_fields().items() if k in ("pred_boxes", "scores", "pred_classes")
+                }
                 output = {**output, "instances": type(instances)(instances.image_size, **keep)}
             stripped.append(output)
         super().process(inputs, stripped)

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -162,7 +163,9 @@ class SemSegEvaluator(DatasetEvaluator):
             gt = self._load_gt(input)
             name = input.get("sem_seg_file_name")
             if gt.shape != pred.shape:
-                raise ValueError(f"SemSegEvaluator: prediction shape {pred.shape} != ground truth {gt.shape} of {name!r}.")
+                raise ValueError(
+                    f"SemSegEvaluator: prediction shape {pred.shape} != ground truth {gt.shape} of {name!r}."
+                )
             if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
                 raise ValueError(
                     f"SemSegEvaluator: predicted class ids for {name!r} must be in [0, {num_classes}), got range "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import pprint
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def print_csv_format(results: Mapping[str, Any]) -> None:
     for task, res in results.items():
         if isinstance(res, Mapping):
             important = [(k, v) for k, v in res.items() if "-" not in k]
-            logger.info("copypaste: Task: {}".format(task))
+            logger.info(f"copypaste: Task: {task}")
             logger.info("copypaste: " + ",".join(k for k, _ in important))
             logger.info("copypaste: " + ",".join(f"{v:.4f}" for _, v in important))
         else:
@@ -57,7 +57,9 @@ def verify_results(expected_results: Sequence[Sequence[Any]], results: Mapping[s
             continue
         actual = results[task][metric]
         if not np.isfinite(actual) or abs(actual - expected) > tolerance:
-            logger.error(f"Result verification failed for {task}/{metric}: expected {expected} +- {tolerance}, got {actual}")
+            logger.error(
+                f"Result verification failed for {task}/{metric}: expected {expected} +- {tolerance}, got {actual}"
+            )
             ok = False
     if ok:
         logger.info("Results verification passed.")

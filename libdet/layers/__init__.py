@@ -3,8 +3,11 @@
 Everything here works on plain tensors; nothing imports ``libdet.structures`` at module level.
 """
 
+from .aspp import ASPP
 from .batch_norm import CycleBatchNormList, FrozenBatchNorm2d, LayerNorm, NaiveSyncBatchNorm, get_norm
+from .blocks import CNNBlockBase, DepthwiseSeparableConv2d
 from .deform_conv import DeformConv, ModulatedDeformConv
+from .losses import ciou_loss, diou_loss
 from .mask_ops import paste_masks_in_image
 from .nms import batched_nms, batched_nms_rotated, nms, nms_rotated
 from .roi_align import ROIAlign, roi_align
@@ -24,8 +27,5 @@ from .wrappers import (
     nonzero_tuple,
     shapes_to_tensor,
 )
-from .blocks import CNNBlockBase, DepthwiseSeparableConv2d
-from .aspp import ASPP
-from .losses import ciou_loss, diou_loss
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -33,9 +33,9 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -103,9 +103,7 @@ def _disabled_ops() -> frozenset[str]:
     names = frozenset(part.strip() for part in value.split(",") if part.strip())
     unknown = names - set(OP_NAMES)
     if unknown:
-        logger.warning(
-            "%s names unknown op(s) %s; known ops: %s", _DISABLE_ENV, sorted(unknown), ", ".join(OP_NAMES)
-        )
+        logger.warning("%s names unknown op(s) %s; known ops: %s", _DISABLE_ENV, sorted(unknown), ", ".join(OP_NAMES))
     return names
 
 
@@ -235,7 +233,15 @@ def _register_fakes(name: str) -> None:
 
                 @torch.library.register_fake("libdet::roi_align_rotated_backward")
                 def _backward_fake(
-                    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+                    grad,
+                    rois,
+                    spatial_scale,
+                    pooled_height,
+                    pooled_width,
+                    batch_size,
+                    channels,
+                    height,
+                    width,
                     sampling_ratio,
                 ):
                     return grad.new_empty((batch_size, channels, height, width))
@@ -256,7 +262,9 @@ class _OpLoader:
             (read when an op is first built).
     """
 
-    def __init__(self, csrc_dirs: Sequence[str | os.PathLike] | None = None, cache_root: str | os.PathLike | None = None):
+    def __init__(
+        self, csrc_dirs: Sequence[str | os.PathLike] | None = None, cache_root: str | os.PathLike | None = None
+    ):
         self._csrc_dirs = [Path(d) for d in csrc_dirs] if csrc_dirs is not None else None
         self._cache_root = Path(cache_root) if cache_root is not None else None
         self._lock = threading.RLock()
@@ -366,7 +374,9 @@ class _OpLoader:
         root = self._find_sources(name)
         searched = self._csrc_dirs if self._csrc_dirs is not None else _default_csrc_dirs()
         if root is None:
-            return _LoadResult(False, reason=f"sources not found (looked for {name}/ in {', '.join(map(str, searched))})")
+            return _LoadResult(
+                False, reason=f"sources not found (looked for {name}/ in {', '.join(map(str, searched))})"
+            )
         cuda_ok, cuda_reason = _cuda_toolkit()
         sources = sorted(str(p) for p in (root / name).glob("*.cpp"))
         cuda_sources = sorted(str(p) for p in (root / name).glob("*.cu"))
@@ -394,7 +404,9 @@ class _OpLoader:
             else:
                 cxx = os.environ.get("CXX", "cl" if os.name == "nt" else "c++")
                 if shutil.which(cxx) is None:
-                    return _LoadResult(False, reason=f"no C++ compiler found ({cxx!r} is not on PATH; set CXX or install g++)")
+                    return _LoadResult(
+                        False, reason=f"no C++ compiler found ({cxx!r} is not on PATH; set CXX or install g++)"
+                    )
                 self._compile(name, build_dir, sources, root / "common", with_cuda, cflags, cuda_cflags)
         missing = [op for op in _OPERATORS[name] if not hasattr(torch.ops.libdet, op)]
         if missing:
@@ -437,7 +449,11 @@ class _OpLoader:
             with contextlib.suppress(OSError):
                 log.write_text(f"{type(error).__name__}: {error}\n", encoding="utf-8")
             raise RuntimeError(f"{_summarize_build_error(error)} (full log: {log})") from error
-        built = [p for p in build_dir.iterdir() if p.is_file() and p.name.startswith(extension) and p.suffix in (".so", ".pyd", ".dll", ".dylib")]
+        built = [
+            p
+            for p in build_dir.iterdir()
+            if p.is_file() and p.name.startswith(extension) and p.suffix in (".so", ".pyd", ".dll", ".dylib")
+        ]
         if built:
             (build_dir / _MARKER).write_text(max(built, key=lambda p: p.stat().st_mtime).name + "\n")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from copy import deepcopy
-from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -45,9 +45,9 @@ class ASPP(nn.Module):
         out_channels: int,
         dilations: Sequence[int],
         *,
-        norm: Union[str, Callable[[int], nn.Module], None],
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]],
-        pool_kernel_size: Optional[Union[int, Tuple[int, int], List[int]]] = None,
+        norm: str | Callable[[int], nn.Module] | None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None,
+        pool_kernel_size: int | tuple[int, int] | list[int] | None = None,
         dropout: float = 0.0,
         use_depthwise_separable_conv: bool = False,
     ):
@@ -137,9 +137,7 @@ class ASPP(nn.Module):
             Tensor[N, out_channels, H, W].
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"ASPP: expected an input of shape (N, {self.in_channels}, H, W), got {x.shape}."
-            )
+            raise ValueError(f"ASPP: expected an input of shape (N, {self.in_channels}, H, W), got {x.shape}.")
         size = x.shape[-2:]
         if self.pool_kernel_size is not None:
             kh, kw = self.pool_kernel_size

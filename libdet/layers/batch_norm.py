@@ -4,7 +4,8 @@ channel-wise ``LayerNorm``, and ``get_norm`` which builds one of them from a sho
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -309,7 +310,7 @@ def _naive_sync_bn_n(channels: int) -> nn.Module:
     return NaiveSyncBatchNorm(channels, stats_mode="N")
 
 
-_NORMS: Dict[str, Callable[[int], nn.Module]] = {
+_NORMS: dict[str, Callable[[int], nn.Module]] = {
     "BN": BatchNorm2d,
     "SyncBN": nn.SyncBatchNorm,
     "FrozenBN": FrozenBatchNorm2d,
@@ -322,7 +323,7 @@ _NORMS: Dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def get_norm(norm: Union[str, Callable[[int], nn.Module], None], out_channels: int) -> Optional[nn.Module]:
+def get_norm(norm: str | Callable[[int], nn.Module] | None, out_channels: int) -> nn.Module | None:
     """Build a normalisation layer for ``out_channels`` channels.
 
     Args:
@@ -344,7 +345,7 @@ def get_norm(norm: Union[str, Callable[[int], nn.Module], None], out_channels: i
             return None
         if norm not in _NORMS:
             raise ValueError(
-                f"get_norm: unknown `norm` {norm!r}; expected one of {sorted(_NORMS)}, \"\" or None, "
+                f'get_norm: unknown `norm` {norm!r}; expected one of {sorted(_NORMS)}, "" or None, '
                 "or a callable that takes the number of channels and returns a module."
             )
         norm = _NORMS[norm]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -13,8 +13,8 @@ from .wrappers import Conv2d
 
 __all__ = ["CNNBlockBase", "DepthwiseSeparableConv2d"]
 
-_Norm = Union[str, Callable[[int], nn.Module], None]
-_Activation = Optional[Callable[[torch.Tensor], torch.Tensor]]
+_Norm = str | Callable[[int], nn.Module] | None
+_Activation = Callable[[torch.Tensor], torch.Tensor] | None
 
 
 class CNNBlockBase(nn.Module):
@@ -37,7 +37,7 @@ class CNNBlockBase(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
 
-    def freeze(self) -> "CNNBlockBase":
+    def freeze(self) -> CNNBlockBase:
         """Make the block untrainable: parameters stop requiring grad and every BatchNorm becomes a
         ``FrozenBatchNorm2d`` (in place).
 

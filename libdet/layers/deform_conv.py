@@ -8,7 +8,7 @@ next channel the horizontal (x) offset, in input pixels.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from torchvision.ops import deform_conv2d
 
 __all__ = ["DeformConv", "ModulatedDeformConv"]
 
-_IntOrPair = Union[int, Tuple[int, int]]
+_IntOrPair = int | tuple[int, int]
 
 
 class _DeformConvBase(nn.Module):
@@ -32,8 +32,8 @@ class _DeformConvBase(nn.Module):
         groups: int,
         deformable_groups: int,
         bias: bool,
-        norm: Optional[nn.Module],
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        norm: nn.Module | None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -44,8 +44,7 @@ class _DeformConvBase(nn.Module):
             )
         if deformable_groups < 1 or in_channels % deformable_groups != 0:
             raise ValueError(
-                f"{name}: `in_channels` ({in_channels}) must be divisible by `deformable_groups` "
-                f"({deformable_groups})."
+                f"{name}: `in_channels` ({in_channels}) must be divisible by `deformable_groups` ({deformable_groups})."
             )
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -63,7 +62,7 @@ class _DeformConvBase(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
-    def _output_size(self, x: torch.Tensor) -> List[int]:
+    def _output_size(self, x: torch.Tensor) -> list[int]:
         size = [x.shape[0], self.out_channels]
         for i in range(2):
             k = self.dilation[i] * (self.kernel_size[i] - 1) + 1
@@ -79,11 +78,10 @@ class _DeformConvBase(nn.Module):
                 f"kernel_size={self.kernel_size}), got {tuple(t.shape)}."
             )
 
-    def _forward(self, x: torch.Tensor, offset: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"{type(self).__name__}: `x` must have shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}."
+                f"{type(self).__name__}: `x` must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}."
             )
         kk = self.kernel_size[0] * self.kernel_size[1]
         self._check_shape("offset", offset, 2 * self.deformable_groups * kk, x)
@@ -149,8 +147,8 @@ class DeformConv(_DeformConvBase):
         groups: int = 1,
         deformable_groups: int = 1,
         bias: bool = False,
-        norm: Optional[nn.Module] = None,
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        norm: nn.Module | None = None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__(
             in_channels,
@@ -206,8 +204,8 @@ class ModulatedDeformConv(_DeformConvBase):
         groups: int = 1,
         deformable_groups: int = 1,
         bias: bool = True,
-        norm: Optional[nn.Module] = None,
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        norm: nn.Module | None = None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__(
             in_channels,

@@ -8,7 +8,6 @@ from one place.
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
 
@@ -31,7 +30,7 @@ sigmoid_focal_loss_jit = fvcore_nn.sigmoid_focal_loss_jit
 
 def _iou_and_center_penalty(
     boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float, name: str
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (IoU, squared centre distance / squared diagonal of the smallest enclosing box)."""
     if boxes1.shape[-1] != 4 or boxes2.shape[-1] != 4:
         raise ValueError(
@@ -68,9 +67,7 @@ def _reduce(loss: torch.Tensor, reduction: str, name: str) -> torch.Tensor:
     raise ValueError(f'{name}: `reduction` must be "none", "mean" or "sum", got {reduction!r}.')
 
 
-def diou_loss(
-    boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7
-) -> torch.Tensor:
+def diou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7) -> torch.Tensor:
     """Distance-IoU loss: ``1 - IoU + d^2 / c^2``, with ``d`` the distance between the box centres and
     ``c`` the diagonal of the smallest box enclosing both.
 
@@ -87,9 +84,7 @@ def diou_loss(
     return _reduce(1 - iou + penalty, reduction, "diou_loss")
 
 
-def ciou_loss(
-    boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7
-) -> torch.Tensor:
+def ciou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7) -> torch.Tensor:
     """Complete-IoU loss: the DIoU loss plus an aspect-ratio consistency term ``alpha * v``, with
     ``v = 4 / pi^2 * (atan(wg / hg) - atan(w / h))^2`` and ``alpha = v / (1 - IoU + v)`` (no gradient).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, List, Tuple
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -17,7 +17,7 @@ GPU_MEM_LIMIT = 1024**3
 
 def _do_paste_mask(
     masks: torch.Tensor, boxes: torch.Tensor, img_h: int, img_w: int, skip_empty: bool = True
-) -> Tuple[torch.Tensor, List[int]]:
+) -> tuple[torch.Tensor, list[int]]:
     """Resample masks into image space (or into the region of the image the boxes cover).
 
     Each mask is stretched over its box: image pixel (x, y), whose centre is (x + 0.5, y + 0.5), reads
@@ -63,7 +63,7 @@ def _do_paste_mask(
 
 
 def paste_masks_in_image(
-    masks: torch.Tensor, boxes: Any, image_shape: Tuple[int, int], threshold: float = 0.5
+    masks: torch.Tensor, boxes: Any, image_shape: tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
     """Paste each mask into its box of an ``image_shape`` image.
 
@@ -102,7 +102,7 @@ def paste_masks_in_image(
 
 @torch.jit.script_if_tracing
 def _paste_masks(
-    masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float
+    masks: torch.Tensor, boxes: torch.Tensor, image_shape: tuple[int, int], threshold: float
 ) -> torch.Tensor:
     img_h, img_w = image_shape
     out_dtype = torch.bool if threshold >= 0 else torch.uint8

@@ -115,7 +115,9 @@ def _check_args(boxes: Tensor, scores: Tensor, caller: str) -> None:
     if scores.shape != (boxes.shape[0],):
         raise ValueError(f"{caller}: `scores` must have shape [{boxes.shape[0]}], got {tuple(scores.shape)}.")
     if boxes.device != scores.device:
-        raise ValueError(f"{caller}: `boxes` and `scores` must be on the same device, got {boxes.device} and {scores.device}.")
+        raise ValueError(
+            f"{caller}: `boxes` and `scores` must be on the same device, got {boxes.device} and {scores.device}."
+        )
 
 
 def _nms_rotated_twin(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple, Union
-
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
@@ -33,14 +31,14 @@ class ROIAlign(nn.Module):
 
     def __init__(
         self,
-        output_size: Union[int, Tuple[int, int]],
+        output_size: int | tuple[int, int],
         spatial_scale: float,
         sampling_ratio: int,
         aligned: bool = True,
     ):
         super().__init__()
         self.output_size = output_size
-        self._output_hw: Tuple[int, int] = _pair(output_size)
+        self._output_hw: tuple[int, int] = _pair(output_size)
         self.spatial_scale = spatial_scale
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
@@ -59,8 +57,7 @@ class ROIAlign(nn.Module):
             raise ValueError(f"ROIAlign: `input` must have shape (N, C, H, W), got {input.shape}.")
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(
-                "ROIAlign: `rois` must have shape (K, 5) with rows (batch_index, x0, y0, x1, y1), "
-                f"got {rois.shape}."
+                f"ROIAlign: `rois` must have shape (K, 5) with rows (batch_index, x0, y0, x1, y1), got {rois.shape}."
             )
         if input.is_quantized:
             input = input.dequantize()

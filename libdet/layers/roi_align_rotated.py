@@ -16,13 +16,12 @@ Neither implementation gives gradients for the RoIs.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
-
 
 __all__ = ["ROIAlignRotated", "roi_align_rotated"]
 
@@ -34,7 +33,7 @@ _TWIN_ELEMENTS_PER_CHUNK = 1 << 23
 def roi_align_rotated(
     input: Tensor,
     rois: Tensor,
-    output_size: Union[int, Sequence[int]],
+    output_size: int | Sequence[int],
     spatial_scale: float,
     sampling_ratio: int,
 ) -> Tensor:
@@ -92,7 +91,7 @@ class ROIAlignRotated(nn.Module):
     ``forward(input: Tensor[B, C, H, W], rois: Tensor[K, 6]) -> Tensor[K, C, ph, pw]``.
     """
 
-    def __init__(self, output_size: Union[int, Sequence[int]], spatial_scale: float, sampling_ratio: int):
+    def __init__(self, output_size: int | Sequence[int], spatial_scale: float, sampling_ratio: int):
         super().__init__()
         self.output_size = output_size
         self.spatial_scale = spatial_scale
@@ -112,7 +111,9 @@ class _ROIAlignRotatedFunction(torch.autograd.Function):
     """Autograd around the compiled forward/backward ops (gradient for the input only)."""
 
     @staticmethod
-    def forward(ctx, input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int):
+    def forward(
+        ctx, input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
+    ):
         ctx.save_for_backward(rois)
         ctx.output_size = output_size
         ctx.spatial_scale = spatial_scale
@@ -197,7 +198,19 @@ def _roi_align_rotated_twin(
     # Channels-last rows: feature[(b * H + y) * W + x] is the C-vector of pixel (y, x) of image b.
     feature = input.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)
     roi_params = (
-        batch, batch_ok, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count
+        batch,
+        batch_ok,
+        center_x,
+        center_y,
+        cos_theta,
+        sin_theta,
+        start_w,
+        start_h,
+        bin_w,
+        bin_h,
+        grid_w,
+        grid_h,
+        count,
     )
     pieces = []
     order = []
@@ -223,7 +236,10 @@ def _twin_chunks(grid_h: Tensor, grid_w: Tensor, elements_per_sample: int):
         while stop < len(order):
             k = order[stop]
             new_h, new_w = max(max_h, gh[k]), max(max_w, gw[k])
-            if stop > start and (stop - start + 1) * max(new_h, 1) * max(new_w, 1) * elements_per_sample > _TWIN_ELEMENTS_PER_CHUNK:
+            if (
+                stop > start
+                and (stop - start + 1) * max(new_h, 1) * max(new_w, 1) * elements_per_sample > _TWIN_ELEMENTS_PER_CHUNK
+            ):
                 break
             max_h, max_w, stop = new_h, new_w, stop + 1
         yield torch.tensor(order[start:stop], dtype=torch.int64, device=device), max_h, max_w
@@ -241,7 +257,9 @@ def _twin_pool_chunk(
     max_grid_w: int,
 ) -> Tensor:
     """Pools one group of ``k`` RoIs: returns ``[k, C, ph, pw]``."""
-    batch, batch_ok, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count = params
+    batch, batch_ok, center_x, center_y, cos_theta, sin_theta, start_w, start_h, bin_w, bin_h, grid_w, grid_h, count = (
+        params
+    )
     k = batch.shape[0]
     channels = feature.shape[1]
     if max_grid_h == 0 or max_grid_w == 0:

@@ -17,7 +17,6 @@ import math
 import torch
 from torch import Tensor
 
-
 __all__ = ["box_iou_rotated", "pairwise_iou_rotated"]
 
 # Same constants as csrc/common/rotated_box_geometry.h.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 __all__ = ["ShapeSpec"]
 
@@ -22,7 +21,7 @@ class ShapeSpec:
         stride: total stride of the feature map with respect to the input image.
     """
 
-    channels: Optional[int] = None
-    height: Optional[int] = None
-    width: Optional[int] = None
-    stride: Optional[int] = None
+    channels: int | None = None
+    height: int | None = None
+    width: int | None = None
+    stride: int | None = None

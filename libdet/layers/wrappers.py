@@ -7,7 +7,8 @@ when an image has no target, and small helpers that behave well under tracing an
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ Linear = nn.Linear
 interpolate = F.interpolate
 
 
-def shapes_to_tensor(x: List[int], device: Optional[torch.device] = None) -> torch.Tensor:
+def shapes_to_tensor(x: list[int], device: torch.device | None = None) -> torch.Tensor:
     """Turn a list of sizes into a 1-D tensor, keeping them dynamic under tracing.
 
     In eager mode and under scripting this is ``torch.as_tensor(x)``. Under tracing, sizes read from
@@ -63,7 +64,7 @@ def shapes_to_tensor(x: List[int], device: Optional[torch.device] = None) -> tor
     return torch.as_tensor(x, device=device)
 
 
-def cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
+def cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
     """``torch.cat`` that returns the only element of a one-element list without copying it.
 
     Args:
@@ -114,8 +115,8 @@ class Conv2d(nn.Conv2d):
     def __init__(
         self,
         *args: Any,
-        norm: Optional[nn.Module] = None,
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        norm: nn.Module | None = None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)

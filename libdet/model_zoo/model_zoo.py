@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 
@@ -21,18 +21,17 @@ __all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file"]
 _URL_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 
 # libdet config path -> "<detectron2 config path>/<model id>/<file>" of the checkpoint it reproduces
-_CHECKPOINTS: Dict[str, str] = {
+_CHECKPOINTS: dict[str, str] = {
     "COCO/mask_rcnn_r50.py": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/137260431/model_final_a54504.pkl",
     "COCO/mask_rcnn_c4_r50.py": "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x/137259246/model_final_9243eb.pkl",
     "COCO/mask_rcnn_r101.py": "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x/138205316/model_final_a3ec72.pkl",
-    "COCO/mask_rcnn_x101_32x8d.py":
-        "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x/139653917/model_final_2d9806.pkl",
+    "COCO/mask_rcnn_x101_32x8d.py": "COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x/139653917/model_final_2d9806.pkl",
     "COCO/faster_rcnn_r50.py": "COCO-Detection/faster_rcnn_R_50_FPN_1x/137257794/model_final_b275ba.pkl",
     "COCO/retinanet_r50.py": "COCO-Detection/retinanet_R_50_FPN_1x/190397773/model_final_bfca0b.pkl",
 }
 
 
-def _config_roots() -> List[Path]:
+def _config_roots() -> list[Path]:
     """Folders that may hold the configs: the packaged copy first, then the source checkout's ``configs/``."""
     package_dir = Path(__file__).resolve().parent
     return [package_dir / "configs", package_dir.parent.parent / "configs"]
@@ -41,11 +40,11 @@ def _config_roots() -> List[Path]:
 def _normalize(config_path: str) -> str:
     path = config_path.replace(os.sep, "/").lstrip("/")
     if path.startswith("configs/"):
-        path = path[len("configs/"):]
+        path = path[len("configs/") :]
     return path
 
 
-def _available_configs(root: Path) -> List[str]:
+def _available_configs(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)).replace(os.sep, "/")
         for p in root.rglob("*.py")
@@ -114,7 +113,7 @@ def get_config(config_path: str, trained: bool = False) -> Any:
     return cfg
 
 
-def get(config_path: str, trained: bool = False, device: Optional[str] = None) -> torch.nn.Module:
+def get(config_path: str, trained: bool = False, device: str | None = None) -> torch.nn.Module:
     """Build the model of a built-in config, with trained weights when ``trained``.
 
     Args:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import math
-from typing import Iterator, List, Sequence, Tuple, Union
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from libdet.structures import Boxes, RotatedBoxes
 
 __all__ = ["BufferList", "DefaultAnchorGenerator", "RotatedAnchorGenerator"]
 
-_Params = Union[Sequence[float], Sequence[Sequence[float]]]
+_Params = Sequence[float] | Sequence[Sequence[float]]
 
 
 class BufferList(nn.Module):
@@ -43,7 +43,7 @@ class BufferList(nn.Module):
 
 def _create_grid_offsets(
     size: Sequence[int], stride: float, offset: float, target_device_tensor: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the (H*W,) x and y coordinates ``(index + offset) * stride`` of a grid, row-major."""
     grid_height, grid_width = size
     shifts_x = move_device_like(
@@ -58,7 +58,7 @@ def _create_grid_offsets(
     return shift_x.reshape(-1), shift_y.reshape(-1)
 
 
-def _broadcast_params(params: _Params, num_features: int, name: str) -> List[List[float]]:
+def _broadcast_params(params: _Params, num_features: int, name: str) -> list[list[float]]:
     """Turn ``params`` (a list of floats, or one list per feature level) into one list per level."""
     if not isinstance(params, collections.abc.Sequence) or isinstance(params, str):
         raise TypeError(f"anchor generator: `{name}` must be a list, got {params!r}.")
@@ -103,22 +103,22 @@ class DefaultAnchorGenerator(nn.Module):
             raise ValueError(f"DefaultAnchorGenerator: `offset` must be in [0, 1), got {offset}.")
         self.offset = offset
 
-    def _calculate_anchors(self, sizes: List[List[float]], aspect_ratios: List[List[float]]) -> BufferList:
+    def _calculate_anchors(self, sizes: list[list[float]], aspect_ratios: list[list[float]]) -> BufferList:
         return BufferList([self.generate_cell_anchors(s, a).float() for s, a in zip(sizes, aspect_ratios)])
 
     @property
-    def num_cell_anchors(self) -> List[int]:
+    def num_cell_anchors(self) -> list[int]:
         """Alias of :attr:`num_anchors`."""
         return self.num_anchors
 
     @property
-    def num_anchors(self) -> List[int]:
+    def num_anchors(self) -> list[int]:
         """Number of anchors per location, for each feature level (e.g. [3, 3, 3, 3, 3])."""
         return [len(cell_anchors) for cell_anchors in self.cell_anchors]
 
-    def _grid_anchors(self, grid_sizes: List[Sequence[int]]) -> List[torch.Tensor]:
+    def _grid_anchors(self, grid_sizes: list[Sequence[int]]) -> list[torch.Tensor]:
         anchors = []
-        buffers: List[torch.Tensor] = list(self.cell_anchors)
+        buffers: list[torch.Tensor] = list(self.cell_anchors)
         for size, stride, base_anchors in zip(grid_sizes, self.strides, buffers):
             shift_x, shift_y = _create_grid_offsets(size, stride, self.offset, base_anchors)
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
@@ -145,7 +145,7 @@ class DefaultAnchorGenerator(nn.Module):
                 anchors.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
         return torch.tensor(anchors)
 
-    def forward(self, features: List[torch.Tensor]) -> List[Boxes]:
+    def forward(self, features: list[torch.Tensor]) -> list[Boxes]:
         """
         Args:
             features: one Tensor[N, C, Hi, Wi] per feature level (only the sizes are used).
@@ -201,12 +201,12 @@ class RotatedAnchorGenerator(nn.Module):
         self.offset = offset
 
     @property
-    def num_cell_anchors(self) -> List[int]:
+    def num_cell_anchors(self) -> list[int]:
         """Alias of :attr:`num_anchors`."""
         return self.num_anchors
 
     @property
-    def num_anchors(self) -> List[int]:
+    def num_anchors(self) -> list[int]:
         """Number of anchors per location, for each feature level."""
         return [len(cell_anchors) for cell_anchors in self.cell_anchors]
 
@@ -230,7 +230,7 @@ class RotatedAnchorGenerator(nn.Module):
                 anchors.extend([0, 0, w, h, a] for a in angles)
         return torch.tensor(anchors)
 
-    def forward(self, features: List[torch.Tensor]) -> List[RotatedBoxes]:
+    def forward(self, features: list[torch.Tensor]) -> list[RotatedBoxes]:
         """
         Args:
             features: one Tensor[N, C, Hi, Wi] per feature level.

@@ -7,7 +7,7 @@ Widths are ``x1 - x0`` (no "+1"), as in detectron2.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -279,14 +279,14 @@ class Box2BoxTransformLinear:
         return pred_boxes
 
 
-_BoxTransform = Union[Box2BoxTransform, Box2BoxTransformLinear]
+_BoxTransform = Box2BoxTransform | Box2BoxTransformLinear
 
 
 def _dense_box_regression_loss(
-    anchors: List[Union[Boxes, torch.Tensor]],
+    anchors: list[Boxes | torch.Tensor],
     box2box_transform: _BoxTransform,
-    pred_anchor_deltas: List[torch.Tensor],
-    gt_boxes: List[torch.Tensor],
+    pred_anchor_deltas: list[torch.Tensor],
+    gt_boxes: list[torch.Tensor],
     fg_mask: torch.Tensor,
     box_reg_loss_type: str = "smooth_l1",
     smooth_l1_beta: float = 0.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -45,11 +45,11 @@ class Matcher:
             raise ValueError(
                 f"Matcher: need len(thresholds) + 1 = {len(thresholds) - 1} labels, got {len(labels)} ({list(labels)})."
             )
-        self.thresholds: List[float] = thresholds
-        self.labels: List[int] = list(labels)
+        self.thresholds: list[float] = thresholds
+        self.labels: list[int] = list(labels)
         self.allow_low_quality_matches = allow_low_quality_matches
 
-    def __call__(self, match_quality_matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, match_quality_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             match_quality_matrix: Tensor[M, N], the quality (e.g. IoU >= 0) of each of the M ground

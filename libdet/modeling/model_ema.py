@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Dict, Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -29,11 +29,11 @@ class EMAState:
         state: ``{name: tensor}`` (names as in ``model.state_dict()``), or None for an empty state.
     """
 
-    def __init__(self, state: Optional[Dict[str, torch.Tensor]] = None):
-        self.state: Dict[str, torch.Tensor] = dict(state or {})
+    def __init__(self, state: dict[str, torch.Tensor] | None = None):
+        self.state: dict[str, torch.Tensor] = dict(state or {})
 
     @classmethod
-    def from_model(cls, model: nn.Module, device: str = "") -> "EMAState":
+    def from_model(cls, model: nn.Module, device: str = "") -> EMAState:
         """A state initialised with a copy of ``model``'s parameters and buffers (on ``device`` if given)."""
         ret = cls()
         ret.save_from(model, device)
@@ -84,10 +84,10 @@ class EMAState:
         return ret
 
     @property
-    def device(self) -> Optional[torch.device]:
+    def device(self) -> torch.device | None:
         return next(iter(self.state.values())).device if self.state else None
 
-    def to(self, device: torch.device | str) -> "EMAState":
+    def to(self, device: torch.device | str) -> EMAState:
         """Move the state to ``device`` (in place); returns self."""
         self.state = {k: v.to(device) for k, v in self.state.items()}
         return self
@@ -95,14 +95,14 @@ class EMAState:
     def has_inited(self) -> bool:
         return bool(self.state)
 
-    def clear(self) -> "EMAState":
+    def clear(self) -> EMAState:
         self.state.clear()
         return self
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.state)
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.state = dict(state)
 
     def __repr__(self) -> str:

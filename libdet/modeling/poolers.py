@@ -5,7 +5,7 @@ level by box size (Eqn. 1 of the FPN paper, https://arxiv.org/abs/1612.03144).
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ def _is_fx_tracing() -> bool:
 
 
 def assign_boxes_to_levels(
-    box_lists: List[Boxes],
+    box_lists: list[Boxes],
     min_level: int,
     max_level: int,
     canonical_box_size: int,
@@ -60,7 +60,7 @@ def _convert_boxes_to_pooler_format(boxes: torch.Tensor, sizes: torch.Tensor) ->
     return cat([indices[:, None], boxes], dim=1)
 
 
-def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> torch.Tensor:
+def convert_boxes_to_pooler_format(box_lists: list[Boxes]) -> torch.Tensor:
     """Concatenate the boxes of all images, each row prefixed by the index of its image.
 
     Args:
@@ -76,7 +76,7 @@ def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> torch.Tensor:
 
 
 def _create_zeros(
-    batch_target: Optional[torch.Tensor], channels: int, height: int, width: int, like_tensor: torch.Tensor
+    batch_target: torch.Tensor | None, channels: int, height: int, width: int, like_tensor: torch.Tensor
 ) -> torch.Tensor:
     batches = batch_target.shape[0] if batch_target is not None else 0
     return torch.zeros((batches, channels, height, width), dtype=like_tensor.dtype, device=like_tensor.device)
@@ -98,7 +98,7 @@ class ROIPooler(nn.Module):
 
     def __init__(
         self,
-        output_size: Union[int, Tuple[int, int]],
+        output_size: int | tuple[int, int],
         scales: Sequence[float],
         sampling_ratio: int,
         pooler_type: str,
@@ -136,7 +136,7 @@ class ROIPooler(nn.Module):
 
         # Levels are log2 of the strides: scales must be 1 / 2**k.
         levels = [-math.log2(s) if s > 0 else float("nan") for s in scales]
-        for s, level in zip(scales, levels):
+        for _s, level in zip(scales, levels):
             if not math.isclose(level, round(level)):
                 raise ValueError(f"ROIPooler: every scale must be 1 / 2**k (a power-of-2 stride), got {list(scales)}.")
         self.min_level = int(round(levels[0]))
@@ -153,7 +153,7 @@ class ROIPooler(nn.Module):
         self.canonical_level = canonical_level
         self.canonical_box_size = canonical_box_size
 
-    def forward(self, x: List[torch.Tensor], box_lists: List[Boxes]) -> torch.Tensor:
+    def forward(self, x: list[torch.Tensor], box_lists: list[Boxes]) -> torch.Tensor:
         """
         Args:
             x: one Tensor[N, C, Hi, Wi] per level, in the order of ``scales``.

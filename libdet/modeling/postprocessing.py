@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple, Union
-
 import torch
 from torch.nn import functional as F
 
@@ -14,8 +12,8 @@ __all__ = ["detector_postprocess", "sem_seg_postprocess"]
 
 def detector_postprocess(
     results: Instances,
-    output_height: Union[int, torch.Tensor],
-    output_width: Union[int, torch.Tensor],
+    output_height: int | torch.Tensor,
+    output_width: int | torch.Tensor,
     mask_threshold: float = 0.5,
 ) -> Instances:
     """Rescale detections from the network input size to the requested output size.
@@ -85,7 +83,7 @@ def detector_postprocess(
 
 
 def sem_seg_postprocess(
-    result: torch.Tensor, img_size: Tuple[int, int], output_height: int, output_width: int
+    result: torch.Tensor, img_size: tuple[int, int], output_height: int, output_width: int
 ) -> torch.Tensor:
     """Crop a semantic-segmentation output to the valid (unpadded) image and resize it.
 

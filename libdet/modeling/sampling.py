@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
 from libdet.layers import nonzero_tuple
@@ -13,7 +11,7 @@ __all__ = ["subsample_labels"]
 
 def subsample_labels(
     labels: torch.Tensor, num_samples: int, positive_fraction: float, bg_label: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly sample at most ``num_samples`` elements, of which at most ``positive_fraction`` are
     positive; negatives fill the rest when there are too few positives.
 

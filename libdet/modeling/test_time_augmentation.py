@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,14 +44,16 @@ class DatasetMapperTTA:
             min_sizes = [min_sizes]
         min_sizes = list(min_sizes)
         if not min_sizes or not all(isinstance(s, (int, np.integer)) and s > 0 for s in min_sizes):
-            raise ValueError(f"DatasetMapperTTA: `min_sizes` must be a non-empty list of positive ints, got {min_sizes}.")
+            raise ValueError(
+                f"DatasetMapperTTA: `min_sizes` must be a non-empty list of positive ints, got {min_sizes}."
+            )
         if not isinstance(max_size, (int, np.integer)) or max_size <= 0:
             raise ValueError(f"DatasetMapperTTA: `max_size` must be a positive int, got {max_size!r}.")
         self.min_sizes = [int(s) for s in min_sizes]
         self.max_size = int(max_size)
         self.flip = bool(flip)
 
-    def __call__(self, dataset_dict: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def __call__(self, dataset_dict: dict[str, Any]) -> list[dict[str, Any]]:
         """
         Args:
             dataset_dict: a model input with ``"image"`` (``(C, H, W)`` tensor) and optionally ``"height"`` /
@@ -79,7 +82,7 @@ class DatasetMapperTTA:
         else:
             pre_tfm = T.NoOpTransform()
 
-        aug_candidates: List[List[T.Augmentation]] = []
+        aug_candidates: list[list[T.Augmentation]] = []
         for min_size in self.min_sizes:
             resize = T.ResizeShortestEdge(min_size, self.max_size)
             aug_candidates.append([resize])
@@ -127,8 +130,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         *,
         tta_mapper: DatasetMapperTTA,
         batch_size: int = 3,
-        keypoint_flip_indices: Optional[Sequence[int]] = None,
-        metadata: Optional[Any] = None,
+        keypoint_flip_indices: Sequence[int] | None = None,
+        metadata: Any | None = None,
     ):
         super().__init__()
         if isinstance(model, DistributedDataParallel):
@@ -160,10 +163,14 @@ class GeneralizedRCNNWithTTA(nn.Module):
 
             keypoint_flip_indices = create_keypoint_hflip_indices(metadata)
         self.keypoint_flip_indices = (
-            None if keypoint_flip_indices is None else torch.as_tensor(np.asarray(keypoint_flip_indices), dtype=torch.long)
+            None
+            if keypoint_flip_indices is None
+            else torch.as_tensor(np.asarray(keypoint_flip_indices), dtype=torch.long)
         )
-        if self.keypoint_flip_indices is None and getattr(model.roi_heads, "keypoint_on", False) and getattr(
-            tta_mapper, "flip", False
+        if (
+            self.keypoint_flip_indices is None
+            and getattr(model.roi_heads, "keypoint_on", False)
+            and getattr(tta_mapper, "flip", False)
         ):
             raise ValueError(
                 "GeneralizedRCNNWithTTA: the model predicts keypoints and `tta_mapper` flips images; give "
@@ -185,17 +192,17 @@ class GeneralizedRCNNWithTTA(nn.Module):
                 setattr(roi_heads, a, v)
 
     def _batch_inference(
-        self, batched_inputs: List[Dict[str, Any]], detected_instances: Optional[List[Instances]] = None
-    ) -> List[Instances]:
+        self, batched_inputs: list[dict[str, Any]], detected_instances: list[Instances] | None = None
+    ) -> list[Instances]:
         """Raw :class:`Instances` (network input resolution) of each input, ``batch_size`` inputs at a time."""
-        outputs: List[Instances] = []
+        outputs: list[Instances] = []
         for start in range(0, len(batched_inputs), self.batch_size):
             inputs = batched_inputs[start : start + self.batch_size]
             given = None if detected_instances is None else detected_instances[start : start + self.batch_size]
             outputs.extend(self.model.inference(inputs, given, do_postprocess=False))
         return outputs
 
-    def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Instances]]:
+    def forward(self, batched_inputs: list[dict[str, Any]]) -> list[dict[str, Instances]]:
         """
         Args:
             batched_inputs: model inputs (``"image"`` ``(C, H, W)`` in the model's ``input_format``, or
@@ -208,11 +215,13 @@ class GeneralizedRCNNWithTTA(nn.Module):
             raise RuntimeError("GeneralizedRCNNWithTTA is for inference; call model.eval() first.")
         return [self._inference_one_image(self._maybe_read_image(i, x)) for i, x in enumerate(batched_inputs)]
 
-    def _maybe_read_image(self, index: int, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+    def _maybe_read_image(self, index: int, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         ret = copy.copy(dataset_dict)
         if "image" not in ret:
             if "file_name" not in ret:
-                raise ValueError(f"GeneralizedRCNNWithTTA: batched_inputs[{index}] has neither 'image' nor 'file_name'.")
+                raise ValueError(
+                    f"GeneralizedRCNNWithTTA: batched_inputs[{index}] has neither 'image' nor 'file_name'."
+                )
             from libdet.data.detection_utils import read_image
 
             image = read_image(ret.pop("file_name"), self.model.input_format)
@@ -221,7 +230,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
             ret["height"], ret["width"] = ret["image"].shape[1:3]
         return ret
 
-    def _inference_one_image(self, inputs: Dict[str, Any]) -> Dict[str, Instances]:
+    def _inference_one_image(self, inputs: dict[str, Any]) -> dict[str, Instances]:
         orig_shape = (int(inputs["height"]), int(inputs["width"]))
         augmented_inputs = self.tta_mapper(inputs)
         tfms = [x.pop("transforms") for x in augmented_inputs]
@@ -242,8 +251,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         return {"instances": detector_postprocess(merged, *orig_shape)}
 
     def _get_augmented_boxes(
-        self, augmented_inputs: List[Dict[str, Any]], tfms: List[T.TransformList]
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, augmented_inputs: list[dict[str, Any]], tfms: list[T.TransformList]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Detections of all augmented inputs in original-image coordinates: ``(D, 4)`` boxes, ``(D,)``
         scores and ``(D,)`` classes."""
         outputs = self._batch_inference(augmented_inputs)
@@ -259,7 +268,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
         return torch.cat(all_boxes, dim=0), torch.cat(all_scores, dim=0), torch.cat(all_classes, dim=0)
 
     def _merge_detections(
-        self, all_boxes: torch.Tensor, all_scores: torch.Tensor, all_classes: torch.Tensor, shape_hw: Tuple[int, int]
+        self, all_boxes: torch.Tensor, all_scores: torch.Tensor, all_classes: torch.Tensor, shape_hw: tuple[int, int]
     ) -> Instances:
         """Per-class NMS over the union of the augmented detections, with the model's test thresholds."""
         num_classes = self.model.roi_heads.num_classes
@@ -277,8 +286,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         return merged
 
     def _rescale_detected_boxes(
-        self, augmented_inputs: List[Dict[str, Any]], merged: Instances, tfms: List[T.TransformList]
-    ) -> List[Instances]:
+        self, augmented_inputs: list[dict[str, Any]], merged: Instances, tfms: list[T.TransformList]
+    ) -> list[Instances]:
         """The merged detections in the coordinates of each augmented input."""
         augmented_instances = []
         boxes = merged.pred_boxes.tensor
@@ -295,7 +304,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
         return augmented_instances
 
     @staticmethod
-    def _reduce_pred_masks(outputs: List[Instances], tfms: List[T.TransformList]) -> torch.Tensor:
+    def _reduce_pred_masks(outputs: list[Instances], tfms: list[T.TransformList]) -> torch.Tensor:
         """Average of the ``(D, 1, M, M)`` box-relative mask probabilities of every augmentation; box-relative
         masks are scale invariant, so only flips are undone."""
         masks = []
@@ -304,7 +313,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
             masks.append(m.flip(dims=[3]) if _is_flipped(tfm) else m)
         return torch.stack(masks, dim=0).mean(dim=0)
 
-    def _reduce_pred_keypoints(self, outputs: List[Instances], tfms: List[T.TransformList], merged: Instances) -> None:
+    def _reduce_pred_keypoints(self, outputs: list[Instances], tfms: list[T.TransformList], merged: Instances) -> None:
         """Average the keypoints of every augmentation in original-image coordinates (flipped ones with left
         and right swapped) into ``merged.pred_keypoints`` ``(D, K, 3)``, and the un-flipped
         ``pred_keypoint_heatmaps`` ``(D, K, S, S)`` when the model gives them."""

@@ -12,34 +12,45 @@ Configs pass the groups to a torch optimizer::
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 __all__ = ["get_default_optimizer_params", "reduce_param_groups"]
 
 
-def _norm_module_types() -> Tuple[type, ...]:
+def _norm_module_types() -> tuple[type, ...]:
     from libdet.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
     from libdet.layers.batch_norm import LayerNorm as LibdetLayerNorm
 
     return (
-        nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-        nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
-        FrozenBatchNorm2d, NaiveSyncBatchNorm, LibdetLayerNorm,
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.SyncBatchNorm,
+        nn.GroupNorm,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
+        nn.LayerNorm,
+        nn.LocalResponseNorm,
+        FrozenBatchNorm2d,
+        NaiveSyncBatchNorm,
+        LibdetLayerNorm,
     )
 
 
 def get_default_optimizer_params(
     model: nn.Module,
-    base_lr: Optional[float] = None,
-    weight_decay: Optional[float] = None,
-    weight_decay_norm: Optional[float] = None,
+    base_lr: float | None = None,
+    weight_decay: float | None = None,
+    weight_decay_norm: float | None = None,
     bias_lr_factor: float = 1.0,
-    weight_decay_bias: Optional[float] = None,
-    lr_factor_func: Optional[Callable[[str], float]] = None,
-    overrides: Optional[Dict[str, Dict[str, float]]] = None,
-) -> List[Dict[str, Any]]:
+    weight_decay_bias: float | None = None,
+    lr_factor_func: Callable[[str], float] | None = None,
+    overrides: dict[str, dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
     """Parameter groups of ``model`` for a ``torch.optim`` optimizer.
 
     Each trainable parameter (shared parameters counted once) gets hyper-parameters from, in increasing
@@ -65,12 +76,12 @@ def get_default_optimizer_params(
         A list of ``{"params": [...], **hyper-parameters}`` dicts.
     """
     overrides = copy.deepcopy(dict(overrides or {}))
-    defaults: Dict[str, float] = {}
+    defaults: dict[str, float] = {}
     if base_lr is not None:
         defaults["lr"] = base_lr
     if weight_decay is not None:
         defaults["weight_decay"] = weight_decay
-    bias_overrides: Dict[str, float] = {}
+    bias_overrides: dict[str, float] = {}
     if bias_lr_factor != 1.0:
         if base_lr is None:
             raise ValueError("get_default_optimizer_params: bias_lr_factor != 1.0 needs base_lr.")
@@ -79,15 +90,17 @@ def get_default_optimizer_params(
         bias_overrides["weight_decay"] = weight_decay_bias
     if bias_overrides:
         if "bias" in overrides:
-            raise ValueError("get_default_optimizer_params: give either overrides['bias'] or "
-                             "bias_lr_factor/weight_decay_bias, not both.")
+            raise ValueError(
+                "get_default_optimizer_params: give either overrides['bias'] or "
+                "bias_lr_factor/weight_decay_bias, not both."
+            )
         overrides["bias"] = bias_overrides
     if lr_factor_func is not None and base_lr is None:
         raise ValueError("get_default_optimizer_params: lr_factor_func needs base_lr.")
 
     norm_types = _norm_module_types()
-    params: List[Dict[str, Any]] = []
-    memo: Set[int] = set()
+    params: list[dict[str, Any]] = []
+    memo: set[int] = set()
     for module_name, module in model.named_modules():
         for param_name, value in module.named_parameters(recurse=False):
             if not value.requires_grad or id(value) in memo:
@@ -105,10 +118,10 @@ def get_default_optimizer_params(
     return reduce_param_groups(params)
 
 
-def reduce_param_groups(params: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def reduce_param_groups(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Merge parameter groups with identical hyper-parameters (order: first appearance; parameters keep their
     order within a group)."""
-    groups: Dict[Tuple, Dict[str, Any]] = {}
+    groups: dict[tuple, dict[str, Any]] = {}
     for item in params:
         hyper = tuple(sorted((k, v) for k, v in item.items() if k != "params"))
         group = groups.get(hyper)
@@ -116,4 +129,3 @@ def reduce_param_groups(params: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             group = groups[hyper] = {"params": [], **dict(hyper)}
         group["params"].extend(item["params"])
     return list(groups.values())
-

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from fvcore.common.param_scheduler import (
@@ -51,8 +52,14 @@ class WarmupParamScheduler(CompositeParamScheduler):
             ``scheduler(0)`` after warmup) instead of being evaluated at the absolute progress.
     """
 
-    def __init__(self, scheduler: ParamScheduler, warmup_factor: float, warmup_length: float,
-                 warmup_method: str = "linear", rescale_interval: bool = False):
+    def __init__(
+        self,
+        scheduler: ParamScheduler,
+        warmup_factor: float,
+        warmup_length: float,
+        warmup_method: str = "linear",
+        rescale_interval: bool = False,
+    ):
         if not 0.0 <= warmup_length < 1.0:
             raise ValueError(f"WarmupParamScheduler: warmup_length must be in [0, 1), got {warmup_length}.")
         end_value = scheduler(0.0) if rescale_interval else scheduler(warmup_length)
@@ -62,8 +69,9 @@ class WarmupParamScheduler(CompositeParamScheduler):
         elif warmup_method == "linear":
             warmup = LinearParamScheduler(start_value, end_value)
         else:
-            raise ValueError(f"WarmupParamScheduler: unknown warmup_method {warmup_method!r} "
-                             f"(expected 'linear' or 'constant').")
+            raise ValueError(
+                f"WarmupParamScheduler: unknown warmup_method {warmup_method!r} (expected 'linear' or 'constant')."
+            )
         super().__init__(
             [warmup, scheduler],
             interval_scaling=["rescaled", "rescaled" if rescale_interval else "fixed"],
@@ -85,11 +93,13 @@ class LRMultiplier(LRScheduler):
             ``initial_lr`` (no restored optimizer state) take their current ``lr`` as base lr.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int,
-                 last_iter: int = -1):
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler, max_iter: int, last_iter: int = -1
+    ):
         if not isinstance(multiplier, ParamScheduler):
-            raise TypeError(f"LRMultiplier: `multiplier` must be a fvcore ParamScheduler, got "
-                            f"{type(multiplier).__name__}.")
+            raise TypeError(
+                f"LRMultiplier: `multiplier` must be a fvcore ParamScheduler, got {type(multiplier).__name__}."
+            )
         if max_iter <= 0:
             raise ValueError(f"LRMultiplier: max_iter must be positive, got {max_iter}.")
         self._multiplier = multiplier
@@ -102,24 +112,26 @@ class LRMultiplier(LRScheduler):
 
     _STATE_KEYS = ("base_lrs", "last_epoch", "_last_lr", "_step_count", "_max_iter")
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"base_lrs", "last_epoch", "_last_lr", "_step_count", "_max_iter"}``."""
         return {k: self.__dict__[k] for k in self._STATE_KEYS if k in self.__dict__}
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         unknown = set(state_dict) - set(self._STATE_KEYS)
         if unknown:
             raise ValueError(f"LRMultiplier.load_state_dict: unexpected keys {sorted(unknown)}.")
         if "_max_iter" in state_dict and state_dict["_max_iter"] != self._max_iter:
-            raise ValueError(f"LRMultiplier.load_state_dict: the state was saved with max_iter="
-                             f"{state_dict['_max_iter']}, this scheduler has max_iter={self._max_iter}.")
+            raise ValueError(
+                f"LRMultiplier.load_state_dict: the state was saved with max_iter="
+                f"{state_dict['_max_iter']}, this scheduler has max_iter={self._max_iter}."
+            )
         self.__dict__.update(state_dict)
         if "_last_lr" in state_dict:
             # make the optimizer use the restored schedule's current lr right away
             for group, lr in zip(self.optimizer.param_groups, self._last_lr):
                 group["lr"] = lr
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         # The step after the last iteration asks for iteration max_iter, which never runs; fvcore schedulers are
         # only defined on [0, 1) (ConstantParamScheduler rejects 1.0), so it keeps the last iteration's value.
         multiplier = self._multiplier(min(self.last_epoch, self._max_iter - 1) / self._max_iter)
@@ -150,9 +162,16 @@ class WarmupMultiStepLR(LRScheduler):
         last_epoch: the last iteration done.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, milestones: Sequence[int], gamma: float = 0.1,
-                 warmup_factor: float = 0.001, warmup_iters: int = 1000, warmup_method: str = "linear",
-                 last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        milestones: Sequence[int],
+        gamma: float = 0.1,
+        warmup_factor: float = 0.001,
+        warmup_iters: int = 1000,
+        warmup_method: str = "linear",
+        last_epoch: int = -1,
+    ):
         if list(milestones) != sorted(milestones):
             raise ValueError(f"WarmupMultiStepLR: milestones must be increasing, got {list(milestones)}.")
         self.milestones = list(milestones)
@@ -162,7 +181,7 @@ class WarmupMultiStepLR(LRScheduler):
         self.warmup_method = warmup_method
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         warmup = _warmup_factor_at_iter(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
         decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)
         return [base_lr * warmup * decay for base_lr in self.base_lrs]
@@ -179,15 +198,22 @@ class WarmupCosineLR(LRScheduler):
         last_epoch: the last iteration done.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_iters: int, warmup_factor: float = 0.001,
-                 warmup_iters: int = 1000, warmup_method: str = "linear", last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_iters: int,
+        warmup_factor: float = 0.001,
+        warmup_iters: int = 1000,
+        warmup_method: str = "linear",
+        last_epoch: int = -1,
+    ):
         self.max_iters = max_iters
         self.warmup_factor = warmup_factor
         self.warmup_iters = warmup_iters
         self.warmup_method = warmup_method
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> List[float]:
+    def get_lr(self) -> list[float]:
         warmup = _warmup_factor_at_iter(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
         cosine = 0.5 * (1.0 + math.cos(math.pi * self.last_epoch / self.max_iters))
         return [base_lr * warmup * cosine for base_lr in self.base_lrs]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from enum import IntEnum, unique
-from typing import Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ __all__ = [
     "matched_pairwise_iou",
 ]
 
-_RawBoxType = Union[List[float], Tuple[float, ...], torch.Tensor, np.ndarray]
+_RawBoxType = list[float] | tuple[float, ...] | torch.Tensor | np.ndarray
 
 
 @unique
@@ -43,7 +43,7 @@ class BoxMode(IntEnum):
     XYWHA_ABS = 4
 
     @staticmethod
-    def convert(box: _RawBoxType, from_mode: "BoxMode", to_mode: "BoxMode") -> _RawBoxType:
+    def convert(box: _RawBoxType, from_mode: BoxMode, to_mode: BoxMode) -> _RawBoxType:
         """Convert one box or a batch of boxes from ``from_mode`` to ``to_mode``.
 
         Supported: ``XYXY_ABS <-> XYWH_ABS``, ``XYWH_ABS/XYXY_ABS -> XYWHA_ABS`` (angle 0),
@@ -79,8 +79,7 @@ class BoxMode(IntEnum):
         if single_list:
             if len(box) not in (4, 5):
                 raise ValueError(
-                    "BoxMode.convert: a list/tuple `box` must hold one box of 4 or 5 numbers, "
-                    f"got {len(box)} numbers."
+                    f"BoxMode.convert: a list/tuple `box` must hold one box of 4 or 5 numbers, got {len(box)} numbers."
                 )
             arr = torch.tensor(box)[None, :]
         elif is_numpy:
@@ -166,7 +165,7 @@ class Boxes:
     # Number of numbers per box; subclasses (RotatedBoxes) store more.
     _BOX_DIM = 4
 
-    def __init__(self, tensor: Union[torch.Tensor, np.ndarray, Sequence[Sequence[float]]]):
+    def __init__(self, tensor: torch.Tensor | np.ndarray | Sequence[Sequence[float]]):
         """
         Args:
             tensor: an ``(N, 4)`` tensor, array or nested list of ``(x0, y0, x1, y1)`` boxes. Any input
@@ -188,11 +187,11 @@ class Boxes:
             raise ValueError(f"{name}: `tensor` must have shape (N, {dim}), got {tuple(tensor.shape)}.")
         self.tensor = tensor
 
-    def clone(self) -> "Boxes":
+    def clone(self) -> Boxes:
         """Return a copy that owns a cloned tensor."""
         return type(self)(self.tensor.clone())
 
-    def to(self, device: Union[torch.device, str]) -> "Boxes":
+    def to(self, device: torch.device | str) -> Boxes:
         """Return the boxes on ``device`` (the tensor stays float32)."""
         return type(self)(self.tensor.to(device=device))
 
@@ -201,7 +200,7 @@ class Boxes:
         box = self.tensor
         return (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
 
-    def clip(self, box_size: Tuple[int, int]) -> None:
+    def clip(self, box_size: tuple[int, int]) -> None:
         """Clip the boxes in place to ``[0, width] x [0, height]``.
 
         Args:
@@ -226,7 +225,7 @@ class Boxes:
         heights = box[:, 3] - box[:, 1]
         return (widths > threshold) & (heights > threshold)
 
-    def __getitem__(self, item: Union[int, slice, torch.Tensor, Sequence[int]]) -> "Boxes":
+    def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> Boxes:
         """Select boxes; always returns a :class:`Boxes` (an int selects a single box).
 
         Args:
@@ -250,7 +249,7 @@ class Boxes:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor})"
 
-    def inside_box(self, box_size: Tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
+    def inside_box(self, box_size: tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
         """Return an ``(N,)`` bool mask of the boxes that lie inside the image.
 
         Args:
@@ -276,7 +275,7 @@ class Boxes:
         self.tensor[:, 1::2] *= scale_y
 
     @classmethod
-    def cat(cls, boxes_list: Sequence["Boxes"]) -> "Boxes":
+    def cat(cls, boxes_list: Sequence[Boxes]) -> Boxes:
         """Concatenate a list of boxes of this class into one; an empty list gives empty boxes.
 
         Raises:

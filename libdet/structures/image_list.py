@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -19,7 +20,7 @@ class ImageList:
             ``tensor[i, ..., :h, :w]``.
     """
 
-    def __init__(self, tensor: torch.Tensor, image_sizes: List[Tuple[int, int]]):
+    def __init__(self, tensor: torch.Tensor, image_sizes: list[tuple[int, int]]):
         """
         Args:
             tensor: ``(N, ..., H, W)`` padded batch.
@@ -36,7 +37,7 @@ class ImageList:
         size = self.image_sizes[idx]
         return self.tensor[idx, ..., : size[0], : size[1]]
 
-    def to(self, *args: Any, **kwargs: Any) -> "ImageList":
+    def to(self, *args: Any, **kwargs: Any) -> ImageList:
         """Return an :class:`ImageList` with ``tensor.to(*args, **kwargs)``; the sizes are unchanged."""
         return ImageList(self.tensor.to(*args, **kwargs), self.image_sizes)
 
@@ -50,8 +51,8 @@ class ImageList:
         tensors: Sequence[torch.Tensor],
         size_divisibility: int = 0,
         pad_value: float = 0.0,
-        padding_constraints: Optional[Dict[str, int]] = None,
-    ) -> "ImageList":
+        padding_constraints: dict[str, int] | None = None,
+    ) -> ImageList:
         """Pad images at the bottom and right to a common size and stack them.
 
         The common size is the largest height and width among the images, then (if ``square_size`` is
@@ -92,7 +93,7 @@ class ImageList:
                     f"{tuple(tensors[0].shape)}; all dimensions except the last two (H, W) must match."
                 )
 
-        image_sizes: List[Tuple[int, int]] = [(im.shape[-2], im.shape[-1]) for im in tensors]
+        image_sizes: list[tuple[int, int]] = [(im.shape[-2], im.shape[-1]) for im in tensors]
         # A tensor (not Python ints) so that the padded size stays symbolic while tracing.
         sizes_tensor = [_shape_to_tensor(s) for s in image_sizes]
         max_size = torch.stack(sizes_tensor).max(0).values
@@ -130,7 +131,7 @@ class ImageList:
         return ImageList(batched.contiguous(), image_sizes)
 
 
-def _shape_to_tensor(shape: Union[Tuple[int, int], torch.Size]) -> torch.Tensor:
+def _shape_to_tensor(shape: tuple[int, int] | torch.Size) -> torch.Tensor:
     """``(h, w)`` as a long tensor; while tracing, keeps the traced sizes instead of freezing constants."""
     if torch.jit.is_tracing():
         return torch.stack([torch.as_tensor(x) for x in shape])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any
 
 import torch
 
@@ -30,19 +30,19 @@ class Instances:
         kept = instances[instances.gt_classes > 2]
     """
 
-    def __init__(self, image_size: Tuple[int, int], **kwargs: Any):
+    def __init__(self, image_size: tuple[int, int], **kwargs: Any):
         """
         Args:
             image_size: ``(height, width)`` of the image.
             kwargs: fields to set, by name.
         """
         self._image_size = image_size
-        self._fields: Dict[str, Any] = {}
+        self._fields: dict[str, Any] = {}
         for name, value in kwargs.items():
             self.set(name, value)
 
     @property
-    def image_size(self) -> Tuple[int, int]:
+    def image_size(self) -> tuple[int, int]:
         """``(height, width)`` of the image."""
         return self._image_size
 
@@ -96,11 +96,11 @@ class Instances:
         """
         return self._fields[name]
 
-    def get_fields(self) -> Dict[str, Any]:
+    def get_fields(self) -> dict[str, Any]:
         """Return the dict of all fields (the live dict: modifying it modifies the instances)."""
         return self._fields
 
-    def to(self, *args: Any, **kwargs: Any) -> "Instances":
+    def to(self, *args: Any, **kwargs: Any) -> Instances:
         """Return new :class:`Instances` with ``.to(*args, **kwargs)`` applied to every field that has ``to``."""
         ret = Instances(self._image_size)
         for name, value in self._fields.items():
@@ -109,7 +109,7 @@ class Instances:
             ret.set(name, value)
         return ret
 
-    def __getitem__(self, item: Union[int, slice, torch.Tensor, List[int]]) -> "Instances":
+    def __getitem__(self, item: int | slice | torch.Tensor | list[int]) -> Instances:
         """Select instances from every field.
 
         Args:
@@ -139,7 +139,7 @@ class Instances:
         raise NotImplementedError("`Instances` object is not iterable!")
 
     @staticmethod
-    def cat(instance_lists: List["Instances"]) -> "Instances":
+    def cat(instance_lists: list[Instances]) -> Instances:
         """Concatenate instances of the same image.
 
         Tensor fields are concatenated with ``torch.cat``, lists are chained, and other fields with their

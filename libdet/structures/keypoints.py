@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ class Keypoints:
         tensor: float32 tensor of shape ``(N, K, 3)``.
     """
 
-    def __init__(self, keypoints: Union[torch.Tensor, np.ndarray, List[List[List[float]]]]):
+    def __init__(self, keypoints: torch.Tensor | np.ndarray | list[list[list[float]]]):
         """
         Args:
             keypoints: ``(N, K, 3)`` tensor, array or nested list. Tensors keep their device.
@@ -41,7 +42,7 @@ class Keypoints:
     def __len__(self) -> int:
         return self.tensor.size(0)
 
-    def to(self, *args: Any, **kwargs: Any) -> "Keypoints":
+    def to(self, *args: Any, **kwargs: Any) -> Keypoints:
         """Return the keypoints moved with ``tensor.to(*args, **kwargs)``."""
         return type(self)(self.tensor.to(*args, **kwargs))
 
@@ -50,7 +51,7 @@ class Keypoints:
         """The device of the keypoint tensor."""
         return self.tensor.device
 
-    def to_heatmap(self, boxes: Union[Boxes, torch.Tensor], heatmap_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def to_heatmap(self, boxes: Boxes | torch.Tensor, heatmap_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Discretise each instance's keypoints into a ``heatmap_size x heatmap_size`` grid over its box.
 
         This is the keypoint-head training target (see :func:`_keypoints_to_heatmap`).
@@ -67,7 +68,7 @@ class Keypoints:
         rois = boxes.tensor if isinstance(boxes, Boxes) else boxes
         return _keypoints_to_heatmap(self.tensor, rois, heatmap_size)
 
-    def __getitem__(self, item: Union[int, slice, torch.Tensor, Sequence[int]]) -> "Keypoints":
+    def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> Keypoints:
         """Select instances; always returns :class:`Keypoints` (an int selects a single instance)."""
         if isinstance(item, int):
             return Keypoints(self.tensor[item].unsqueeze(0))
@@ -77,7 +78,7 @@ class Keypoints:
         return f"{self.__class__.__name__}(num_instances={len(self.tensor)})"
 
     @staticmethod
-    def cat(keypoints_list: Sequence["Keypoints"]) -> "Keypoints":
+    def cat(keypoints_list: Sequence[Keypoints]) -> Keypoints:
         """Concatenate a non-empty list of :class:`Keypoints` with the same ``K``.
 
         Raises:
@@ -94,7 +95,7 @@ class Keypoints:
 
 def _keypoints_to_heatmap(
     keypoints: torch.Tensor, rois: torch.Tensor, heatmap_size: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Map keypoints to bins of a ``heatmap_size x heatmap_size`` grid laid over each roi.
 
     Coordinates are continuous (pixel ``i`` spans ``[i, i + 1)``): a keypoint at ``x`` falls in bin

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ def polygon_area(x: np.ndarray, y: np.ndarray) -> float:
     return 0.5 * np.abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
 
 
-def polygons_to_bitmask(polygons: List[np.ndarray], height: int, width: int) -> np.ndarray:
+def polygons_to_bitmask(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
     """Rasterize the union of polygons into a bool mask, with COCO's rasterizer (pycocotools).
 
     Args:
@@ -53,8 +54,7 @@ def polygons_to_bitmask(polygons: List[np.ndarray], height: int, width: int) -> 
     for j, p in enumerate(polygons):
         if len(p) < 6:
             raise ValueError(
-                f"polygons_to_bitmask: `polygons[{j}]` has {len(p)} coordinates; a polygon needs at least 6 "
-                "(3 points)."
+                f"polygons_to_bitmask: `polygons[{j}]` has {len(p)} coordinates; a polygon needs at least 6 (3 points)."
             )
     from pycocotools import mask as mask_util
 
@@ -63,7 +63,7 @@ def polygons_to_bitmask(polygons: List[np.ndarray], height: int, width: int) -> 
     return mask_util.decode(rle).astype(bool)
 
 
-def rle_to_bitmask(rle: Dict[str, Any]) -> np.ndarray:
+def rle_to_bitmask(rle: dict[str, Any]) -> np.ndarray:
     """Decode one COCO run-length encoding into a bool mask.
 
     Args:
@@ -92,7 +92,7 @@ def rle_to_bitmask(rle: Dict[str, Any]) -> np.ndarray:
     return mask_util.decode(rle).astype(bool)
 
 
-def rasterize_polygons_within_box(polygons: List[np.ndarray], box: np.ndarray, mask_size: int) -> torch.Tensor:
+def rasterize_polygons_within_box(polygons: list[np.ndarray], box: np.ndarray, mask_size: int) -> torch.Tensor:
     """Rasterize the part of polygons inside ``box`` into a ``mask_size x mask_size`` mask.
 
     The polygons are translated so that the box's top-left corner is the origin and scaled so that the box
@@ -119,7 +119,7 @@ def rasterize_polygons_within_box(polygons: List[np.ndarray], box: np.ndarray, m
     return torch.from_numpy(polygons_to_bitmask(polygons, mask_size, mask_size))
 
 
-def _boxes_tensor(boxes: Union[Boxes, torch.Tensor], name: str) -> torch.Tensor:
+def _boxes_tensor(boxes: Boxes | torch.Tensor, name: str) -> torch.Tensor:
     """The ``(N, 4)`` tensor of ``boxes`` given as :class:`Boxes` or a tensor."""
     tensor = boxes.tensor if isinstance(boxes, Boxes) else boxes
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2 or tensor.shape[1] != 4:
@@ -136,7 +136,7 @@ class BitMasks:
         image_size: ``(H, W)``.
     """
 
-    def __init__(self, tensor: Union[torch.Tensor, np.ndarray]):
+    def __init__(self, tensor: torch.Tensor | np.ndarray):
         """
         Args:
             tensor: ``(N, H, W)`` masks of any dtype (nonzero means foreground). Tensors keep their device.
@@ -153,7 +153,7 @@ class BitMasks:
         self.image_size = tensor.shape[1:]
         self.tensor = tensor
 
-    def to(self, *args: Any, **kwargs: Any) -> "BitMasks":
+    def to(self, *args: Any, **kwargs: Any) -> BitMasks:
         """Return the masks moved with ``tensor.to(*args, **kwargs)`` (they stay bool)."""
         return BitMasks(self.tensor.to(*args, **kwargs))
 
@@ -162,7 +162,7 @@ class BitMasks:
         """The device of the mask tensor."""
         return self.tensor.device
 
-    def __getitem__(self, item: Union[int, slice, torch.Tensor, Sequence[int]]) -> "BitMasks":
+    def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> BitMasks:
         """Select masks; always returns :class:`BitMasks` (an int selects a single mask).
 
         Args:
@@ -194,9 +194,7 @@ class BitMasks:
         return self.tensor.flatten(1).sum(dim=1).to(torch.float32)
 
     @staticmethod
-    def from_polygon_masks(
-        polygon_masks: Union["PolygonMasks", List[List[np.ndarray]]], height: int, width: int
-    ) -> "BitMasks":
+    def from_polygon_masks(polygon_masks: PolygonMasks | list[list[np.ndarray]], height: int, width: int) -> BitMasks:
         """Rasterize polygon masks into full-image bitmaps.
 
         Args:
@@ -212,9 +210,7 @@ class BitMasks:
         return BitMasks(torch.stack(masks))
 
     @staticmethod
-    def from_rle(
-        rles: Sequence[Dict[str, Any]], height: Optional[int] = None, width: Optional[int] = None
-    ) -> "BitMasks":
+    def from_rle(rles: Sequence[dict[str, Any]], height: int | None = None, width: int | None = None) -> BitMasks:
         """Decode COCO run-length encodings (compressed or uncompressed) into bitmaps.
 
         Args:
@@ -243,13 +239,13 @@ class BitMasks:
 
     @staticmethod
     def from_roi_masks(
-        roi_masks: "ROIMasks",
+        roi_masks: ROIMasks,
         height: int,
         width: int,
         *,
-        boxes: Union[Boxes, torch.Tensor],
+        boxes: Boxes | torch.Tensor,
         threshold: float = 0.5,
-    ) -> "BitMasks":
+    ) -> BitMasks:
         """Paste per-box masks into full-image bitmaps (see :meth:`ROIMasks.to_bitmasks`).
 
         Args:
@@ -261,7 +257,7 @@ class BitMasks:
         """
         return roi_masks.to_bitmasks(boxes, height, width, threshold=threshold)
 
-    def crop_and_resize(self, boxes: Union[Boxes, torch.Tensor], mask_size: int) -> torch.Tensor:
+    def crop_and_resize(self, boxes: Boxes | torch.Tensor, mask_size: int) -> torch.Tensor:
         """Crop each mask to its box and resize the crop to ``mask_size x mask_size``.
 
         Uses ROIAlign with ``aligned=True`` (pixel ``i`` covers ``[i, i + 1)``, so box coordinates are
@@ -316,7 +312,7 @@ class BitMasks:
         return Boxes(boxes)
 
     @staticmethod
-    def cat(bitmasks_list: Sequence["BitMasks"]) -> "BitMasks":
+    def cat(bitmasks_list: Sequence[BitMasks]) -> BitMasks:
         """Concatenate a non-empty list of :class:`BitMasks` of the same image size.
 
         Raises:
@@ -341,7 +337,7 @@ class PolygonMasks:
         polygons: ``list[list[np.ndarray]]``, one list of polygons per instance.
     """
 
-    def __init__(self, polygons: List[List[Union[torch.Tensor, np.ndarray, List[float]]]]):
+    def __init__(self, polygons: list[list[torch.Tensor | np.ndarray | list[float]]]):
         """
         Args:
             polygons: one list per instance, holding that instance's polygons as flat sequences of
@@ -356,11 +352,11 @@ class PolygonMasks:
                 "PolygonMasks: `polygons` must be a list (one entry per instance) of lists of polygons, "
                 f"got {type(polygons)}."
             )
-        self.polygons: List[List[np.ndarray]] = [
+        self.polygons: list[list[np.ndarray]] = [
             _process_instance_polygons(per_instance, i) for i, per_instance in enumerate(polygons)
         ]
 
-    def to(self, *args: Any, **kwargs: Any) -> "PolygonMasks":
+    def to(self, *args: Any, **kwargs: Any) -> PolygonMasks:
         """Polygons live on the CPU as numpy arrays; returns ``self``."""
         return self
 
@@ -384,7 +380,7 @@ class PolygonMasks:
         """Return an ``(N,)`` bool mask of the instances that have at least one polygon."""
         return torch.tensor([len(p) > 0 for p in self.polygons], dtype=torch.bool)
 
-    def __getitem__(self, item: Union[int, slice, List[int], List[bool], np.ndarray, torch.Tensor]) -> "PolygonMasks":
+    def __getitem__(self, item: int | slice | list[int] | list[bool] | np.ndarray | torch.Tensor) -> PolygonMasks:
         """Select instances; always returns :class:`PolygonMasks` (sharing the polygon arrays).
 
         Args:
@@ -405,15 +401,13 @@ class PolygonMasks:
             raise ValueError(f"PolygonMasks: unsupported index type {type(item)}.")
         if item.dtype == bool:
             if item.ndim != 1 or len(item) != len(self):
-                raise ValueError(
-                    f"PolygonMasks: a bool index must have shape ({len(self)},), got {tuple(item.shape)}."
-                )
+                raise ValueError(f"PolygonMasks: a bool index must have shape ({len(self)},), got {tuple(item.shape)}.")
             item = np.nonzero(item)[0]
         elif not np.issubdtype(item.dtype, np.integer):
             raise ValueError(f"PolygonMasks: unsupported index dtype {item.dtype}; use int or bool.")
         return PolygonMasks([self.polygons[i] for i in item.reshape(-1).tolist()])
 
-    def __iter__(self) -> Iterator[List[np.ndarray]]:
+    def __iter__(self) -> Iterator[list[np.ndarray]]:
         """Yield each instance's list of polygons."""
         return iter(self.polygons)
 
@@ -423,7 +417,7 @@ class PolygonMasks:
     def __len__(self) -> int:
         return len(self.polygons)
 
-    def crop_and_resize(self, boxes: Union[Boxes, torch.Tensor], mask_size: int) -> torch.Tensor:
+    def crop_and_resize(self, boxes: Boxes | torch.Tensor, mask_size: int) -> torch.Tensor:
         """Rasterize each instance's polygons inside its box at ``mask_size x mask_size``.
 
         See :func:`rasterize_polygons_within_box`. This is the mask-head training target.
@@ -446,9 +440,7 @@ class PolygonMasks:
             )
         device = boxes.device
         boxes_np = boxes.detach().to(device="cpu", dtype=torch.float64).numpy()
-        results = [
-            rasterize_polygons_within_box(poly, box, mask_size) for poly, box in zip(self.polygons, boxes_np)
-        ]
+        results = [rasterize_polygons_within_box(poly, box, mask_size) for poly, box in zip(self.polygons, boxes_np)]
         if len(results) == 0:
             return torch.empty(0, mask_size, mask_size, dtype=torch.bool, device=device)
         return torch.stack(results, dim=0).to(device=device)
@@ -458,13 +450,11 @@ class PolygonMasks:
 
         Overlapping polygons of one instance are counted twice; use :class:`BitMasks` for exact pixel areas.
         """
-        areas = [
-            float(sum(polygon_area(p[0::2], p[1::2]) for p in per_instance)) for per_instance in self.polygons
-        ]
+        areas = [float(sum(polygon_area(p[0::2], p[1::2]) for p in per_instance)) for per_instance in self.polygons]
         return torch.tensor(areas, dtype=torch.float32)
 
     @staticmethod
-    def cat(polymasks_list: Sequence["PolygonMasks"]) -> "PolygonMasks":
+    def cat(polymasks_list: Sequence[PolygonMasks]) -> PolygonMasks:
         """Concatenate a non-empty list of :class:`PolygonMasks`.
 
         Raises:
@@ -479,12 +469,10 @@ class PolygonMasks:
         return type(polymasks_list[0])(list(itertools.chain.from_iterable(pm.polygons for pm in polymasks_list)))
 
 
-def _process_instance_polygons(per_instance: Any, index: int) -> List[np.ndarray]:
+def _process_instance_polygons(per_instance: Any, index: int) -> list[np.ndarray]:
     """Validate one instance's polygons and convert each to a flat float64 array."""
     if not isinstance(per_instance, list):
-        raise ValueError(
-            f"PolygonMasks: instance {index} must be a list of polygons, got {type(per_instance)}."
-        )
+        raise ValueError(f"PolygonMasks: instance {index} must be a list of polygons, got {type(per_instance)}.")
     arrays = []
     for j, polygon in enumerate(per_instance):
         if isinstance(polygon, torch.Tensor):
@@ -518,7 +506,7 @@ class ROIMasks:
             raise ValueError(f"ROIMasks: `tensor` must have shape (N, M, M), got {tuple(tensor.shape)}.")
         self.tensor = tensor
 
-    def to(self, device: Union[torch.device, str]) -> "ROIMasks":
+    def to(self, device: torch.device | str) -> ROIMasks:
         """Return the masks on ``device``."""
         return ROIMasks(self.tensor.to(device))
 
@@ -530,7 +518,7 @@ class ROIMasks:
     def __len__(self) -> int:
         return self.tensor.shape[0]
 
-    def __getitem__(self, item: Union[int, slice, torch.Tensor, Sequence[int]]) -> "ROIMasks":
+    def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> ROIMasks:
         """Select masks; always returns :class:`ROIMasks` (an int selects a single mask)."""
         if isinstance(item, int):
             return ROIMasks(self.tensor[item].unsqueeze(0))
@@ -542,9 +530,7 @@ class ROIMasks:
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(num_instances={len(self.tensor)})"
 
-    def to_bitmasks(
-        self, boxes: Union[Boxes, torch.Tensor], height: int, width: int, threshold: float = 0.5
-    ) -> BitMasks:
+    def to_bitmasks(self, boxes: Boxes | torch.Tensor, height: int, width: int, threshold: float = 0.5) -> BitMasks:
         """Paste each mask into its box in a ``height x width`` image and threshold it.
 
         Uses :func:`libdet.layers.mask_ops.paste_masks_in_image`.

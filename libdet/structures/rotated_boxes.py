@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
 
@@ -38,7 +37,7 @@ class RotatedBoxes(Boxes):
         """Bring every angle into ``[-180, 180)`` degrees, in place."""
         self.tensor[:, 4] = (self.tensor[:, 4] + 180.0) % 360.0 - 180.0
 
-    def clip(self, box_size: Tuple[int, int], clip_angle_threshold: float = 1.0) -> None:
+    def clip(self, box_size: tuple[int, int], clip_angle_threshold: float = 1.0) -> None:
         """Clip nearly horizontal boxes to ``[0, width] x [0, height]``, in place.
 
         Only boxes whose normalized angle is within ``clip_angle_threshold`` degrees of 0 are clipped (as if
@@ -68,7 +67,7 @@ class RotatedBoxes(Boxes):
         """Return an ``(N,)`` bool mask of the boxes whose width and height are both ``> threshold``."""
         return (self.tensor[:, 2] > threshold) & (self.tensor[:, 3] > threshold)
 
-    def inside_box(self, box_size: Tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
+    def inside_box(self, box_size: tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
         """Return an ``(N,)`` bool mask of the boxes whose axis-aligned bounding box lies inside the image.
 
         Args:

@@ -50,7 +50,7 @@ def get_rank() -> int:
     return dist.get_rank() if _is_distributed() else 0
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def create_local_process_group(num_workers_per_machine: int) -> None:
     """Create the process group of the processes on this machine (call once, in every process)."""
     global _LOCAL_PROCESS_GROUP
@@ -105,7 +105,7 @@ def synchronize() -> None:
         dist.barrier()
 
 
-@functools.lru_cache()
+@functools.lru_cache
 def _gloo_group() -> Any:
     """A gloo group over all ranks, for gathering picklable Python objects on the CPU."""
     if dist.get_backend() == "nccl":

@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
@@ -31,10 +32,10 @@ __all__ = [
     "has_event_storage",
 ]
 
-_CURRENT_STORAGE_STACK: List["EventStorage"] = []
+_CURRENT_STORAGE_STACK: list[EventStorage] = []
 
 
-def get_event_storage() -> "EventStorage":
+def get_event_storage() -> EventStorage:
     """The innermost active :class:`EventStorage`.
 
     Raises:
@@ -72,13 +73,13 @@ class EventStorage:
     """
 
     def __init__(self, start_iter: int = 0):
-        self._history: Dict[str, HistoryBuffer] = defaultdict(HistoryBuffer)
-        self._smoothing_hints: Dict[str, bool] = {}
-        self._latest_scalars: Dict[str, Tuple[float, int]] = {}
+        self._history: dict[str, HistoryBuffer] = defaultdict(HistoryBuffer)
+        self._smoothing_hints: dict[str, bool] = {}
+        self._latest_scalars: dict[str, tuple[float, int]] = {}
         self._iter = int(start_iter)
         self._current_prefix = ""
-        self._vis_data: List[Tuple[str, torch.Tensor, int]] = []
-        self._histograms: List[Dict[str, Any]] = []
+        self._vis_data: list[tuple[str, torch.Tensor, int]] = []
+        self._histograms: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------------------------------------------- put
     def put_image(self, img_name: str, img_tensor: torch.Tensor) -> None:
@@ -89,11 +90,13 @@ class EventStorage:
             img_tensor: float tensor ``(3, H, W)`` in ``[0, 1]`` or uint8 in ``[0, 255]``.
         """
         if not isinstance(img_tensor, torch.Tensor) or img_tensor.dim() != 3 or img_tensor.shape[0] not in (1, 3):
-            raise ValueError(f"EventStorage.put_image({img_name!r}): expected a (C, H, W) tensor with C in (1, 3), "
-                             f"got {getattr(img_tensor, 'shape', type(img_tensor))}.")
+            raise ValueError(
+                f"EventStorage.put_image({img_name!r}): expected a (C, H, W) tensor with C in (1, 3), "
+                f"got {getattr(img_tensor, 'shape', type(img_tensor))}."
+            )
         self._vis_data.append((img_name, img_tensor.detach().cpu(), self._iter))
 
-    def put_scalar(self, name: str, value: Any, smoothing_hint: bool = True, cur_iter: Optional[int] = None) -> None:
+    def put_scalar(self, name: str, value: Any, smoothing_hint: bool = True, cur_iter: int | None = None) -> None:
         """Record a scalar for the current (or given) iteration.
 
         Args:
@@ -110,11 +113,13 @@ class EventStorage:
         self._latest_scalars[name] = (value, cur_iter)
         existing = self._smoothing_hints.get(name)
         if existing is not None and existing != smoothing_hint:
-            raise ValueError(f"EventStorage: scalar {name!r} was put with smoothing_hint={existing} before and "
-                             f"smoothing_hint={smoothing_hint} now; use one hint per metric.")
+            raise ValueError(
+                f"EventStorage: scalar {name!r} was put with smoothing_hint={existing} before and "
+                f"smoothing_hint={smoothing_hint} now; use one hint per metric."
+            )
         self._smoothing_hints[name] = smoothing_hint
 
-    def put_scalars(self, *, smoothing_hint: bool = True, cur_iter: Optional[int] = None, **kwargs: Any) -> None:
+    def put_scalars(self, *, smoothing_hint: bool = True, cur_iter: int | None = None, **kwargs: Any) -> None:
         """Record several scalars: ``storage.put_scalars(loss=1.0, accuracy=0.5)``."""
         for k, v in kwargs.items():
             self.put_scalar(k, v, smoothing_hint=smoothing_hint, cur_iter=cur_iter)
@@ -127,17 +132,19 @@ class EventStorage:
         ht_min, ht_max = values.min().item(), values.max().item()
         counts = torch.histc(values, bins=bins, min=ht_min, max=ht_max)
         edges = torch.linspace(ht_min, ht_max, bins + 1)
-        self._histograms.append({
-            "tag": hist_name,
-            "min": ht_min,
-            "max": ht_max,
-            "num": int(values.numel()),
-            "sum": float(values.sum().item()),
-            "sum_squares": float((values**2).sum().item()),
-            "bucket_limits": edges[1:].tolist(),
-            "bucket_counts": counts.tolist(),
-            "global_step": self._iter,
-        })
+        self._histograms.append(
+            {
+                "tag": hist_name,
+                "min": ht_min,
+                "max": ht_max,
+                "num": int(values.numel()),
+                "sum": float(values.sum().item()),
+                "sum_squares": float((values**2).sum().item()),
+                "bucket_limits": edges[1:].tolist(),
+                "bucket_counts": counts.tolist(),
+                "global_step": self._iter,
+            }
+        )
 
     # --------------------------------------------------------------------------------------------------- read
     def history(self, name: str) -> HistoryBuffer:
@@ -150,15 +157,15 @@ class EventStorage:
             raise KeyError(f"EventStorage: no history for scalar {name!r}; known: {sorted(self._history)}.")
         return self._history[name]
 
-    def histories(self) -> Dict[str, HistoryBuffer]:
+    def histories(self) -> dict[str, HistoryBuffer]:
         """All history buffers, by name."""
         return dict(self._history)
 
-    def latest(self) -> Dict[str, Tuple[float, int]]:
+    def latest(self) -> dict[str, tuple[float, int]]:
         """``{name: (latest value, iteration it was put at)}``."""
         return dict(self._latest_scalars)
 
-    def latest_with_smoothing_hint(self, window_size: int = 20) -> Dict[str, Tuple[float, int]]:
+    def latest_with_smoothing_hint(self, window_size: int = 20) -> dict[str, tuple[float, int]]:
         """Like :meth:`latest`, but smoothed scalars are the median of their last ``window_size`` values."""
         result = {}
         for name, (value, it) in self._latest_scalars.items():
@@ -167,7 +174,7 @@ class EventStorage:
             result[name] = (value, it)
         return result
 
-    def smoothing_hints(self) -> Dict[str, bool]:
+    def smoothing_hints(self) -> dict[str, bool]:
         """``{name: smoothing_hint}`` of every scalar put so far."""
         return dict(self._smoothing_hints)
 
@@ -191,16 +198,16 @@ class EventStorage:
         return self._iter
 
     @property
-    def vis_data(self) -> List[Tuple[str, torch.Tensor, int]]:
+    def vis_data(self) -> list[tuple[str, torch.Tensor, int]]:
         """Queued images: ``(name, tensor, iteration)``."""
         return self._vis_data
 
     @property
-    def histograms(self) -> List[Dict[str, Any]]:
+    def histograms(self) -> list[dict[str, Any]]:
         """Queued histograms (dicts in TensorBoard's ``add_histogram_raw`` format plus ``tag``/``global_step``)."""
         return self._histograms
 
-    def __enter__(self) -> "EventStorage":
+    def __enter__(self) -> EventStorage:
         _CURRENT_STORAGE_STACK.append(self)
         return self
 
@@ -254,7 +261,7 @@ class JSONWriter(EventWriter):
 
     def write(self) -> None:
         storage = get_event_storage()
-        to_save: Dict[int, Dict[str, float]] = defaultdict(dict)
+        to_save: dict[int, dict[str, float]] = defaultdict(dict)
         for name, (value, it) in storage.latest_with_smoothing_hint(self._window_size).items():
             if it <= self._last_write:
                 continue
@@ -322,13 +329,13 @@ class CommonMetricPrinter(EventWriter):
         window_size: window of the smoothed values.
     """
 
-    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20):
+    def __init__(self, max_iter: int | None = None, window_size: int = 20):
         self.logger = logging.getLogger("libdet.utils.events")
         self._max_iter = max_iter
         self._window_size = window_size
-        self._last_write: Optional[Tuple[int, float]] = None
+        self._last_write: tuple[int, float] | None = None
 
-    def _get_eta(self, storage: EventStorage) -> Optional[str]:
+    def _get_eta(self, storage: EventStorage) -> str | None:
         if self._max_iter is None:
             return None
         iteration = storage.iter
@@ -356,7 +363,7 @@ class CommonMetricPrinter(EventWriter):
             return
         histories = storage.histories()
 
-        def window_avg(name: str) -> Optional[float]:
+        def window_avg(name: str) -> float | None:
             buf = histories.get(name)
             if buf is None or not buf.values():
                 return None
@@ -378,8 +385,11 @@ class CommonMetricPrinter(EventWriter):
         others = "  ".join(
             f"{k}: {v.median(self._window_size):.4g}"
             for k, v in sorted(histories.items())
-            if "loss" not in k and k not in skip and hints.get(k, False)
-            and v.values() and v.values()[-1][1] == iteration
+            if "loss" not in k
+            and k not in skip
+            and hints.get(k, False)
+            and v.values()
+            and v.values()[-1][1] == iteration
         )
         parts = [f"eta: {eta}" if eta else "", f"iter: {iteration}", losses, others]
         if iter_time is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from iopath.common.file_io import HTTPURLHandler, OneDrivePathHandler, PathHandler
 from iopath.common.file_io import PathManager as _PathManagerBase
@@ -30,7 +31,7 @@ class ModelZooHandler(PathHandler):
     def _url(self, path: str) -> str:
         for prefix in self.PREFIXES:
             if path.startswith(prefix):
-                return MODEL_ZOO_URL_PREFIX + path[len(prefix):]
+                return MODEL_ZOO_URL_PREFIX + path[len(prefix) :]
         raise ValueError(f"{path!r} does not start with one of {self.PREFIXES}.")
 
     def _get_local_path(self, path: str, **kwargs) -> str:
@@ -60,7 +61,7 @@ def atomic_write(path: str, mode: str = "w", **open_kwargs) -> Iterator[IO]:
         with PathManager.open(path, mode, **open_kwargs) as f:
             yield f
         return
-    path = path[len("file://"):] if path.startswith("file://") else path
+    path = path[len("file://") :] if path.startswith("file://") else path
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -33,7 +33,7 @@ class _ColorfulFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         name = record.name
         if name == self._root_name or name.startswith(self._root_name + "."):
-            name = self._abbrev_name + name[len(self._root_name):]
+            name = self._abbrev_name + name[len(self._root_name) :]
         # Format a copy: the record is shared with other handlers (the log file keeps full names).
         record = logging.makeLogRecord({**record.__dict__, "name": name})
         log = super().formatMessage(record)
@@ -46,7 +46,7 @@ class _ColorfulFormatter(logging.Formatter):
         return prefix + " " + log
 
 
-@functools.lru_cache()  # the same call twice must not add handlers twice
+@functools.lru_cache  # the same call twice must not add handlers twice
 def setup_logger(
     output: str | None = None,
     distributed_rank: int = 0,
@@ -102,7 +102,7 @@ def setup_logger(
     return logger
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_log_stream(filename: str):
     # One append-mode stream per file for the whole process, closed at exit.
     stream = PathManager.open(filename, "a", buffering=1024 if "://" in filename else -1)

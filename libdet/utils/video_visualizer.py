@@ -10,7 +10,7 @@ coloured by that ID instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,13 +19,13 @@ from libdet.structures import Boxes, Instances, pairwise_iou
 
 from .colormap import colormap
 from .visualizer import (
+    _OFF_WHITE,
     ColorMode,
     GenericMask,
     VisImage,
     Visualizer,
     _create_text_labels,
     _meta_get,
-    _OFF_WHITE,
     _PanopticPrediction,
 )
 
@@ -36,18 +36,19 @@ __all__ = ["VideoVisualizer"]
 class _DetectedInstance:
     """An instance remembered across frames: class, box ``(4,)`` XYXY or None, mask RLE or None, colour."""
 
-    label: Optional[int]
-    bbox: Optional[np.ndarray]
-    mask_rle: Optional[Dict[str, Any]]
-    color: Optional[np.ndarray]
+    label: int | None
+    bbox: np.ndarray | None
+    mask_rle: dict[str, Any] | None
+    color: np.ndarray | None
     ttl: int
 
 
 class VideoVisualizer:
     """Visualizer for a stream of frames that keeps instance colours consistent over time."""
 
-    def __init__(self, metadata: Any, instance_mode: ColorMode = ColorMode.IMAGE, *, ttl: int = 8,
-                 iou_threshold: float = 0.5):
+    def __init__(
+        self, metadata: Any, instance_mode: ColorMode = ColorMode.IMAGE, *, ttl: int = 8, iou_threshold: float = 0.5
+    ):
         """
         Args:
             metadata: dataset metadata (attributes or dict), as for :class:`Visualizer`.
@@ -64,11 +65,11 @@ class VideoVisualizer:
         self._instance_mode = instance_mode
         self._ttl = ttl
         self._iou_threshold = iou_threshold
-        self._old_instances: List[_DetectedInstance] = []
-        self._colors_by_id: Dict[int, np.ndarray] = {}
-        self._last_colors: List[np.ndarray] = []  # colours given to the last frame's instances, in order
+        self._old_instances: list[_DetectedInstance] = []
+        self._colors_by_id: dict[int, np.ndarray] = {}
+        self._last_colors: list[np.ndarray] = []  # colours given to the last frame's instances, in order
 
-    def draw_instance_predictions(self, frame: Union[np.ndarray, torch.Tensor], predictions: Instances) -> VisImage:
+    def draw_instance_predictions(self, frame: np.ndarray | torch.Tensor, predictions: Instances) -> VisImage:
         """Draw one frame's predictions (fields as for :meth:`Visualizer.draw_instance_predictions`); boxes are
         left out when masks are drawn, to keep video readable.
 
@@ -114,18 +115,28 @@ class VideoVisualizer:
             vis.output.reset_image(vis._create_grayscale_image(vis._union(masks)))
             alpha = 0.3
         return vis.overlay_instances(
-            boxes=None if masks is not None else boxes, masks=masks, labels=labels, keypoints=keypoints,
-            assigned_colors=colors, alpha=alpha,
+            boxes=None if masks is not None else boxes,
+            masks=masks,
+            labels=labels,
+            keypoints=keypoints,
+            assigned_colors=colors,
+            alpha=alpha,
         )
 
-    def draw_sem_seg(self, frame: Union[np.ndarray, torch.Tensor], sem_seg: Union[np.ndarray, torch.Tensor],
-                     area_threshold: Optional[float] = None) -> VisImage:
+    def draw_sem_seg(
+        self, frame: np.ndarray | torch.Tensor, sem_seg: np.ndarray | torch.Tensor, area_threshold: float | None = None
+    ) -> VisImage:
         """Draw a semantic map on ``frame``; class colours are fixed, so no tracking is needed."""
         return Visualizer(frame, self.metadata).draw_sem_seg(sem_seg, area_threshold=area_threshold)
 
-    def draw_panoptic_seg(self, frame: Union[np.ndarray, torch.Tensor], panoptic_seg: Union[np.ndarray, torch.Tensor],
-                          segments_info: Optional[List[Dict[str, Any]]], area_threshold: Optional[float] = None,
-                          alpha: float = 0.5) -> VisImage:
+    def draw_panoptic_seg(
+        self,
+        frame: np.ndarray | torch.Tensor,
+        panoptic_seg: np.ndarray | torch.Tensor,
+        segments_info: list[dict[str, Any]] | None,
+        area_threshold: float | None = None,
+        alpha: float = 0.5,
+    ) -> VisImage:
         """Draw a panoptic segmentation on ``frame`` (arguments as :meth:`Visualizer.draw_panoptic_seg`); thing
         segments are matched across frames by mask IoU and keep their colours."""
         vis = Visualizer(frame, self.metadata)
@@ -136,8 +147,14 @@ class VideoVisualizer:
         for mask, info in pred.stuff_masks():
             c = int(info["category_id"])
             text = str(stuff_classes[c]) if stuff_classes is not None and 0 <= c < len(stuff_classes) else str(c)
-            vis.draw_binary_mask(mask.astype(np.uint8), color=vis._stuff_color(c), edge_color=_OFF_WHITE, text=text,
-                                 alpha=alpha, area_threshold=area_threshold)
+            vis.draw_binary_mask(
+                mask.astype(np.uint8),
+                color=vis._stuff_color(c),
+                edge_color=_OFF_WHITE,
+                text=text,
+                alpha=alpha,
+                area_threshold=area_threshold,
+            )
         things = list(pred.thing_masks())
         if not things:
             self._forget_unmatched(set())
@@ -151,18 +168,19 @@ class VideoVisualizer:
         ]
         colors = self._assign_colors(detected)
         scores = [float(s["score"]) for s in infos] if all("score" in s for s in infos) else None
-        labels = _create_text_labels(category_ids, scores, _meta_get(self.metadata, "thing_classes"),
-                                     [s.get("iscrowd", 0) for s in infos])
+        labels = _create_text_labels(
+            category_ids, scores, _meta_get(self.metadata, "thing_classes"), [s.get("iscrowd", 0) for s in infos]
+        )
         return vis.overlay_instances(masks=masks, labels=labels, assigned_colors=colors, alpha=alpha)
 
     # ------------------------------------------------------------------ colour bookkeeping
     @staticmethod
-    def _encode(mask: GenericMask) -> Dict[str, Any]:
+    def _encode(mask: GenericMask) -> dict[str, Any]:
         from pycocotools import mask as mask_util
 
         return mask_util.encode(np.asfortranarray(mask.mask.astype(np.uint8)))
 
-    def _iou_matrix(self, new: List[_DetectedInstance], old: List[_DetectedInstance]) -> np.ndarray:
+    def _iou_matrix(self, new: list[_DetectedInstance], old: list[_DetectedInstance]) -> np.ndarray:
         """``(len(new), len(old))`` IoU, by masks when both sides have them, else boxes, else zeros."""
         if all(d.mask_rle is not None for d in new + old):
             from pycocotools import mask as mask_util
@@ -182,7 +200,7 @@ class VideoVisualizer:
                     ious[i, j] = 0.0
         return ious
 
-    def _assign_colors(self, instances: List[_DetectedInstance]) -> List[np.ndarray]:
+    def _assign_colors(self, instances: list[_DetectedInstance]) -> list[np.ndarray]:
         """Give each new instance the colour of its match among remembered instances, or a free colour."""
         matched_old = set()
         if self._old_instances and instances:
@@ -218,14 +236,14 @@ class VideoVisualizer:
                 kept.append(o)
         self._old_instances = kept
 
-    def _colors_for_ids(self, ids: List[int]) -> List[np.ndarray]:
+    def _colors_for_ids(self, ids: list[int]) -> list[np.ndarray]:
         for i in ids:
             if i not in self._colors_by_id:
                 self._colors_by_id[i] = self._free_color(list(self._colors_by_id.values()))
         return [self._colors_by_id[i] for i in ids]
 
     @staticmethod
-    def _free_color(in_use: List[np.ndarray]) -> np.ndarray:
+    def _free_color(in_use: list[np.ndarray]) -> np.ndarray:
         """The first (most distinct) palette colour not in ``in_use``; the least used one if all are."""
         palette = colormap(rgb=True, maximum=1)
         used = [np.asarray(c, dtype=np.float32) for c in in_use if c is not None]

@@ -17,8 +17,9 @@ import colorsys
 import math
 import os
 import types
+from collections.abc import Iterator, Sequence
 from enum import Enum
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def _meta_get(metadata: Any, key: str, default: Any = None) -> Any:
     return getattr(metadata, key, default)
 
 
-def _mask_to_polygons(mask: np.ndarray) -> Tuple[List[np.ndarray], bool]:
+def _mask_to_polygons(mask: np.ndarray) -> tuple[list[np.ndarray], bool]:
     """Trace the outlines of a binary mask (marching squares at level 0.5, through contourpy).
 
     Returns:
@@ -97,8 +98,9 @@ class GenericMask:
         height, width: size of the image the mask belongs to.
     """
 
-    def __init__(self, mask_or_polygons: Union[np.ndarray, torch.Tensor, List[Any], Dict[str, Any]], height: int,
-                 width: int):
+    def __init__(
+        self, mask_or_polygons: np.ndarray | torch.Tensor | list[Any] | dict[str, Any], height: int, width: int
+    ):
         """
         Args:
             mask_or_polygons: a ``(height, width)`` array or tensor (bool, 0/1 integers, or probabilities
@@ -113,17 +115,16 @@ class GenericMask:
             TypeError: on any other input type.
         """
         self.height, self.width = int(height), int(width)
-        self._mask: Optional[np.ndarray] = None
-        self._polygons: Optional[List[np.ndarray]] = None
-        self._has_holes: Optional[bool] = None
+        self._mask: np.ndarray | None = None
+        self._polygons: list[np.ndarray] | None = None
+        self._has_holes: bool | None = None
         m = mask_or_polygons
         if isinstance(m, dict):
             if "counts" not in m or "size" not in m:
                 raise ValueError(f"GenericMask: an RLE needs keys 'size' and 'counts', got keys {sorted(m)}.")
             if tuple(int(s) for s in m["size"]) != (self.height, self.width):
                 raise ValueError(
-                    f"GenericMask: RLE size {list(m['size'])} differs from the image size "
-                    f"{[self.height, self.width]}."
+                    f"GenericMask: RLE size {list(m['size'])} differs from the image size {[self.height, self.width]}."
                 )
             self._mask = rle_to_bitmask(m).astype(np.uint8)
         elif isinstance(m, (list, tuple)):
@@ -160,7 +161,7 @@ class GenericMask:
         return self._mask
 
     @property
-    def polygons(self) -> List[np.ndarray]:
+    def polygons(self) -> list[np.ndarray]:
         """The outlines as flat ``[x0, y0, ...]`` float64 arrays (hole outlines included when traced from a
         bitmap; see :attr:`has_holes`)."""
         if self._polygons is None:
@@ -192,8 +193,9 @@ class GenericMask:
 class _PanopticPrediction:
     """Split a panoptic id map into per-segment masks, largest first, split into stuff and things."""
 
-    def __init__(self, panoptic_seg: Union[np.ndarray, torch.Tensor], segments_info: Optional[List[Dict[str, Any]]],
-                 metadata: Any):
+    def __init__(
+        self, panoptic_seg: np.ndarray | torch.Tensor, segments_info: list[dict[str, Any]] | None, metadata: Any
+    ):
         if isinstance(panoptic_seg, torch.Tensor):
             panoptic_seg = panoptic_seg.detach().cpu().numpy()
         seg = np.asarray(panoptic_seg)
@@ -217,7 +219,7 @@ class _PanopticPrediction:
         self._non_void = np.isin(seg, known)
 
     @staticmethod
-    def _infer_segments(ids: np.ndarray, metadata: Any) -> List[Dict[str, Any]]:
+    def _infer_segments(ids: np.ndarray, metadata: Any) -> list[dict[str, Any]]:
         divisor = _meta_get(metadata, "label_divisor")
         if divisor is None:
             raise ValueError(
@@ -235,20 +237,23 @@ class _PanopticPrediction:
         """``(H, W)`` bool: pixels that belong to a listed segment."""
         return self._non_void
 
-    def stuff_masks(self) -> Iterator[Tuple[np.ndarray, Dict[str, Any]]]:
+    def stuff_masks(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         for s in self._infos:
             if not s["isthing"]:
                 yield self._seg == s["id"], s
 
-    def thing_masks(self) -> Iterator[Tuple[np.ndarray, Dict[str, Any]]]:
+    def thing_masks(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         for s in self._infos:
             if s["isthing"]:
                 yield self._seg == s["id"], s
 
 
-def _create_text_labels(classes: Optional[Sequence[int]], scores: Optional[Sequence[float]],
-                        class_names: Optional[Sequence[str]], is_crowd: Optional[Sequence[int]] = None
-                        ) -> Optional[List[str]]:
+def _create_text_labels(
+    classes: Sequence[int] | None,
+    scores: Sequence[float] | None,
+    class_names: Sequence[str] | None,
+    is_crowd: Sequence[int] | None = None,
+) -> list[str] | None:
     """Labels ``"name score%"`` (``"|crowd"`` appended for crowd annotations); None without classes and scores.
 
     Raises:
@@ -260,8 +265,7 @@ def _create_text_labels(classes: Optional[Sequence[int]], scores: Optional[Seque
             for c in classes:
                 if not 0 <= int(c) < len(class_names):
                     raise ValueError(
-                        f"Visualizer: class id {int(c)} is outside metadata thing_classes "
-                        f"({len(class_names)} names)."
+                        f"Visualizer: class id {int(c)} is outside metadata thing_classes ({len(class_names)} names)."
                     )
             labels = [str(class_names[int(c)]) for c in classes]
         else:
@@ -276,7 +280,7 @@ def _create_text_labels(classes: Optional[Sequence[int]], scores: Optional[Seque
     return labels
 
 
-def _as_rgb_uint8(img: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+def _as_rgb_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -351,8 +355,13 @@ class VisImage:
 class Visualizer:
     """Draws on one RGB image; see the module docstring. All coordinates are image pixels (before ``scale``)."""
 
-    def __init__(self, img_rgb: Union[np.ndarray, torch.Tensor], metadata: Any = None, scale: float = 1.0,
-                 instance_mode: ColorMode = ColorMode.IMAGE):
+    def __init__(
+        self,
+        img_rgb: np.ndarray | torch.Tensor,
+        metadata: Any = None,
+        scale: float = 1.0,
+        instance_mode: ColorMode = ColorMode.IMAGE,
+    ):
         """
         Args:
             img_rgb: ``(H, W, 3)`` RGB image with values in ``0..255`` (array or tensor; ``(H, W)`` is grey).
@@ -394,8 +403,9 @@ class Visualizer:
             boxes=boxes, labels=labels, masks=masks, keypoints=keypoints, assigned_colors=colors, alpha=alpha
         )
 
-    def draw_sem_seg(self, sem_seg: Union[np.ndarray, torch.Tensor], area_threshold: Optional[float] = None,
-                     alpha: float = 0.8) -> VisImage:
+    def draw_sem_seg(
+        self, sem_seg: np.ndarray | torch.Tensor, area_threshold: float | None = None, alpha: float = 0.8
+    ) -> VisImage:
         """Draw a semantic segmentation map: each label's region filled with its ``stuff_colors`` colour (or
         a palette colour per label) and named by ``stuff_classes`` (or its number).
 
@@ -424,14 +434,22 @@ class Visualizer:
                     continue
                 text = str(label)
             self.draw_binary_mask(
-                (seg == label).astype(np.uint8), color=self._stuff_color(label), edge_color=_OFF_WHITE, text=text,
-                alpha=alpha, area_threshold=area_threshold,
+                (seg == label).astype(np.uint8),
+                color=self._stuff_color(label),
+                edge_color=_OFF_WHITE,
+                text=text,
+                alpha=alpha,
+                area_threshold=area_threshold,
             )
         return self.output
 
-    def draw_panoptic_seg(self, panoptic_seg: Union[np.ndarray, torch.Tensor],
-                          segments_info: Optional[List[Dict[str, Any]]], area_threshold: Optional[float] = None,
-                          alpha: float = 0.7) -> VisImage:
+    def draw_panoptic_seg(
+        self,
+        panoptic_seg: np.ndarray | torch.Tensor,
+        segments_info: list[dict[str, Any]] | None,
+        area_threshold: float | None = None,
+        alpha: float = 0.7,
+    ) -> VisImage:
         """Draw a panoptic segmentation: stuff segments like :meth:`draw_sem_seg`, things like instances.
 
         Args:
@@ -455,7 +473,11 @@ class Visualizer:
             c = int(info["category_id"])
             text = str(stuff_classes[c]) if stuff_classes is not None and 0 <= c < len(stuff_classes) else str(c)
             self.draw_binary_mask(
-                mask.astype(np.uint8), color=self._stuff_color(c), edge_color=_OFF_WHITE, text=text, alpha=alpha,
+                mask.astype(np.uint8),
+                color=self._stuff_color(c),
+                edge_color=_OFF_WHITE,
+                text=text,
+                alpha=alpha,
                 area_threshold=area_threshold,
             )
         things = list(pred.thing_masks())
@@ -472,7 +494,7 @@ class Visualizer:
             colors = self._class_colors(category_ids, jitter=True)
         return self.overlay_instances(masks=list(masks), labels=labels, assigned_colors=colors, alpha=alpha)
 
-    def draw_dataset_dict(self, dic: Dict[str, Any]) -> VisImage:
+    def draw_dataset_dict(self, dic: dict[str, Any]) -> VisImage:
         """Draw one dataset dict: its ``annotations`` (``bbox`` + ``bbox_mode``, ``segmentation`` as polygons or
         RLE, flat ``keypoints``, ``category_id``, ``iscrowd``), its ``sem_seg`` / ``sem_seg_file_name`` and its
         ``pan_seg`` / ``pan_seg_file_name`` with ``segments_info``.
@@ -500,12 +522,14 @@ class Visualizer:
             self.draw_panoptic_seg(pan_seg, dic["segments_info"], area_threshold=0, alpha=0.5)
         return self.output
 
-    def _draw_annotations(self, annos: List[Dict[str, Any]], where: str) -> None:
+    def _draw_annotations(self, annos: list[dict[str, Any]], where: str) -> None:
         def all_or_none(key: str) -> bool:
             has = [key in a for a in annos]
             if any(has) and not all(has):
-                raise ValueError(f"{where}: annotation {has.index(not has[0])} {'lacks' if has[0] else 'has'} "
-                                 f"{key!r} unlike annotation 0; draw_dataset_dict needs all or none.")
+                raise ValueError(
+                    f"{where}: annotation {has.index(not has[0])} {'lacks' if has[0] else 'has'} "
+                    f"{key!r} unlike annotation 0; draw_dataset_dict needs all or none."
+                )
             return has[0]
 
         boxes = None
@@ -530,22 +554,29 @@ class Visualizer:
             category_ids = [int(a["category_id"]) for a in annos]
         labels = None
         try:
-            labels = _create_text_labels(category_ids, None, _meta_get(self.metadata, "thing_classes"),
-                                         [a.get("iscrowd", 0) for a in annos])
+            labels = _create_text_labels(
+                category_ids, None, _meta_get(self.metadata, "thing_classes"), [a.get("iscrowd", 0) for a in annos]
+            )
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         colors = None
         if self._instance_mode == ColorMode.SEGMENTATION and category_ids is not None:
             colors = self._class_colors(category_ids, jitter=True)
         try:
-            self.overlay_instances(boxes=boxes, labels=labels, masks=masks, keypoints=keypoints,
-                                   assigned_colors=colors)
+            self.overlay_instances(boxes=boxes, labels=labels, masks=masks, keypoints=keypoints, assigned_colors=colors)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
 
-    def overlay_instances(self, *, boxes: Any = None, labels: Optional[Sequence[str]] = None, masks: Any = None,
-                          keypoints: Any = None, assigned_colors: Optional[Sequence[Any]] = None,
-                          alpha: float = 0.5) -> VisImage:
+    def overlay_instances(
+        self,
+        *,
+        boxes: Any = None,
+        labels: Sequence[str] | None = None,
+        masks: Any = None,
+        keypoints: Any = None,
+        assigned_colors: Sequence[Any] | None = None,
+        alpha: float = 0.5,
+    ) -> VisImage:
         """Draw ``N`` instances; larger ones first so that small ones stay visible.
 
         Args:
@@ -600,15 +631,15 @@ class Visualizer:
             if masks is not None:
                 self._draw_generic_mask(masks[i], color, alpha=alpha)
             if labels is not None:
-                self._draw_instance_label(labels[i], color, boxes[i] if boxes is not None else None,
-                                          masks[i] if masks is not None else None)
+                self._draw_instance_label(
+                    labels[i], color, boxes[i] if boxes is not None else None, masks[i] if masks is not None else None
+                )
         if keypoints is not None:
             for kps in keypoints:
                 self.draw_and_connect_keypoints(kps)
         return self.output
 
-    def _draw_instance_label(self, label: str, color: Any, box: Optional[np.ndarray],
-                             mask: Optional[GenericMask]) -> None:
+    def _draw_instance_label(self, label: str, color: Any, box: np.ndarray | None, mask: GenericMask | None) -> None:
         if box is not None:
             x0, y0, x1, y1 = box
             text_pos, align = (x0, y0), "left"
@@ -625,11 +656,17 @@ class Visualizer:
             align = "left"
         height_ratio = (y1 - y0) / np.sqrt(self.output.height * self.output.width)
         font_size = np.clip((height_ratio - 0.02) / 0.08 + 1, 1.2, 2) * 0.5 * self._default_font_size
-        self.draw_text(label, text_pos, color=self._change_color_brightness(color, 0.7),
-                       horizontal_alignment=align, font_size=font_size)
+        self.draw_text(
+            label,
+            text_pos,
+            color=self._change_color_brightness(color, 0.7),
+            horizontal_alignment=align,
+            font_size=font_size,
+        )
 
-    def overlay_rotated_instances(self, boxes: Any = None, labels: Optional[Sequence[str]] = None,
-                                  assigned_colors: Optional[Sequence[Any]] = None) -> VisImage:
+    def overlay_rotated_instances(
+        self, boxes: Any = None, labels: Sequence[str] | None = None, assigned_colors: Sequence[Any] | None = None
+    ) -> VisImage:
         """Draw rotated boxes (``(N, 5)`` XYWHA_ABS array or :class:`RotatedBoxes`), larger ones first.
 
         Args:
@@ -647,11 +684,12 @@ class Visualizer:
         if assigned_colors is None:
             assigned_colors = self._instance_colors(len(boxes))
         for i in np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable").tolist():
-            self.draw_rotated_box_with_label(boxes[i], edge_color=assigned_colors[i],
-                                             label=labels[i] if labels is not None else None)
+            self.draw_rotated_box_with_label(
+                boxes[i], edge_color=assigned_colors[i], label=labels[i] if labels is not None else None
+            )
         return self.output
 
-    def draw_and_connect_keypoints(self, keypoints: Union[np.ndarray, torch.Tensor]) -> VisImage:
+    def draw_and_connect_keypoints(self, keypoints: np.ndarray | torch.Tensor) -> VisImage:
         """Draw one instance's keypoints (``(K, 3)``: x, y, score) above ``keypoint_threshold`` as red dots,
         joined by the ``keypoint_connection_rules`` of metadata (``(name0, name1, (r, g, b))``, 0..255), plus
         nose to mid-shoulder and mid-shoulder to mid-hip when those COCO names exist."""
@@ -661,7 +699,7 @@ class Visualizer:
             raise ValueError(
                 f"draw_and_connect_keypoints: {len(kps)} keypoints but metadata keypoint_names has {len(names)}."
             )
-        visible: Dict[str, Tuple[float, float]] = {}
+        visible: dict[str, tuple[float, float]] = {}
         for idx, (x, y, prob) in enumerate(kps.tolist()):
             if prob > self.keypoint_threshold:
                 self.draw_circle((x, y), color=_RED)
@@ -685,8 +723,16 @@ class Visualizer:
         return self.output
 
     # ------------------------------------------------------------------ primitives
-    def draw_text(self, text: str, position: Tuple[float, float], *, font_size: Optional[float] = None,
-                  color: Any = "g", horizontal_alignment: str = "center", rotation: float = 0) -> VisImage:
+    def draw_text(
+        self,
+        text: str,
+        position: tuple[float, float],
+        *,
+        font_size: float | None = None,
+        color: Any = "g",
+        horizontal_alignment: str = "center",
+        rotation: float = 0,
+    ) -> VisImage:
         """Draw ``text`` on a dark box, its top at ``position`` (x, y).
 
         Args:
@@ -703,28 +749,50 @@ class Visualizer:
         rgb[np.argmax(rgb)] = max(0.8, float(np.max(rgb)))
         x, y = position
         self.output.ax.text(
-            x, y, text, size=font_size * self.output.scale, family="sans-serif",
+            x,
+            y,
+            text,
+            size=font_size * self.output.scale,
+            family="sans-serif",
             bbox={"facecolor": "black", "alpha": 0.8, "pad": 0.7, "edgecolor": "none"},
-            verticalalignment="top", horizontalalignment=horizontal_alignment, color=tuple(rgb), zorder=10,
+            verticalalignment="top",
+            horizontalalignment=horizontal_alignment,
+            color=tuple(rgb),
+            zorder=10,
             rotation=rotation,
         )
         return self.output
 
-    def draw_box(self, box_coord: Sequence[float], alpha: float = 0.5, edge_color: Any = "g",
-                 line_style: str = "-") -> VisImage:
+    def draw_box(
+        self, box_coord: Sequence[float], alpha: float = 0.5, edge_color: Any = "g", line_style: str = "-"
+    ) -> VisImage:
         """Draw the outline of box ``(x0, y0, x1, y1)``."""
         import matplotlib.patches as mpatches
 
         x0, y0, x1, y1 = (float(v) for v in box_coord)
         linewidth = max(self._default_font_size / 4, 1)
-        self.output.ax.add_patch(mpatches.Rectangle(
-            (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=edge_color, linewidth=linewidth * self.output.scale,
-            alpha=alpha, linestyle=line_style,
-        ))
+        self.output.ax.add_patch(
+            mpatches.Rectangle(
+                (x0, y0),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=edge_color,
+                linewidth=linewidth * self.output.scale,
+                alpha=alpha,
+                linestyle=line_style,
+            )
+        )
         return self.output
 
-    def draw_rotated_box_with_label(self, rotated_box: Sequence[float], alpha: float = 0.5, edge_color: Any = "g",
-                                    line_style: str = "-", label: Optional[str] = None) -> VisImage:
+    def draw_rotated_box_with_label(
+        self,
+        rotated_box: Sequence[float],
+        alpha: float = 0.5,
+        edge_color: Any = "g",
+        line_style: str = "-",
+        label: str | None = None,
+    ) -> VisImage:
         """Draw rotated box ``(cx, cy, w, h, angle)`` (degrees, counter-clockwise on screen); its top edge
         (the one at ``-h/2`` before rotation) is dashed, and ``label`` sits at its top-left corner."""
         cx, cy, w, h, angle = (float(v) for v in rotated_box)
@@ -736,13 +804,19 @@ class Visualizer:
         pts = [(s * yy + c * xx + cx, c * yy - s * xx + cy) for xx, yy in corners]
         for k in range(4):
             j = (k + 1) % 4
-            self.draw_line([pts[k][0], pts[j][0]], [pts[k][1], pts[j][1]], color=edge_color,
-                           linestyle="--" if k == 1 else line_style, linewidth=linewidth)
+            self.draw_line(
+                [pts[k][0], pts[j][0]],
+                [pts[k][1], pts[j][1]],
+                color=edge_color,
+                linestyle="--" if k == 1 else line_style,
+                linewidth=linewidth,
+            )
         if label is not None:
             height_ratio = h / np.sqrt(self.output.height * self.output.width)
             font_size = np.clip((height_ratio - 0.02) / 0.08 + 1, 1.2, 2) * 0.5 * self._default_font_size
-            self.draw_text(label, pts[1], color=self._change_color_brightness(edge_color, 0.7), font_size=font_size,
-                           rotation=angle)
+            self.draw_text(
+                label, pts[1], color=self._change_color_brightness(edge_color, 0.7), font_size=font_size, rotation=angle
+            )
         return self.output
 
     def draw_circle(self, circle_coord: Sequence[float], color: Any, radius: float = 3) -> VisImage:
@@ -750,25 +824,38 @@ class Visualizer:
         import matplotlib.patches as mpatches
 
         x, y = circle_coord
-        self.output.ax.add_patch(mpatches.Circle((float(x), float(y)), radius=radius, fill=True, color=color,
-                                                 zorder=3))
+        self.output.ax.add_patch(mpatches.Circle((float(x), float(y)), radius=radius, fill=True, color=color, zorder=3))
         return self.output
 
-    def draw_line(self, x_data: Sequence[float], y_data: Sequence[float], color: Any, linestyle: str = "-",
-                  linewidth: Optional[float] = None) -> VisImage:
+    def draw_line(
+        self,
+        x_data: Sequence[float],
+        y_data: Sequence[float],
+        color: Any,
+        linestyle: str = "-",
+        linewidth: float | None = None,
+    ) -> VisImage:
         """Draw a polyline through points ``(x_data[i], y_data[i])``; ``linewidth`` in points before scale."""
         from matplotlib.lines import Line2D
 
         if linewidth is None:
             linewidth = self._default_font_size / 3
         linewidth = max(linewidth, 1)
-        self.output.ax.add_line(Line2D(x_data, y_data, linewidth=linewidth * self.output.scale, color=color,
-                                       linestyle=linestyle))
+        self.output.ax.add_line(
+            Line2D(x_data, y_data, linewidth=linewidth * self.output.scale, color=color, linestyle=linestyle)
+        )
         return self.output
 
-    def draw_binary_mask(self, binary_mask: Union[np.ndarray, torch.Tensor], color: Any = None, *,
-                         edge_color: Any = None, text: Optional[str] = None, alpha: float = 0.5,
-                         area_threshold: Optional[float] = 10) -> VisImage:
+    def draw_binary_mask(
+        self,
+        binary_mask: np.ndarray | torch.Tensor,
+        color: Any = None,
+        *,
+        edge_color: Any = None,
+        text: str | None = None,
+        alpha: float = 0.5,
+        area_threshold: float | None = 10,
+    ) -> VisImage:
         """Fill a ``(H, W)`` binary mask with ``color`` (default: a random palette colour) and outline it.
 
         Args:
@@ -783,22 +870,26 @@ class Visualizer:
             color = random_color(rgb=True, maximum=1)
         color = mplc.to_rgb(color)
         mask = GenericMask(binary_mask, self.output.height, self.output.width)
-        drawn = self._draw_generic_mask(mask, color, edge_color=edge_color, alpha=alpha,
-                                        area_threshold=area_threshold or 0)
+        drawn = self._draw_generic_mask(
+            mask, color, edge_color=edge_color, alpha=alpha, area_threshold=area_threshold or 0
+        )
         if text is not None and drawn:
             self._draw_text_in_mask(mask.mask > 0, text, self._change_color_brightness(color, 0.7))
         return self.output
 
-    def draw_soft_mask(self, soft_mask: Union[np.ndarray, torch.Tensor], color: Any = None, *,
-                       text: Optional[str] = None, alpha: float = 0.5) -> VisImage:
+    def draw_soft_mask(
+        self, soft_mask: np.ndarray | torch.Tensor, color: Any = None, *, text: str | None = None, alpha: float = 0.5
+    ) -> VisImage:
         """Overlay ``color`` with per-pixel opacity ``soft_mask * alpha`` (``soft_mask``: ``(H, W)`` in 0..1);
         ``text`` goes on the largest region where ``soft_mask > 0.5``."""
         import matplotlib.colors as mplc
 
         soft = soft_mask.detach().cpu().numpy() if isinstance(soft_mask, torch.Tensor) else np.asarray(soft_mask)
         if soft.shape != (self.output.height, self.output.width):
-            raise ValueError(f"draw_soft_mask: `soft_mask` has shape {soft.shape}, expected the image size "
-                             f"({self.output.height}, {self.output.width}).")
+            raise ValueError(
+                f"draw_soft_mask: `soft_mask` has shape {soft.shape}, expected the image size "
+                f"({self.output.height}, {self.output.width})."
+            )
         if color is None:
             color = random_color(rgb=True, maximum=1)
         color = mplc.to_rgb(color)
@@ -810,8 +901,9 @@ class Visualizer:
             self._draw_text_in_mask(soft > 0.5, text, self._change_color_brightness(color, 0.7))
         return self.output
 
-    def draw_polygon(self, segment: Union[np.ndarray, Sequence[Sequence[float]]], color: Any,
-                     edge_color: Any = None, alpha: float = 0.5) -> VisImage:
+    def draw_polygon(
+        self, segment: np.ndarray | Sequence[Sequence[float]], color: Any, edge_color: Any = None, alpha: float = 0.5
+    ) -> VisImage:
         """Fill polygon ``segment`` (``(K, 2)`` points) with ``color`` at opacity ``alpha`` and outline it
         (default outline: ``color``, darkened when ``alpha > 0.8``)."""
         import matplotlib.colors as mplc
@@ -822,10 +914,15 @@ class Visualizer:
             raise ValueError(f"draw_polygon: `segment` must be (K, 2) with K >= 3, got shape {segment.shape}.")
         if edge_color is None:
             edge_color = self._change_color_brightness(color, -0.7) if alpha > 0.8 else color
-        self.output.ax.add_patch(mpatches.Polygon(
-            segment, fill=True, facecolor=mplc.to_rgb(color) + (alpha,), edgecolor=mplc.to_rgb(edge_color) + (1,),
-            linewidth=max(self._default_font_size // 15 * self.output.scale, 1),
-        ))
+        self.output.ax.add_patch(
+            mpatches.Polygon(
+                segment,
+                fill=True,
+                facecolor=mplc.to_rgb(color) + (alpha,),
+                edgecolor=mplc.to_rgb(edge_color) + (1,),
+                linewidth=max(self._default_font_size // 15 * self.output.scale, 1),
+            )
+        )
         return self.output
 
     def get_output(self) -> VisImage:
@@ -833,8 +930,9 @@ class Visualizer:
         return self.output
 
     # ------------------------------------------------------------------ helpers
-    def _draw_generic_mask(self, mask: GenericMask, color: Any, *, edge_color: Any = None, alpha: float = 0.5,
-                           area_threshold: float = 0) -> bool:
+    def _draw_generic_mask(
+        self, mask: GenericMask, color: Any, *, edge_color: Any = None, alpha: float = 0.5, area_threshold: float = 0
+    ) -> bool:
         """Draw one mask; polygons when it has no holes, else a coloured bitmap plus outlines. Returns whether
         anything was drawn."""
         import matplotlib.colors as mplc
@@ -857,8 +955,12 @@ class Visualizer:
         outline = edge_color if edge_color is not None else color
         for p in mask.polygons:
             pts = p.reshape(-1, 2)
-            self.draw_line(np.append(pts[:, 0], pts[0, 0]), np.append(pts[:, 1], pts[0, 1]), color=outline,
-                           linewidth=max(self._default_font_size // 15, 1))
+            self.draw_line(
+                np.append(pts[:, 0], pts[0, 0]),
+                np.append(pts[:, 1], pts[0, 1]),
+                color=outline,
+                linewidth=max(self._default_font_size // 15, 1),
+            )
         return True
 
     def _draw_text_in_mask(self, mask: np.ndarray, text: str, color: Any) -> None:
@@ -874,11 +976,11 @@ class Visualizer:
                 ys, xs = np.nonzero(components == cid)
                 self.draw_text(text, (float(np.median(xs)), float(np.median(ys))), color=color)
 
-    def _instance_colors(self, n: int) -> List[np.ndarray]:
+    def _instance_colors(self, n: int) -> list[np.ndarray]:
         palette = colormap(rgb=True, maximum=1)
         return [palette[i % len(palette)] for i in range(n)]
 
-    def _class_colors(self, class_ids: Sequence[int], jitter: bool) -> List[np.ndarray]:
+    def _class_colors(self, class_ids: Sequence[int], jitter: bool) -> list[np.ndarray]:
         thing_colors = _meta_get(self.metadata, "thing_colors")
         palette = colormap(rgb=True, maximum=1)
         out = []
@@ -886,8 +988,9 @@ class Visualizer:
             c = int(c)
             if thing_colors is not None:
                 if not 0 <= c < len(thing_colors):
-                    raise ValueError(f"Visualizer: class id {c} is outside metadata thing_colors "
-                                     f"({len(thing_colors)} colours).")
+                    raise ValueError(
+                        f"Visualizer: class id {c} is outside metadata thing_colors ({len(thing_colors)} colours)."
+                    )
                 base = np.asarray(thing_colors[c], dtype=np.float64) / 255.0
             else:
                 base = palette[c % len(palette)].astype(np.float64)
@@ -909,7 +1012,7 @@ class Visualizer:
         direction = direction / max(np.linalg.norm(direction), 1e-6) * 0.3
         return np.clip(np.asarray(mplc.to_rgb(color)) + direction, 0, 1)
 
-    def _create_grayscale_image(self, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    def _create_grayscale_image(self, mask: np.ndarray | None = None) -> np.ndarray:
         """The image in grey, except where ``mask`` (``(H, W)`` bool) is set."""
         grey = self.img.astype(np.float32).mean(axis=2)
         out = np.stack([grey] * 3, axis=2)
@@ -917,7 +1020,7 @@ class Visualizer:
             out[mask] = self.img[mask]
         return out
 
-    def _change_color_brightness(self, color: Any, brightness_factor: float) -> Tuple[float, float, float]:
+    def _change_color_brightness(self, color: Any, brightness_factor: float) -> tuple[float, float, float]:
         """Scale the lightness of ``color`` by ``1 + brightness_factor`` (factor in [-1, 1])."""
         import matplotlib.colors as mplc
 
@@ -927,7 +1030,7 @@ class Visualizer:
         light = min(max(light * (1.0 + brightness_factor), 0.0), 1.0)
         return colorsys.hls_to_rgb(hue, light, sat)
 
-    def _union(self, masks: Optional[List[GenericMask]]) -> Optional[np.ndarray]:
+    def _union(self, masks: list[GenericMask] | None) -> np.ndarray | None:
         if not masks:
             return None
         return np.any(np.stack([m.mask > 0 for m in masks]), axis=0)
@@ -951,7 +1054,7 @@ class Visualizer:
             raise ValueError(f"Visualizer: boxes must be (N, 4) XYXY or (N, 5) XYWHA, got shape {arr.shape}.")
         return arr.astype(np.float64)
 
-    def _convert_masks(self, masks: Any) -> List[GenericMask]:
+    def _convert_masks(self, masks: Any) -> list[GenericMask]:
         if isinstance(masks, ROIMasks):
             raise TypeError("Visualizer: ROIMasks must be pasted into the image first (ROIMasks.to_bitmasks).")
         if isinstance(masks, PolygonMasks):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from libdet.config import InstantiationError, LazyCall as L, instantiate, locate
+from libdet.config import InstantiationError, instantiate, locate
+from libdet.config import LazyCall as L
 
 
 @dataclasses.dataclass
@@ -95,9 +96,7 @@ def test_locate():
 
 
 def test_error_for_unimportable_target_names_path_and_node():
-    cfg = DictConfig(
-        {"model": {"backbone": L("torch.nn.NoSuchLayer")(x=1)}}, flags={"allow_objects": True}
-    )
+    cfg = DictConfig({"model": {"backbone": L("torch.nn.NoSuchLayer")(x=1)}}, flags={"allow_objects": True})
     with pytest.raises(InstantiationError) as info:
         instantiate(cfg)
     message = str(info.value)
@@ -106,9 +105,7 @@ def test_error_for_unimportable_target_names_path_and_node():
 
 
 def test_error_inside_constructor_names_the_node_and_chains():
-    cfg = DictConfig(
-        {"model": L(Pair)(first=[1, L(failing_factory)(value=3)])}, flags={"allow_objects": True}
-    )
+    cfg = DictConfig({"model": L(Pair)(first=[1, L(failing_factory)(value=3)])}, flags={"allow_objects": True})
     with pytest.raises(InstantiationError) as info:
         instantiate(cfg)
     message = str(info.value)
@@ -119,7 +116,9 @@ def test_error_inside_constructor_names_the_node_and_chains():
 
 
 def test_error_for_wrong_argument_shows_signature():
-    with pytest.raises(InstantiationError, match=r"unexpected keyword argument 'thrid'.*Signature: .*Pair\(first, second=None\)"):
+    with pytest.raises(
+        InstantiationError, match=r"unexpected keyword argument 'thrid'.*Signature: .*Pair\(first, second=None\)"
+    ):
         instantiate(L(Pair)(first=1, thrid=3))
 
 

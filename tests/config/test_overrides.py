@@ -1,7 +1,8 @@
 import pytest
 from omegaconf import DictConfig
 
-from libdet.config import ConfigKeyError, LazyCall as L, LazyConfig
+from libdet.config import ConfigKeyError, LazyConfig
+from libdet.config import LazyCall as L
 
 
 def _cfg() -> DictConfig:

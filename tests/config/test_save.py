@@ -4,7 +4,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from libdet.config import LazyCall as L, LazyConfig, instantiate
+from libdet.config import LazyCall as L
+from libdet.config import LazyConfig, instantiate
 
 
 def _local_factory():  # importable by path: tests.config.test_save._local_factory

@@ -1,7 +1,8 @@
 import torch
 from omegaconf import OmegaConf
 
-from libdet.config import LazyCall as L, LazyConfig, instantiate
+from libdet.config import LazyCall as L
+from libdet.config import LazyConfig, instantiate
 
 
 def test_to_py_is_readable_and_loads_back(config_tree, tmp_path):

@@ -21,8 +21,15 @@ def _dicts(n=23):
     out = []
     for i in range(n):
         w, h = (40, 24) if i % 3 else (24, 40)
-        out.append({"file_name": f"img_{i}.png", "image_id": i, "width": w, "height": h,
-                    "annotations": [{"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": i % 2}]})
+        out.append(
+            {
+                "file_name": f"img_{i}.png",
+                "image_id": i,
+                "width": w,
+                "height": h,
+                "annotations": [{"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": i % 2}],
+            }
+        )
     return out
 
 
@@ -32,11 +39,17 @@ class _AugMapper:
     def __call__(self, d):
         base = np.random.RandomState(d["image_id"]).randint(0, 255, (d["height"], d["width"], 3)).astype(np.uint8)
         aug_input = T.AugInput(base)
-        T.AugmentationList([T.RandomCrop("relative_range", (0.5, 0.5)), T.RandomFlip(),
-                            T.RandomBrightness(0.5, 1.5)])(aug_input)
-        return {"image_id": d["image_id"], "width": d["width"], "height": d["height"],
-                "image": torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))),
-                "noise": torch.rand(2), "py": random.random()}
+        T.AugmentationList([T.RandomCrop("relative_range", (0.5, 0.5)), T.RandomFlip(), T.RandomBrightness(0.5, 1.5)])(
+            aug_input
+        )
+        return {
+            "image_id": d["image_id"],
+            "width": d["width"],
+            "height": d["height"],
+            "image": torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))),
+            "noise": torch.rand(2),
+            "py": random.random(),
+        }
 
 
 def _take(it, n):
@@ -53,8 +66,9 @@ def _assert_same_batches(a, b):
 
 
 def _loader(num_workers, **kw):
-    return build_detection_train_loader(_dicts(), mapper=_AugMapper(), total_batch_size=3, num_workers=num_workers,
-                                        seed=42, **kw)
+    return build_detection_train_loader(
+        _dicts(), mapper=_AugMapper(), total_batch_size=3, num_workers=num_workers, seed=42, **kw
+    )
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -70,7 +84,9 @@ def test_resume_matches_uninterrupted(num_workers):
     state = pickle.loads(pickle.dumps(first.state_dict()))
     assert state["batches_consumed"] == n and state["seed"] == 42
     del it
-    resumed = _loader(num_workers, )
+    resumed = _loader(
+        num_workers,
+    )
     resumed.load_state_dict(state)
     tail = _take(iter(resumed), m)
     _assert_same_batches(head + tail, reference)
@@ -100,7 +116,7 @@ def test_identity_mapper_and_rank_sharding(monkeypatch):
         build_detection_train_loader(_dicts(), total_batch_size=3, seed=0)
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(comm, "get_rank", lambda: rank)
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
         loader = build_detection_train_loader(_dicts(10), total_batch_size=4, seed=0, aspect_ratio_grouping=False)
         batches = _take(iter(loader), 2)  # 2 batches of 2 per rank = 8 of the first epoch of 10
         assert all(len(b) == 2 and isinstance(b[0], dict) for b in batches)
@@ -139,8 +155,11 @@ def test_get_detection_dataset_dicts(caplog, tmp_path):
     with pytest.raises(KeyError, match="_build_test_nope"):
         get_detection_dataset_dicts("_build_test_nope")
 
-    proposals = {"ids": [5, 1, 0, 3], "boxes": [np.full((2, 4), i, np.float32) for i in range(4)],
-                 "objectness_logits": [np.zeros(2, np.float32)] * 4}
+    proposals = {
+        "ids": [5, 1, 0, 3],
+        "boxes": [np.full((2, 4), i, np.float32) for i in range(4)],
+        "objectness_logits": [np.zeros(2, np.float32)] * 4,
+    }
     pfile = tmp_path / "props.pkl"
     pfile.write_bytes(pickle.dumps(proposals))
     loaded = load_proposals_into_dataset([dict(d) for d in _dicts(2)], str(pfile))

@@ -71,7 +71,7 @@ def test_metadata_set_get_and_conflicts(name):
     assert m.get("missing", 7) == 7
     assert m.as_dict() == {"name": name, "thing_classes": ["a", "b"], "evaluator_type": "coco", "ignore_label": 255}
     with pytest.raises(AttributeError, match="stuff_classes"):
-        m.stuff_classes
+        _ = m.stuff_classes
     m.arr = np.arange(3)
     m.arr = np.arange(3)
     with pytest.raises(ValueError, match="arr"):

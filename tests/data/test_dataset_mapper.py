@@ -27,18 +27,30 @@ def record(tmp_path):
         "height": H,
         "width": W,
         "annotations": [
-            {"bbox": [20, 10, 30, 30], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2, "iscrowd": 0,
-             "segmentation": [POLY], "keypoints": [25.0, 15.0, 2, 45.0, 15.0, 2, 35.0, 35.0, 1]},
-            {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 1,
-             "segmentation": [[0.0, 0.0, 10.0, 0.0, 10.0, 10.0]]},
+            {
+                "bbox": [20, 10, 30, 30],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 2,
+                "iscrowd": 0,
+                "segmentation": [POLY],
+                "keypoints": [25.0, 15.0, 2, 45.0, 15.0, 2, 35.0, 35.0, 1],
+            },
+            {
+                "bbox": [0, 0, 10, 10],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 1,
+                "iscrowd": 1,
+                "segmentation": [[0.0, 0.0, 10.0, 0.0, 10.0, 10.0]],
+            },
         ],
     }, img
 
 
 def test_train_polygon_with_flip(record):
     d, img = record
-    mapper = DatasetMapper(is_train=True, augmentations=[T.RandomFlip(prob=1.0)], image_format="RGB",
-                           use_instance_mask=True)
+    mapper = DatasetMapper(
+        is_train=True, augmentations=[T.RandomFlip(prob=1.0)], image_format="RGB", use_instance_mask=True
+    )
     out = mapper(d)
     assert "annotations" not in out and "annotations" in d  # input untouched
     assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, H, W)
@@ -55,9 +67,15 @@ def test_train_polygon_with_flip(record):
 
 def test_train_bitmask_keypoints_bgr(record):
     d, img = record
-    mapper = DatasetMapper(is_train=True, augmentations=[T.Resize((H * 2, W * 2)), T.RandomFlip(prob=1.0)],
-                           image_format="BGR", use_instance_mask=True, instance_mask_format="bitmask",
-                           use_keypoint=True, keypoint_hflip_indices=np.array([1, 0, 2]))
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=[T.Resize((H * 2, W * 2)), T.RandomFlip(prob=1.0)],
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
+        use_keypoint=True,
+        keypoint_hflip_indices=np.array([1, 0, 2]),
+    )
     out = mapper(d)
     assert out["image"].shape == (3, H * 2, W * 2)
     inst = out["instances"]
@@ -73,12 +91,18 @@ def test_train_bitmask_keypoints_bgr(record):
 def test_recompute_boxes_after_crop(record):
     d, _ = record
     d["annotations"][0]["bbox"] = [0, 0, W, H]  # deliberately loose box
-    mapper = DatasetMapper(is_train=True, augmentations=[T.CropTransform(30, 0, 40, 30)], image_format="RGB",
-                           use_instance_mask=True, recompute_boxes=True)
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=[T.CropTransform(30, 0, 40, 30)],
+        image_format="RGB",
+        use_instance_mask=True,
+        recompute_boxes=True,
+    )
     out = mapper(d)
     np.testing.assert_allclose(out["instances"].gt_boxes.tensor.numpy(), [[0, 10, 20, 30]])
-    plain = DatasetMapper(is_train=True, augmentations=[T.CropTransform(30, 0, 40, 30)], image_format="RGB",
-                          use_instance_mask=True)(d)
+    plain = DatasetMapper(
+        is_train=True, augmentations=[T.CropTransform(30, 0, 40, 30)], image_format="RGB", use_instance_mask=True
+    )(d)
     np.testing.assert_allclose(plain["instances"].gt_boxes.tensor.numpy(), [[0, 0, 40, 30]])
     with pytest.raises(ValueError, match="recompute_boxes"):
         DatasetMapper(is_train=True, augmentations=[], image_format="RGB", recompute_boxes=True)

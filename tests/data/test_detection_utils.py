@@ -6,7 +6,7 @@ from PIL import Image
 import libdet.data.transforms as T
 from libdet.data import MetadataCatalog
 from libdet.data import detection_utils as utils
-from libdet.structures import BitMasks, BoxMode, Instances, Boxes, PolygonMasks
+from libdet.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 
 
 def _write(path, array):
@@ -69,8 +69,12 @@ def test_check_image_size():
 
 
 def test_transform_instance_annotations_boxes_polygons():
-    anno = {"bbox": [10, 20, 30, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1,
-            "segmentation": [[10, 20, 40, 20, 40, 30, 10, 30]]}
+    anno = {
+        "bbox": [10, 20, 30, 10],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": 1,
+        "segmentation": [[10, 20, 40, 20, 40, 30, 10, 30]],
+    }
     tfms = T.TransformList([T.HFlipTransform(100), T.ResizeTransform(50, 100, 100, 200)])
     out = utils.transform_instance_annotations(anno, tfms, (100, 200))
     np.testing.assert_allclose(out["bbox"], [120, 40, 180, 60])
@@ -81,8 +85,9 @@ def test_transform_instance_annotations_boxes_polygons():
     out = utils.transform_instance_annotations(anno, [T.NoOpTransform()], (50, 60))
     np.testing.assert_allclose(out["bbox"], [0, 0, 60, 50])
     with pytest.raises(TypeError, match="segmentation"):
-        utils.transform_instance_annotations({"bbox": [0, 0, 1, 1], "bbox_mode": 0, "segmentation": 3},
-                                             [T.NoOpTransform()], (5, 5))
+        utils.transform_instance_annotations(
+            {"bbox": [0, 0, 1, 1], "bbox_mode": 0, "segmentation": 3}, [T.NoOpTransform()], (5, 5)
+        )
 
 
 def test_rotated_annotations():
@@ -96,10 +101,20 @@ def test_rotated_annotations():
 def test_annotations_to_instances_formats():
     poly = [[2.0, 2.0, 12.0, 2.0, 12.0, 8.0, 2.0, 8.0]]
     annos = [
-        {"bbox": [2, 2, 12, 8], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 3, "segmentation": poly,
-         "keypoints": [3.0, 3.0, 2, 5.0, 5.0, 1]},
-        {"bbox": [0, 0, 30, 30], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1, "segmentation": poly,
-         "keypoints": [1.0, 1.0, 2, 0.0, 0.0, 0]},
+        {
+            "bbox": [2, 2, 12, 8],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": 3,
+            "segmentation": poly,
+            "keypoints": [3.0, 3.0, 2, 5.0, 5.0, 1],
+        },
+        {
+            "bbox": [0, 0, 30, 30],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": 1,
+            "segmentation": poly,
+            "keypoints": [1.0, 1.0, 2, 0.0, 0.0, 0],
+        },
     ]
     inst = utils.annotations_to_instances(annos, (16, 20))
     assert isinstance(inst.gt_masks, PolygonMasks)
@@ -109,8 +124,12 @@ def test_annotations_to_instances_formats():
     bm = utils.annotations_to_instances(annos, (16, 20), mask_format="bitmask")
     assert isinstance(bm.gt_masks, BitMasks) and bm.gt_masks.tensor.shape == (2, 16, 20)
     assert int(bm.gt_masks.tensor[0].sum()) == 60
-    rle_anno = {"bbox": [0, 0, 2, 2], "bbox_mode": 0, "category_id": 0,
-                "segmentation": {"size": [16, 20], "counts": [0, 4, 316]}}
+    rle_anno = {
+        "bbox": [0, 0, 2, 2],
+        "bbox_mode": 0,
+        "category_id": 0,
+        "segmentation": {"size": [16, 20], "counts": [0, 4, 316]},
+    }
     rle_inst = utils.annotations_to_instances([rle_anno], (16, 20), mask_format="bitmask")
     assert int(rle_inst.gt_masks.tensor.sum()) == 4
     with pytest.raises(ValueError, match="bitmask"):
@@ -132,12 +151,15 @@ def test_filter_empty_instances():
 
 
 def test_keypoint_flip_indices_and_metadata_consistency():
-    MetadataCatalog.get("_dutils_kp_a").set(keypoint_names=["nose", "left_eye", "right_eye"],
-                                            keypoint_flip_map=[("left_eye", "right_eye")])
-    MetadataCatalog.get("_dutils_kp_b").set(keypoint_names=["nose", "left_eye", "right_eye"],
-                                            keypoint_flip_map=[("left_eye", "right_eye")])
-    MetadataCatalog.get("_dutils_kp_c").set(keypoint_names=["nose", "right_eye", "left_eye"],
-                                            keypoint_flip_map=[("left_eye", "right_eye")])
+    MetadataCatalog.get("_dutils_kp_a").set(
+        keypoint_names=["nose", "left_eye", "right_eye"], keypoint_flip_map=[("left_eye", "right_eye")]
+    )
+    MetadataCatalog.get("_dutils_kp_b").set(
+        keypoint_names=["nose", "left_eye", "right_eye"], keypoint_flip_map=[("left_eye", "right_eye")]
+    )
+    MetadataCatalog.get("_dutils_kp_c").set(
+        keypoint_names=["nose", "right_eye", "left_eye"], keypoint_flip_map=[("left_eye", "right_eye")]
+    )
     assert utils.create_keypoint_hflip_indices(["_dutils_kp_a", "_dutils_kp_b"]).tolist() == [0, 2, 1]
     assert utils.create_keypoint_hflip_indices(MetadataCatalog.get("_dutils_kp_a")).tolist() == [0, 2, 1]
     with pytest.raises(ValueError, match="_dutils_kp_c.*keypoint_names|keypoint_names.*_dutils_kp_c"):
@@ -152,8 +174,9 @@ def test_fed_loss_weights():
     ]
     w = utils.get_fed_loss_cls_weights(dicts, 0.5, num_classes=4)
     np.testing.assert_allclose(w.numpy(), [1.0, 0.0, np.sqrt(2.0), 0.0])
-    MetadataCatalog.get("_dutils_lvis").set(class_image_count=[{"id": 2, "image_count": 9},
-                                                               {"id": 1, "image_count": 4}])
+    MetadataCatalog.get("_dutils_lvis").set(
+        class_image_count=[{"id": 2, "image_count": 9}, {"id": 1, "image_count": 4}]
+    )
     np.testing.assert_allclose(utils.get_fed_loss_cls_weights("_dutils_lvis", 0.5).numpy(), [2.0, 3.0])
 
 
@@ -179,8 +202,11 @@ def test_build_augmentation():
 
 
 def test_transform_proposals():
-    d = {"proposal_boxes": np.array([[0, 0, 10, 10], [5, 5, 5, 5], [0, 0, 4, 4.0]]),
-         "proposal_objectness_logits": np.array([3.0, 2.0, 1.0]), "proposal_bbox_mode": BoxMode.XYXY_ABS}
+    d = {
+        "proposal_boxes": np.array([[0, 0, 10, 10], [5, 5, 5, 5], [0, 0, 4, 4.0]]),
+        "proposal_objectness_logits": np.array([3.0, 2.0, 1.0]),
+        "proposal_bbox_mode": BoxMode.XYXY_ABS,
+    }
     utils.transform_proposals(d, (20, 20), T.TransformList([T.ResizeTransform(10, 10, 20, 20)]), proposal_topk=5)
     p = d["proposals"]
     np.testing.assert_allclose(p.proposal_boxes.tensor.numpy(), [[0, 0, 20, 20], [0, 0, 8, 8]])

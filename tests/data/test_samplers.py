@@ -24,6 +24,7 @@ def world(monkeypatch):
     def set_world(rank, size):
         monkeypatch.setattr(comm, "get_rank", lambda: rank)
         monkeypatch.setattr(comm, "get_world_size", lambda: size)
+
     return set_world
 
 
@@ -31,7 +32,7 @@ def test_training_sampler_epochs_are_permutations():
     s = TrainingSampler(10, seed=3)
     stream = _take(s, 30)
     for k in range(3):
-        assert sorted(stream[10 * k:10 * k + 10]) == list(range(10))
+        assert sorted(stream[10 * k : 10 * k + 10]) == list(range(10))
     assert stream[:10] != stream[10:20]
     assert _take(TrainingSampler(10, seed=3), 30) == stream
     assert _take(TrainingSampler(10, seed=4), 30) != stream

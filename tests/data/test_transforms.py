@@ -42,8 +42,9 @@ AUGS = {
     "rotation_center": lambda: T.RandomRotation([10, 20], expand=False, center=[(0.4, 0.4), (0.6, 0.6)]),
     "min_iou_crop": lambda: T.MinIoURandomCrop(min_ious=(0.3,), min_crop_size=0.5),
     "random_apply": lambda: T.RandomApply(T.RandomFlip(prob=1.0), prob=1.0),
-    "list": lambda: T.AugmentationList([T.ResizeShortestEdge(80, 120), T.RandomFlip(prob=1.0),
-                                        T.RandomCrop("absolute", (60, 60))]),
+    "list": lambda: T.AugmentationList(
+        [T.ResizeShortestEdge(80, 120), T.RandomFlip(prob=1.0), T.RandomCrop("absolute", (60, 60))]
+    ),
 }
 
 
@@ -111,8 +112,7 @@ def test_color_augmentations_change_pixels_only(name):
     np.testing.assert_array_equal(aug_input.sem_seg, mask)
     np.testing.assert_allclose(aug_input.boxes, box)
     if name == "brightness":
-        np.testing.assert_allclose(aug_input.image / image, aug_input.image.flat[0] / image.flat[0],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(aug_input.image / image, aug_input.image.flat[0] / image.flat[0], rtol=1e-4)
 
 
 def test_flip_twice_is_identity_with_keypoint_flip_map():
@@ -170,7 +170,7 @@ def test_resize_transform_dtypes_and_inverse():
     assert out.shape == (48, 64, 2) and out.dtype == np.float32
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
     seg = np.zeros((H, W), np.uint8)
-    seg[:, W // 2:] = 7
+    seg[:, W // 2 :] = 7
     assert set(np.unique(t.apply_segmentation(seg)).tolist()) == {0, 7}
     pts = np.array([[10.0, 20.0]])
     np.testing.assert_allclose(t.inverse().apply_coords(t.apply_coords(pts)), pts)
@@ -213,8 +213,7 @@ def test_category_area_constraint_crop():
     sem[:, 32:] = 1
     sem[:8, :8] = 255
     np.random.seed(1)
-    aug = T.RandomCrop_CategoryAreaConstraint("absolute", (32, 32), single_category_max_area=0.7,
-                                              ignored_category=255)
+    aug = T.RandomCrop_CategoryAreaConstraint("absolute", (32, 32), single_category_max_area=0.7, ignored_category=255)
     for _ in range(5):
         inp = T.AugInput(image, sem_seg=sem)
         aug(inp)
@@ -248,8 +247,9 @@ def test_augmentation_input_args_and_errors():
 
 def test_augmentations_are_reproducible_with_numpy_seed():
     image, mask, box = _scene()
-    aug = T.AugmentationList([T.RandomCrop("relative_range", (0.5, 0.5)), T.RandomRotation([-20, 20]),
-                              T.RandomBrightness(0.8, 1.2)])
+    aug = T.AugmentationList(
+        [T.RandomCrop("relative_range", (0.5, 0.5)), T.RandomRotation([-20, 20]), T.RandomBrightness(0.8, 1.2)]
+    )
     outs = []
     for _ in range(2):
         np.random.seed(11)
@@ -279,10 +279,19 @@ def test_extent_and_pil_color_transforms():
 def test_fvcore_transforms_reexported():
     import fvcore.transforms.transform as ft
 
-    for name in ["GridSampleTransform", "BlendTransform", "CropTransform", "PadTransform", "ScaleTransform",
-                 "Transform", "TransformList", "HFlipTransform", "VFlipTransform", "NoOpTransform"]:
+    for name in [
+        "GridSampleTransform",
+        "BlendTransform",
+        "CropTransform",
+        "PadTransform",
+        "ScaleTransform",
+        "Transform",
+        "TransformList",
+        "HFlipTransform",
+        "VFlipTransform",
+        "NoOpTransform",
+    ]:
         assert getattr(T, name) is getattr(ft, name)
-
 
 
 def test_min_iou_crop_patch_iou():

@@ -20,8 +20,14 @@ def make_sample(d):
 
 def train_loader(num_workers=0, batch_size=2, seed=7, size=10):
     dicts = [{"id": i, "width": 16, "height": 16} for i in range(size)]
-    return build_detection_train_loader(dicts, mapper=make_sample, total_batch_size=batch_size,
-                                        aspect_ratio_grouping=False, num_workers=num_workers, seed=seed)
+    return build_detection_train_loader(
+        dicts,
+        mapper=make_sample,
+        total_batch_size=batch_size,
+        aspect_ratio_grouping=False,
+        num_workers=num_workers,
+        seed=seed,
+    )
 
 
 class TinyNet(nn.Module):

@@ -29,9 +29,11 @@ def _linear_trainer(lr=0.1, **kw):
 
 def _metric_hook(values, name="metric"):
     """Puts ``values[k]`` as ``name`` after iteration k (when present): a stand-in for an evaluation."""
+
     def put(t):
         if t.iter in values:
             t.storage.put_scalar(name, values[t.iter], smoothing_hint=False)
+
     return hooks.CallbackHook(after_step=put)
 
 
@@ -51,6 +53,7 @@ class _CountingWriter(EventWriter):
 
     def write(self):
         from libdet.utils.events import get_event_storage
+
         self.writes.append(get_event_storage().iter)
 
     def close(self):
@@ -95,8 +98,14 @@ def test_lr_scheduler_hook_requires_a_scheduler():
 
 def test_best_param_group_id():
     model = nn.Sequential(nn.Linear(2, 8), nn.Linear(8, 1))
-    opt = torch.optim.SGD([{"params": [model[0].bias], "lr": 0.1}, {"params": [model[1].weight], "lr": 0.5},
-                           {"params": [model[0].weight, model[1].bias], "lr": 0.1}], lr=0.1)
+    opt = torch.optim.SGD(
+        [
+            {"params": [model[0].bias], "lr": 0.1},
+            {"params": [model[1].weight], "lr": 0.5},
+            {"params": [model[0].weight, model[1].bias], "lr": 0.1},
+        ],
+        lr=0.1,
+    )
     assert hooks.LRScheduler.get_best_param_group_id(opt) == 2
 
 
@@ -118,8 +127,9 @@ def test_early_stopping_writes_final_checkpoint(tmp_path):
     ckpt = Checkpointer(trainer.model, str(tmp_path))
     stopper = hooks.EarlyStopping(period=2, metric="metric", mode="max", patience=2, min_delta=0.05)
     # improves at 1, then only by less than min_delta at 3 and 5 -> stop after iteration 5
-    trainer.register_hooks([_metric_hook({1: 0.5, 3: 0.52, 5: 0.53, 7: 0.9}), stopper,
-                            hooks.PeriodicCheckpointer(ckpt, period=100)])
+    trainer.register_hooks(
+        [_metric_hook({1: 0.5, 3: 0.52, 5: 0.53, 7: 0.9}), stopper, hooks.PeriodicCheckpointer(ckpt, period=100)]
+    )
     trainer.train(0, 20)
     assert trainer.stop_requested and trainer.iter == 6
     assert stopper.best == 0.5 and stopper.num_bad_checks == 2
@@ -208,9 +218,13 @@ def test_validation_loss():
     trainer = SimpleTrainer(model, train_loader(), torch.optim.SGD(model.parameters(), lr=0.01))
     bn_means = []
     val = hooks.ValidationLoss(2, train_loader(seed=99), num_batches=2)
-    trainer.register_hooks([hooks.CallbackHook(after_step=lambda t: bn_means.append(model.bn.running_mean.clone())),
-                            val,
-                            hooks.CallbackHook(after_step=lambda t: bn_means.append(model.bn.running_mean.clone()))])
+    trainer.register_hooks(
+        [
+            hooks.CallbackHook(after_step=lambda t: bn_means.append(model.bn.running_mean.clone())),
+            val,
+            hooks.CallbackHook(after_step=lambda t: bn_means.append(model.bn.running_mean.clone())),
+        ]
+    )
     trainer.train(0, 4)
     hist = trainer.storage.history("val_total_loss").values()
     assert [it for _, it in hist] == [1, 3]
@@ -285,10 +299,17 @@ def test_torch_memory_stats_cpu(caplog):
 def test_callback_hook_all_stages():
     stages = []
     trainer = _linear_trainer()
-    trainer.register_hooks([hooks.CallbackHook(
-        before_train=lambda t: stages.append("bt"), before_step=lambda t: stages.append("bs"),
-        after_backward=lambda t: stages.append("ab"), after_step=lambda t: stages.append("as"),
-        after_train=lambda t: stages.append("at"))])
+    trainer.register_hooks(
+        [
+            hooks.CallbackHook(
+                before_train=lambda t: stages.append("bt"),
+                before_step=lambda t: stages.append("bs"),
+                after_backward=lambda t: stages.append("ab"),
+                after_step=lambda t: stages.append("as"),
+                after_train=lambda t: stages.append("at"),
+            )
+        ]
+    )
     trainer.train(0, 1)
     assert stages == ["bt", "bs", "ab", "as", "at"]
 

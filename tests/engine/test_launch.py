@@ -81,15 +81,29 @@ def test_first_slurm_host():
 
 
 def test_distributed_env_from_torchrun_variables():
-    env = DistributedEnv.from_environ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
-                                       "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234"})
+    env = DistributedEnv.from_environ(
+        {
+            "RANK": "5",
+            "WORLD_SIZE": "8",
+            "LOCAL_RANK": "1",
+            "LOCAL_WORLD_SIZE": "4",
+            "MASTER_ADDR": "10.0.0.1",
+            "MASTER_PORT": "1234",
+        }
+    )
     assert env == DistributedEnv(5, 8, 1, 4, "10.0.0.1", 1234)
     assert env.dist_url == "tcp://10.0.0.1:1234"
 
 
 def test_distributed_env_from_slurm_variables():
-    base = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_NNODES": "2",
-            "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}
+    base = {
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_ID": "123456",
+    }
     env = DistributedEnv.from_environ(base)
     # the port derives from the job id, so every task (and a requeued run) computes the same one
     assert env == DistributedEnv(3, 4, 1, 2, "gpu07", 20000 + 123456 % 40000)
@@ -115,8 +129,14 @@ def _env_main(out):
 
 
 def test_launch_env_url_joins_the_group_described_by_the_environment(monkeypatch):
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_find_free_port())}.items():
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_find_free_port()),
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = []

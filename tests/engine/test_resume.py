@@ -37,8 +37,15 @@ class _Snapshot(hooks.HookBase):
     def after_step(self):
         if self.trainer.iter == self.at:
             buf = io.BytesIO()
-            torch.save({"model": self.trainer.model.state_dict(), "optimizer": self.trainer.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "trainer": self.trainer.state_dict()}, buf)
+            torch.save(
+                {
+                    "model": self.trainer.model.state_dict(),
+                    "optimizer": self.trainer.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "trainer": self.trainer.state_dict(),
+                },
+                buf,
+            )
             self.blob = buf.getvalue()
 
 
@@ -49,9 +56,13 @@ def _build(num_workers, seed):
     random.seed(seed)
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sched = LRMultiplier(opt, WarmupParamScheduler(MultiStepParamScheduler([1.0, 0.1], milestones=[5],
-                                                                           num_updates=MAX_ITER), 0.1, 2 / MAX_ITER),
-                         MAX_ITER)
+    sched = LRMultiplier(
+        opt,
+        WarmupParamScheduler(
+            MultiStepParamScheduler([1.0, 0.1], milestones=[5], num_updates=MAX_ITER), 0.1, 2 / MAX_ITER
+        ),
+        MAX_ITER,
+    )
     trainer = SimpleTrainer(model, train_loader(num_workers=num_workers), opt)
     recorder = _LossRecorder()
     ema = hooks.EMAHook(model, decay=0.9)

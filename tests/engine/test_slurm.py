@@ -145,7 +145,10 @@ def _wait(job, seconds, diagnose=lambda: ""):
 # ---------------------------------------------------------------------------------------------- fast checks
 def test_parse_slurm_opts():
     assert tool.parse_slurm_opts(["constraint=volta32gb", "--exclusive=", "gres-flags=enforce-binding"]) == {
-        "constraint": "volta32gb", "exclusive": "", "gres_flags": "enforce-binding"}
+        "constraint": "volta32gb",
+        "exclusive": "",
+        "gres_flags": "enforce-binding",
+    }
     with pytest.raises(ValueError, match="'qos'.*KEY=VALUE"):
         tool.parse_slurm_opts(["qos"])
 
@@ -162,12 +165,32 @@ def test_build_executor_checks_its_arguments(tmp_path):
 
 
 def test_slurm_executor_writes_the_requested_sbatch_options(tmp_path):
-    ex = build_executor(job_dir=str(tmp_path), executor="slurm", nodes=2, gpus_per_node=8, tasks_per_node=8,
-                        cpus_per_task=10, mem_gb=400, timeout_min=90, partition="learn", job_name="mrcnn",
-                        slurm_opts={"constraint": "volta32gb"})
+    ex = build_executor(
+        job_dir=str(tmp_path),
+        executor="slurm",
+        nodes=2,
+        gpus_per_node=8,
+        tasks_per_node=8,
+        cpus_per_task=10,
+        mem_gb=400,
+        timeout_min=90,
+        partition="learn",
+        job_name="mrcnn",
+        slurm_opts={"constraint": "volta32gb"},
+    )
     script = ex._executor._make_submission_file_text("python -m x", "uid")
-    for line in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--mem=400GB",
-                 "--time=90", "--partition=learn", "--job-name=mrcnn", "--constraint=volta32gb", "--signal=USR2@"):
+    for line in (
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--cpus-per-task=10",
+        "--mem=400GB",
+        "--time=90",
+        "--partition=learn",
+        "--job-name=mrcnn",
+        "--constraint=volta32gb",
+        "--signal=USR2@",
+    ):
         assert f"#SBATCH {line}" in script, line
 
 
@@ -222,8 +245,19 @@ def test_job_distributed_env_outside_a_job(monkeypatch):
 def test_local_executor_trains_with_two_tasks(tmp_path, job_env):
     cfg = write_tiny_config(tmp_path)
     out = tmp_path / "out"
-    job = tool.main(["--executor", "local", "--tasks-per-node", "2", "--timeout", "10", "--config-file", cfg,
-                     f"train.output_dir={out}"])
+    job = tool.main(
+        [
+            "--executor",
+            "local",
+            "--tasks-per-node",
+            "2",
+            "--timeout",
+            "10",
+            "--config-file",
+            cfg,
+            f"train.output_dir={out}",
+        ]
+    )
     _wait(job, 240)
     results = job.results()
     assert len(results) == 2 and results[0]["total_loss"] > 0  # rank 0's latest metrics
@@ -261,9 +295,13 @@ def test_preempted_local_job_requeues_and_resumes(tmp_path, job_env):
     which in submitit 1.5 does not forward it, so the test signals the task as SLURM would.)"""
     cfg = write_tiny_config(tmp_path)
     out = tmp_path / "out"
-    job = submit_training(config_file=cfg, main_func=ScriptFunction(TRAIN_SCRIPT), executor="local",
-                          timeout_min=10, overrides=[f"train.output_dir={out}", "train.max_iter=12",
-                                                     "train.checkpointer.period=3", "model.delay_s=0.3"])
+    job = submit_training(
+        config_file=cfg,
+        main_func=ScriptFunction(TRAIN_SCRIPT),
+        executor="local",
+        timeout_min=10,
+        overrides=[f"train.output_dir={out}", "train.max_iter=12", "train.checkpointer.period=3", "model.delay_s=0.3"],
+    )
     last = out / "last_checkpoint"
     deadline = time.monotonic() + 180
     while not (last.is_file() and last.read_text().startswith("model_0")):
@@ -315,8 +353,13 @@ def local_slurm(monkeypatch):
     # not under tmp_path: pytest's directories are private to root, and munged runs as the munge user
     scratch = Path(tempfile.mkdtemp(prefix="libdet-slurm-", dir="/tmp"))
     env = dict(os.environ, SLURMCTLD_PORT=str(_find_free_port()), SLURMD_PORT=str(_find_free_port()))
-    proc = subprocess.run(["bash", os.path.join(SLURM_LOCAL, "start.sh"), str(scratch)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", os.path.join(SLURM_LOCAL, "start.sh"), str(scratch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         if proc.returncode != 0:
             pytest.skip(f"the local SLURM did not start (start.sh exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -331,8 +374,23 @@ def local_slurm(monkeypatch):
 def test_real_slurm_two_task_job(tmp_path, job_env, local_slurm):
     cfg = write_tiny_config(tmp_path)
     out = tmp_path / "out"
-    job = tool.main(["--executor", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1", "--timeout", "10",
-                     "--job-name", "libdet-test", "--config-file", cfg, f"train.output_dir={out}"])
+    job = tool.main(
+        [
+            "--executor",
+            "slurm",
+            "--tasks-per-node",
+            "2",
+            "--cpus-per-task",
+            "1",
+            "--timeout",
+            "10",
+            "--job-name",
+            "libdet-test",
+            "--config-file",
+            cfg,
+            f"train.output_dir={out}",
+        ]
+    )
     _wait(job, 240, diagnose=lambda: _slurm_diagnosis(job.job_id, local_slurm))
     # accounting is off, so submitit's sacct-based job.state says UNKNOWN: ask slurmctld (the results are written
     # before the job step ends)

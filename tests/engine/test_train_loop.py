@@ -44,8 +44,16 @@ def test_hook_call_order():
     trainer = SimpleTrainer(model, cycle(_linear_batches(2, 4)), torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.register_hooks([Rec(), None])
     trainer.train(3, 5)
-    assert calls == [("before_train", 3), ("before_step", 3), ("after_backward", 3), ("after_step", 3),
-                     ("before_step", 4), ("after_backward", 4), ("after_step", 4), ("after_train", 5)]
+    assert calls == [
+        ("before_train", 3),
+        ("before_step", 3),
+        ("after_backward", 3),
+        ("after_step", 3),
+        ("before_step", 4),
+        ("after_backward", 4),
+        ("after_step", 4),
+        ("after_train", 5),
+    ]
     with pytest.raises(TypeError, match="HookBase"):
         trainer.register_hooks([object()])
 
@@ -63,8 +71,9 @@ def test_metrics_logged():
 
 def test_gather_metric_period():
     model = LinearModel()
-    trainer = SimpleTrainer(model, cycle(_linear_batches(2, 4)), torch.optim.SGD(model.parameters(), lr=0.1),
-                            gather_metric_period=2)
+    trainer = SimpleTrainer(
+        model, cycle(_linear_batches(2, 4)), torch.optim.SGD(model.parameters(), lr=0.1), gather_metric_period=2
+    )
     trainer.train(0, 5)
     assert [it for _, it in trainer.storage.history("total_loss").values()] == [1, 3, 4]
 
@@ -95,7 +104,7 @@ def test_nan_loss_stops_training():
 
 def test_grad_accumulation_equals_bigger_batch():
     batches = _linear_batches(6, 4)
-    small = [(x[i:i + 2], y[i:i + 2]) for x, y in batches for i in (0, 2)]
+    small = [(x[i : i + 2], y[i : i + 2]) for x, y in batches for i in (0, 2)]
     m1, m2 = LinearModel(), LinearModel()
     m2.load_state_dict(m1.state_dict())
     SimpleTrainer(m1, iter(batches), torch.optim.SGD(m1.parameters(), lr=0.1)).train(0, 6)
@@ -112,8 +121,9 @@ def test_zero_grad_before_forward_same_result():
     m1, m2 = LinearModel(), LinearModel()
     m2.load_state_dict(m1.state_dict())
     SimpleTrainer(m1, iter(batches), torch.optim.SGD(m1.parameters(), lr=0.1)).train(0, 3)
-    SimpleTrainer(m2, iter(batches), torch.optim.SGD(m2.parameters(), lr=0.1),
-                  zero_grad_before_forward=True).train(0, 3)
+    SimpleTrainer(m2, iter(batches), torch.optim.SGD(m2.parameters(), lr=0.1), zero_grad_before_forward=True).train(
+        0, 3
+    )
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
 
@@ -144,8 +154,14 @@ def test_request_stop():
     model = LinearModel()
     trainer = SimpleTrainer(model, cycle(_linear_batches(2, 2)), torch.optim.SGD(model.parameters(), lr=0.1))
     ends = []
-    trainer.register_hooks([CallbackHook(after_step=lambda t: t.request_stop() if t.iter == 2 else None,
-                                         after_train=lambda t: ends.append(t.iter))])
+    trainer.register_hooks(
+        [
+            CallbackHook(
+                after_step=lambda t: t.request_stop() if t.iter == 2 else None,
+                after_train=lambda t: ends.append(t.iter),
+            )
+        ]
+    )
     trainer.train(0, 10)
     assert ends == [3]
     assert trainer.stop_requested
@@ -175,8 +191,7 @@ def test_load_state_dict_warns_on_unknown_hook(caplog):
 
 def test_amp_bf16_cpu():
     model = TinyNet()
-    trainer = AMPTrainer(model, train_loader(), torch.optim.SGD(model.parameters(), lr=0.01),
-                         precision=torch.bfloat16)
+    trainer = AMPTrainer(model, train_loader(), torch.optim.SGD(model.parameters(), lr=0.01), precision=torch.bfloat16)
     assert trainer.grad_scaler is None
     seen_dtypes = []
     model.conv.register_forward_hook(lambda m, i, o: seen_dtypes.append(o.dtype))
@@ -187,8 +202,9 @@ def test_amp_bf16_cpu():
     assert not torch.equal(before, model.conv.weight)
     assert "grad_scaler" not in trainer.state_dict()
     with pytest.raises(ValueError, match="only used with precision=torch.float16"):
-        AMPTrainer(model, train_loader(), trainer.optimizer, precision=torch.bfloat16,
-                   grad_scaler=torch.amp.GradScaler("cpu"))
+        AMPTrainer(
+            model, train_loader(), trainer.optimizer, precision=torch.bfloat16, grad_scaler=torch.amp.GradScaler("cpu")
+        )
     with pytest.raises(ValueError, match="precision"):
         AMPTrainer(model, train_loader(), trainer.optimizer, precision=torch.float32)
 
@@ -205,8 +221,14 @@ def _cpu_fp16_autocast_works():
 @pytest.mark.skipif(not _cpu_fp16_autocast_works(), reason="float16 autocast is not supported on this CPU build")
 def test_amp_fp16_cpu_with_scaler():
     model = LinearModel()
-    trainer = AMPTrainer(model, cycle(_linear_batches(2, 4)), torch.optim.SGD(model.parameters(), lr=0.1),
-                         precision=torch.float16, clip_grad_norm=10.0, log_grad_scaler=True)
+    trainer = AMPTrainer(
+        model,
+        cycle(_linear_batches(2, 4)),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        precision=torch.float16,
+        clip_grad_norm=10.0,
+        log_grad_scaler=True,
+    )
     trainer.train(0, 3)
     assert trainer.grad_scaler is not None
     state = trainer.state_dict()
@@ -216,6 +238,7 @@ def test_amp_fp16_cpu_with_scaler():
 
 def test_plain_iterable_loader_keeps_global_randomness():
     """A non-resumable loader drawing from the global RNG gets fresh randomness each iteration."""
+
     def random_batches():
         while True:
             x = torch.randn(4, 3)

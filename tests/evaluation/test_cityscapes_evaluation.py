@@ -33,15 +33,21 @@ def dataset(tmp_path, register_dataset):
     stem = "frankfurt_000000_000001"
     Image.fromarray(label_ids.astype(np.uint8)).save(gt_dir / "frankfurt" / f"{stem}_gtFine_labelIds.png")
     Image.fromarray(instance_ids.astype(np.uint16)).save(gt_dir / "frankfurt" / f"{stem}_gtFine_instanceIds.png")
-    name = register_dataset("cityscapes", gt_dir=str(gt_dir), thing_classes=["person", "car"],
-                            stuff_classes=["road"] + ["x"] * 10 + ["person", "rider", "car"])
+    name = register_dataset(
+        "cityscapes",
+        gt_dir=str(gt_dir),
+        thing_classes=["person", "car"],
+        stuff_classes=["road"] + ["x"] * 10 + ["person", "rider", "car"],
+    )
     return name, {"file_name": f"/data/leftImg8bit/val/frankfurt/{stem}_leftImg8bit.png", "image_id": stem}
 
 
 def test_instance_evaluator_perfect_predictions(dataset):
     name, input = dataset
     label_ids, instance_ids = _gt()
-    masks = torch.stack([torch.as_tensor(instance_ids == PERSON * 1000), torch.as_tensor(instance_ids == CAR * 1000 + 1)])
+    masks = torch.stack(
+        [torch.as_tensor(instance_ids == PERSON * 1000), torch.as_tensor(instance_ids == CAR * 1000 + 1)]
+    )
     inst = Instances((H, W), pred_masks=masks, pred_classes=torch.tensor([0, 1]), scores=torch.tensor([0.9, 0.8]))
     evaluator = CityscapesInstanceEvaluator(name)
     evaluator.reset()
@@ -69,8 +75,10 @@ def test_sem_seg_evaluator(dataset):
     res = evaluator.evaluate()["sem_seg"]
     assert res["IoU"] == pytest.approx(100.0) and res["IoU_sup"] == pytest.approx(100.0)
     evaluator.reset()
-    evaluator.process([input], [{"sem_seg": torch.nn.functional.one_hot(torch.zeros(H, W, dtype=torch.int64), 19)
-                                 .permute(2, 0, 1).float()}])
+    evaluator.process(
+        [input],
+        [{"sem_seg": torch.nn.functional.one_hot(torch.zeros(H, W, dtype=torch.int64), 19).permute(2, 0, 1).float()}],
+    )
     res = evaluator.evaluate()["sem_seg"]
     road_iou = (H * W - 400 - 600) / (H * W)
     assert res["IoU"] == pytest.approx(100 * road_iou / 3, abs=1e-3)  # road, person (0), car (0)

@@ -54,13 +54,23 @@ def make_coco(num_images, seed, num_keypoints=0, crowd=True):
             rle["counts"] = rle["counts"].decode()
             iscrowd = int(crowd and rng.random() < 0.05)
             ann = {
-                "id": len(annotations) + 1, "image_id": img_id * 10, "category_id": DATASET_IDS[c],
-                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "area": float(mask.sum()),
-                "iscrowd": iscrowd, "segmentation": rle,
+                "id": len(annotations) + 1,
+                "image_id": img_id * 10,
+                "category_id": DATASET_IDS[c],
+                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                "area": float(mask.sum()),
+                "iscrowd": iscrowd,
+                "segmentation": rle,
             }
             if num_keypoints:
-                kp = np.stack([rng.uniform(box[0], box[2], num_keypoints), rng.uniform(box[1], box[3], num_keypoints),
-                               np.full(num_keypoints, 2.0)], axis=1)
+                kp = np.stack(
+                    [
+                        rng.uniform(box[0], box[2], num_keypoints),
+                        rng.uniform(box[1], box[3], num_keypoints),
+                        np.full(num_keypoints, 2.0),
+                    ],
+                    axis=1,
+                )
                 ann["keypoints"] = kp.round().flatten().tolist()
                 ann["num_keypoints"] = num_keypoints
             annotations.append(ann)
@@ -82,8 +92,16 @@ def make_coco(num_images, seed, num_keypoints=0, crowd=True):
             masks.append(_ellipse_mask(*boxes[-1]))
             if num_keypoints:
                 b = boxes[-1]
-                kpts.append(np.stack([rng.uniform(b[0], b[2], num_keypoints), rng.uniform(b[1], b[3], num_keypoints),
-                                      rng.uniform(0, 1, num_keypoints)], axis=1))
+                kpts.append(
+                    np.stack(
+                        [
+                            rng.uniform(b[0], b[2], num_keypoints),
+                            rng.uniform(b[1], b[3], num_keypoints),
+                            rng.uniform(0, 1, num_keypoints),
+                        ],
+                        axis=1,
+                    )
+                )
         inst = Instances((H, W))
         inst.pred_boxes = Boxes(torch.tensor(np.array(boxes), dtype=torch.float32).reshape(-1, 4))
         inst.scores = torch.tensor(scores, dtype=torch.float32)
@@ -106,8 +124,13 @@ def reference_results(predictions, top_k=None):
         for i in order:
             x0, y0, x1, y1 = inst.pred_boxes.tensor[i].double().tolist()
             rle = mask_util.encode(np.asfortranarray(inst.pred_masks[i].numpy().astype(np.uint8)))
-            r = {"image_id": img_id, "category_id": DATASET_IDS[int(inst.pred_classes[i])],
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(inst.scores[i]), "segmentation": rle}
+            r = {
+                "image_id": img_id,
+                "category_id": DATASET_IDS[int(inst.pred_classes[i])],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "score": float(inst.scores[i]),
+                "segmentation": rle,
+            }
             if inst.has("pred_keypoints"):
                 kp = inst.pred_keypoints[i].double().clone()
                 kp[:, :2] -= 0.5
@@ -136,7 +159,7 @@ def pycocotools_stats(gt_file, results, iou_type, sigmas=None):
 def run_evaluator(evaluator, predictions, batch=4):
     evaluator.reset()
     for i in range(0, len(predictions), batch):
-        chunk = predictions[i: i + batch]
+        chunk = predictions[i : i + batch]
         evaluator.process([{"image_id": img_id} for img_id, _ in chunk], [{"instances": inst} for _, inst in chunk])
     return evaluator.evaluate()
 
@@ -149,8 +172,11 @@ def coco_dataset(tmp_path, register_dataset):
         with open(gt_file, "w") as f:
             json.dump(gt, f)
         name = register_dataset(
-            "coco", json_file=gt_file, thing_classes=CLASS_NAMES,
-            thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)}, **extra_meta,
+            "coco",
+            json_file=gt_file,
+            thing_classes=CLASS_NAMES,
+            thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
+            **extra_meta,
         )
         return name, gt_file, predictions
 
@@ -214,8 +240,9 @@ def test_keypoints_without_sigmas_errors(coco_dataset):
     with pytest.raises(ValueError, match="kpt_oks_sigmas"):
         run_evaluator(COCOEvaluator(name, tasks=("keypoints",), use_fast_impl=False), predictions)
     with pytest.raises(ValueError, match="3 entries"):
-        run_evaluator(COCOEvaluator(name, tasks=("keypoints",), kpt_oks_sigmas=(0.1,) * 3, use_fast_impl=False),
-                      predictions)
+        run_evaluator(
+            COCOEvaluator(name, tasks=("keypoints",), kpt_oks_sigmas=(0.1,) * 3, use_fast_impl=False), predictions
+        )
 
 
 def test_keypoints_17_use_coco_sigmas(coco_dataset):
@@ -292,8 +319,9 @@ def test_nan_box_errors(coco_dataset):
     inst.pred_boxes.tensor[0, 1] = float("nan")
     with pytest.raises(ValueError, match=rf"image_id {img_id}: predicted box 0 is not finite"):
         run_evaluator(COCOEvaluator(name, use_fast_impl=False), [(img_id, inst)])
-    inst2 = Instances((H, W), pred_boxes=Boxes(torch.zeros(1, 4)), scores=torch.tensor([float("inf")]),
-                      pred_classes=torch.tensor([0]))
+    inst2 = Instances(
+        (H, W), pred_boxes=Boxes(torch.zeros(1, 4)), scores=torch.tensor([float("inf")]), pred_classes=torch.tensor([0])
+    )
     with pytest.raises(ValueError, match="score 0 is not finite"):
         instances_to_coco_json(inst2, 77)
 
@@ -308,11 +336,13 @@ def test_malformed_rle_errors(coco_dataset):
     good["counts"] = good["counts"].decode()
     base = {"image_id": 10, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}
     _check_results(coco_gt, [dict(base, segmentation=good)], "segm")  # valid: no error
-    for bad in ({"size": [H, W], "counts": good["counts"][:-1]},  # truncated string
-                {"size": [H, W], "counts": "00"},  # wrong total length
-                {"size": [H, W + 1], "counts": good["counts"]},  # wrong size
-                {"size": [H, W], "counts": [1, 2, -3]},
-                [[0, 0, 1, 1, 2, 2]]):  # a polygon, not RLE
+    for bad in (
+        {"size": [H, W], "counts": good["counts"][:-1]},  # truncated string
+        {"size": [H, W], "counts": "00"},  # wrong total length
+        {"size": [H, W + 1], "counts": good["counts"]},  # wrong size
+        {"size": [H, W], "counts": [1, 2, -3]},
+        [[0, 0, 1, 1, 2, 2]],
+    ):  # a polygon, not RLE
         with pytest.raises(ValueError, match="image_id 10"):
             _check_results(coco_gt, [dict(base, segmentation=bad)], "segm")
 
@@ -338,7 +368,7 @@ def test_results_written_atomically(coco_dataset, tmp_path, monkeypatch):
     import libdet.evaluation.coco_evaluation as coco_module
 
     def failing_dump(obj, f):
-        f.write("[{\"partial\": ")
+        f.write('[{"partial": ')
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(coco_module.json, "dump", failing_dump)
@@ -363,8 +393,9 @@ def test_box_proposals_recall(coco_dataset):
     outputs = []
     for img in gt["images"]:
         anns = [a for a in gt["annotations"] if a["image_id"] == img["id"] and not a["iscrowd"]]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns]).reshape(-1, 4)
+        boxes = torch.tensor(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
+        ).reshape(-1, 4)
         props = Instances((H, W), proposal_boxes=Boxes(boxes), objectness_logits=torch.ones(len(boxes)))
         outputs.append(({"image_id": img["id"]}, {"proposals": props}))
     evaluator = COCOEvaluator(name, use_fast_impl=False)
@@ -384,13 +415,18 @@ def test_dataset_without_json_file_is_converted(tmp_path, register_dataset):
     id_map = {d: i for i, d in enumerate(DATASET_IDS)}
     dicts = []
     for img in gt["images"]:
-        anns = [{"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[a["category_id"]],
-                 "iscrowd": 0} for a in gt["annotations"] if a["image_id"] == img["id"]]
-        dicts.append({"file_name": img["file_name"], "image_id": img["id"], "height": H, "width": W,
-                      "annotations": anns})
+        anns = [
+            {"bbox": a["bbox"], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[a["category_id"]], "iscrowd": 0}
+            for a in gt["annotations"]
+            if a["image_id"] == img["id"]
+        ]
+        dicts.append(
+            {"file_name": img["file_name"], "image_id": img["id"], "height": H, "width": W, "annotations": anns}
+        )
     name = register_dataset("coco_convert", dicts, thing_classes=CLASS_NAMES, thing_dataset_id_to_contiguous_id=id_map)
-    results = run_evaluator(COCOEvaluator(name, tasks=("bbox",), output_dir=str(tmp_path / "conv"),
-                                          use_fast_impl=False), predictions)
+    results = run_evaluator(
+        COCOEvaluator(name, tasks=("bbox",), output_dir=str(tmp_path / "conv"), use_fast_impl=False), predictions
+    )
     # the same boxes as gt json (box areas for the ranges, as convert_to_coco_json writes without masks)
     for a in gt["annotations"]:
         a["area"] = a["bbox"][2] * a["bbox"][3]

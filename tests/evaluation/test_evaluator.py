@@ -84,10 +84,12 @@ def test_empty_loader_warns(caplog):
 
 def test_callbacks_and_multiple_evaluators():
     calls = []
-    callbacks = {name: (lambda n=name: calls.append(n)) for name in
-                 ("on_start", "before_inference", "after_inference", "on_end")}
-    results = inference_on_dataset(_FakeModel(), _loader(3), [_CountingEvaluator("a"), _CountingEvaluator("b")],
-                                   callbacks=callbacks)
+    callbacks = {
+        name: (lambda n=name: calls.append(n)) for name in ("on_start", "before_inference", "after_inference", "on_end")
+    }
+    results = inference_on_dataset(
+        _FakeModel(), _loader(3), [_CountingEvaluator("a"), _CountingEvaluator("b")], callbacks=callbacks
+    )
     assert set(results) == {"a", "b"}
     assert calls == ["on_start"] + ["before_inference", "after_inference"] * 3 + ["on_end"]
     with pytest.raises(ValueError, match="unknown callbacks"):
@@ -117,10 +119,30 @@ def test_duplicate_task_names_error():
 def test_public_names():
     import libdet.evaluation as evaluation
 
-    names = ["COCOEvaluator", "COCOPanopticEvaluator", "CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator",
-             "DatasetEvaluator", "DatasetEvaluators", "LVISEvaluator", "PascalVOCDetectionEvaluator",
-             "RotatedCOCOEvaluator", "SemSegEvaluator", "cityscapes_evaluation", "coco_evaluation", "evaluator",
-             "fast_eval_api", "inference_context", "inference_on_dataset", "lvis_evaluation", "panoptic_evaluation",
-             "pascal_voc_evaluation", "print_csv_format", "rotated_coco_evaluation", "sem_seg_evaluation", "testing",
-             "verify_results"]
+    names = [
+        "COCOEvaluator",
+        "COCOPanopticEvaluator",
+        "CityscapesInstanceEvaluator",
+        "CityscapesSemSegEvaluator",
+        "DatasetEvaluator",
+        "DatasetEvaluators",
+        "LVISEvaluator",
+        "PascalVOCDetectionEvaluator",
+        "RotatedCOCOEvaluator",
+        "SemSegEvaluator",
+        "cityscapes_evaluation",
+        "coco_evaluation",
+        "evaluator",
+        "fast_eval_api",
+        "inference_context",
+        "inference_on_dataset",
+        "lvis_evaluation",
+        "panoptic_evaluation",
+        "pascal_voc_evaluation",
+        "print_csv_format",
+        "rotated_coco_evaluation",
+        "sem_seg_evaluation",
+        "testing",
+        "verify_results",
+    ]
     assert [n for n in names if not hasattr(evaluation, n)] == []

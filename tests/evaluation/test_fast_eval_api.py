@@ -77,8 +77,14 @@ def make_dataset(seed: int, num_images: int = 300, segm: bool = True) -> tuple[d
             x, y = float(rng.uniform(-5, w - bw / 2)), float(rng.uniform(-5, h - bh / 2))
             cat = int(rng.choice(GT_CATEGORIES))
             crowd = int(rng.random() < 0.1)
-            ann = {"id": len(anns) + 1, "image_id": image_id * 3, "category_id": cat, "iscrowd": crowd,
-                   "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)], "area": round(bw * bh * 0.8, 2)}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id * 3,
+                "category_id": cat,
+                "iscrowd": crowd,
+                "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)],
+                "area": round(bw * bh * 0.8, 2),
+            }
             if segm:
                 polygons = [_polygon(rng, x, y, bw, bh) for _ in range(1 if rng.random() < 0.8 else 2)]
                 if crowd:
@@ -96,7 +102,7 @@ def make_dataset(seed: int, num_images: int = 300, segm: bool = True) -> tuple[d
         for _ in range(num_dt):
             if gts and rng.random() < 0.7:
                 g = gts[int(rng.integers(len(gts)))]
-                x, y, bw, bh = (np.asarray(g["bbox"]) + rng.normal(0, 0.15, 4) * np.r_[g["bbox"][2:], g["bbox"][2:]])
+                x, y, bw, bh = np.asarray(g["bbox"]) + rng.normal(0, 0.15, 4) * np.r_[g["bbox"][2:], g["bbox"][2:]]
                 bw, bh = max(bw, 1.0), max(bh, 1.0)
                 keep = g["category_id"] != 9 and rng.random() < 0.85
                 cat = g["category_id"] if keep else int(rng.choice(DT_CATEGORIES))
@@ -104,8 +110,12 @@ def make_dataset(seed: int, num_images: int = 300, segm: bool = True) -> tuple[d
                 bw, bh = float(rng.uniform(4, 120)), float(rng.uniform(4, 120))
                 x, y = float(rng.uniform(0, w - 4)), float(rng.uniform(0, h - 4))
                 cat = int(rng.choice(DT_CATEGORIES))
-            result = {"image_id": image_id * 3, "category_id": cat, "score": float(rng.integers(1, 40)) / 40,
-                      "bbox": [float(x), float(y), float(bw), float(bh)]}
+            result = {
+                "image_id": image_id * 3,
+                "category_id": cat,
+                "score": float(rng.integers(1, 40)) / 40,
+                "bbox": [float(x), float(y), float(bw), float(bh)],
+            }
             if segm:
                 result["segmentation"] = _rle_string([_polygon(rng, x, y, bw, bh)], h, w)
             results.append(result)
@@ -127,10 +137,16 @@ def make_keypoint_dataset(seed: int, num_images: int = 200, num_kpts: int = 6) -
             v = rng.choice([0, 1, 2], num_kpts, p=[0.3, 0.2, 0.5]) if rng.random() > 0.15 else np.zeros(num_kpts, int)
             kps = np.stack([np.round(kx), np.round(ky), v], axis=1).astype(int)
             kps[v == 0, :2] = 0
-            ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(rng.choice([1, 2])),
-                   "iscrowd": int(rng.random() < 0.05), "bbox": [float(x), float(y), float(bw), float(bh)],
-                   "area": float(bw * bh * 0.7), "keypoints": kps.reshape(-1).tolist(),
-                   "num_keypoints": int((v > 0).sum())}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": int(rng.choice([1, 2])),
+                "iscrowd": int(rng.random() < 0.05),
+                "bbox": [float(x), float(y), float(bw), float(bh)],
+                "area": float(bw * bh * 0.7),
+                "keypoints": kps.reshape(-1).tolist(),
+                "num_keypoints": int((v > 0).sum()),
+            }
             anns.append(ann)
             gts.append((ann, kx, ky))
         for _ in range(int(rng.integers(0, 8))):
@@ -143,8 +159,14 @@ def make_keypoint_dataset(seed: int, num_images: int = 200, num_kpts: int = 6) -
                 dx, dy = rng.uniform(0, 200, num_kpts), rng.uniform(0, 200, num_kpts)
                 cat = int(rng.choice([1, 2]))
             kps = np.stack([dx, dy, np.ones(num_kpts)], axis=1).reshape(-1)
-            results.append({"image_id": image_id, "category_id": cat, "keypoints": kps.tolist(),
-                            "score": float(rng.integers(1, 30)) / 30})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "keypoints": kps.tolist(),
+                    "score": float(rng.integers(1, 30)) / 30,
+                }
+            )
     categories = [{"id": 1, "name": "person"}, {"id": 2, "name": "robot"}]
     return {"images": images, "annotations": anns, "categories": categories}, results
 

@@ -38,8 +38,12 @@ def lvis_dataset(tmp_path, register_dataset):
     gt_file = str(tmp_path / "lvis.json")
     with open(gt_file, "w") as f:
         json.dump(gt, f)
-    name = register_dataset("lvis", json_file=gt_file, thing_classes=CLASS_NAMES,
-                            thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)})
+    name = register_dataset(
+        "lvis",
+        json_file=gt_file,
+        thing_classes=CLASS_NAMES,
+        thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
+    )
     return name, gt_file, predictions
 
 
@@ -77,10 +81,18 @@ def test_federated_rules_matter(lvis_dataset):
     ref = reference_results(predictions)
     base = _reference(gt_file, ref, "bbox")["AP"]
     # add a high-scoring false positive of a category absent and unverified in image 10
-    img = next(i for i in gt["images"] if set(DATASET_IDS) - set(i["neg_category_ids"]) - {
-        a["category_id"] for a in gt["annotations"] if a["image_id"] == i["id"]})
-    unverified = sorted(set(DATASET_IDS) - set(img["neg_category_ids"]) - {
-        a["category_id"] for a in gt["annotations"] if a["image_id"] == img["id"]})[0]
+    img = next(
+        i
+        for i in gt["images"]
+        if set(DATASET_IDS)
+        - set(i["neg_category_ids"])
+        - {a["category_id"] for a in gt["annotations"] if a["image_id"] == i["id"]}
+    )
+    unverified = sorted(
+        set(DATASET_IDS)
+        - set(img["neg_category_ids"])
+        - {a["category_id"] for a in gt["annotations"] if a["image_id"] == img["id"]}
+    )[0]
     extra = ref + [{"image_id": img["id"], "category_id": unverified, "bbox": [0, 0, 5, 5], "score": 1.0}]
     assert _reference(gt_file, extra, "bbox")["AP"] == pytest.approx(base)
 

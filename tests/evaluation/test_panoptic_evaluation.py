@@ -11,8 +11,11 @@ from PIL import Image
 from libdet.evaluation import COCOPanopticEvaluator
 from libdet.evaluation.panoptic_evaluation import id2rgb, pq_compute_single_image, rgb2id
 
-CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 2, "name": "car", "isthing": 1},
-              {"id": 3, "name": "sky", "isthing": 0}]
+CATEGORIES = [
+    {"id": 1, "name": "person", "isthing": 1},
+    {"id": 2, "name": "car", "isthing": 1},
+    {"id": 3, "name": "sky", "isthing": 0},
+]
 
 
 def _image1():
@@ -22,8 +25,12 @@ def _image1():
     gt[4:7] = 3  # sky
     gt[7:9] = 4  # crowd person
     # row 9: VOID
-    gt_segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0},
-                   {"id": 3, "category_id": 3, "iscrowd": 0}, {"id": 4, "category_id": 1, "iscrowd": 1}]
+    gt_segments = [
+        {"id": 1, "category_id": 1, "iscrowd": 0},
+        {"id": 2, "category_id": 2, "iscrowd": 0},
+        {"id": 3, "category_id": 3, "iscrowd": 0},
+        {"id": 4, "category_id": 1, "iscrowd": 1},
+    ]
     pred = np.zeros((10, 10), np.int64)
     pred[0:2] = 11
     pred[2, 0:5] = 11  # person: 25 px, IoU 20/25 with gt person -> TP
@@ -33,9 +40,13 @@ def _image1():
     pred[6] = 14  # car on sky -> FP car
     pred[2, 5:] = 15
     pred[3] = 15  # sky on the car -> FP sky (and the car gt is a FN)
-    segments = [{"id": 11, "category_id": 0, "isthing": True}, {"id": 12, "category_id": 0, "isthing": False},
-                {"id": 13, "category_id": 0, "isthing": True}, {"id": 14, "category_id": 1, "isthing": True},
-                {"id": 15, "category_id": 0, "isthing": False}]
+    segments = [
+        {"id": 11, "category_id": 0, "isthing": True},
+        {"id": 12, "category_id": 0, "isthing": False},
+        {"id": 13, "category_id": 0, "isthing": True},
+        {"id": 14, "category_id": 1, "isthing": True},
+        {"id": 15, "category_id": 0, "isthing": False},
+    ]
     return gt, gt_segments, pred, segments
 
 
@@ -45,8 +56,12 @@ def _image2():
     pred = np.zeros((10, 10), np.int64)
     pred[0:5] = 1  # exact -> TP IoU 1
     pred[5:] = 2  # car entirely on VOID -> ignored
-    return (gt, [{"id": 7, "category_id": 1, "iscrowd": 0}], pred,
-            [{"id": 1, "category_id": 0, "isthing": True}, {"id": 2, "category_id": 1, "isthing": True}])
+    return (
+        gt,
+        [{"id": 7, "category_id": 1, "iscrowd": 0}],
+        pred,
+        [{"id": 1, "category_id": 0, "isthing": True}, {"id": 2, "category_id": 1, "isthing": True}],
+    )
 
 
 @pytest.fixture
@@ -60,11 +75,17 @@ def dataset(tmp_path, register_dataset):
         annotations.append({"image_id": image_id, "file_name": f"{image_id}.png", "segments_info": gt_segments})
         preds.append((image_id, pred, segments))
     json_file = tmp_path / "panoptic.json"
-    json_file.write_text(json.dumps({"annotations": annotations, "categories": CATEGORIES,
-                                     "images": [{"id": 1}, {"id": 2}]}))
-    name = register_dataset("panoptic", panoptic_json=str(json_file), panoptic_root=str(root),
-                            thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
-                            stuff_dataset_id_to_contiguous_id={3: 0}, label_divisor=1000)
+    json_file.write_text(
+        json.dumps({"annotations": annotations, "categories": CATEGORIES, "images": [{"id": 1}, {"id": 2}]})
+    )
+    name = register_dataset(
+        "panoptic",
+        panoptic_json=str(json_file),
+        panoptic_root=str(root),
+        thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
+        stuff_dataset_id_to_contiguous_id={3: 0},
+        label_divisor=1000,
+    )
     return name, preds
 
 
@@ -83,12 +104,24 @@ def test_hand_computed_pq(dataset, tmp_path):
     person = (0.8 + 1.0) / 2  # PQ = SQ (RQ = 1)
     sky_pq, sky_sq, sky_rq = (2 / 3) / 1.5, 2 / 3, 1 / 1.5
     expected = {
-        "PQ-person": person, "SQ-person": person, "RQ-person": 1.0,
-        "PQ-car": 0.0, "SQ-car": 0.0, "RQ-car": 0.0,
-        "PQ-sky": sky_pq, "SQ-sky": sky_sq, "RQ-sky": sky_rq,
-        "PQ_th": person / 2, "SQ_th": person / 2, "RQ_th": 0.5,
-        "PQ_st": sky_pq, "SQ_st": sky_sq, "RQ_st": sky_rq,
-        "PQ": (person + sky_pq) / 3, "SQ": (person + sky_sq) / 3, "RQ": (1 + sky_rq) / 3,
+        "PQ-person": person,
+        "SQ-person": person,
+        "RQ-person": 1.0,
+        "PQ-car": 0.0,
+        "SQ-car": 0.0,
+        "RQ-car": 0.0,
+        "PQ-sky": sky_pq,
+        "SQ-sky": sky_sq,
+        "RQ-sky": sky_rq,
+        "PQ_th": person / 2,
+        "SQ_th": person / 2,
+        "RQ_th": 0.5,
+        "PQ_st": sky_pq,
+        "SQ_st": sky_sq,
+        "RQ_st": sky_rq,
+        "PQ": (person + sky_pq) / 3,
+        "SQ": (person + sky_sq) / 3,
+        "RQ": (1 + sky_rq) / 3,
     }
     for key, value in expected.items():
         assert res[key] == pytest.approx(100 * value), key
@@ -101,8 +134,10 @@ def test_hand_computed_pq(dataset, tmp_path):
 
 def test_single_image_counts():
     gt, gt_segments, pred, segments = _image1()
-    dataset_segments = [dict(s, category_id={(0, True): 1, (1, True): 2, (0, False): 3}[(s["category_id"], s["isthing"])])
-                        for s in segments]
+    dataset_segments = [
+        dict(s, category_id={(0, True): 1, (1, True): 2, (0, False): 3}[(s["category_id"], s["isthing"])])
+        for s in segments
+    ]
     stat = pq_compute_single_image(gt, gt_segments, pred, dataset_segments, {c["id"]: c for c in CATEGORIES}, 1)
     assert stat.stats[1] == {"tp": 1, "fp": 0, "fn": 0, "iou": pytest.approx(0.8)}
     assert stat.stats[2] == {"tp": 0, "fp": 1, "fn": 1, "iou": 0.0}

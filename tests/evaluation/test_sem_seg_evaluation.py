@@ -23,8 +23,10 @@ def dataset(tmp_path, register_dataset):
     Image.fromarray(GT).save(tmp_path / "gt0.png")
     Image.fromarray(np.full((2, 4), 255, np.uint8)).save(tmp_path / "gt1.png")  # all ignored
     name = register_dataset("semseg", stuff_classes=CLASSES, ignore_label=255)
-    inputs = [{"file_name": "img0.jpg", "sem_seg_file_name": str(tmp_path / "gt0.png")},
-              {"file_name": "img1.jpg", "sem_seg_file_name": str(tmp_path / "gt1.png")}]
+    inputs = [
+        {"file_name": "img0.jpg", "sem_seg_file_name": str(tmp_path / "gt0.png")},
+        {"file_name": "img1.jpg", "sem_seg_file_name": str(tmp_path / "gt1.png")},
+    ]
     return name, inputs
 
 
@@ -47,7 +49,12 @@ def test_hand_computed_metrics(dataset, tmp_path):
     assert res["ACC-a"] == pytest.approx(100 / 3) and res["ACC-b"] == pytest.approx(100.0)
     written = json.load(open(tmp_path / "out" / "sem_seg_predictions.json"))
     assert {(r["file_name"], r["category_id"]) for r in written} == {
-        ("img0.jpg", 0), ("img0.jpg", 1), ("img0.jpg", 2), ("img0.jpg", 3), ("img1.jpg", 0)}
+        ("img0.jpg", 0),
+        ("img0.jpg", 1),
+        ("img0.jpg", 2),
+        ("img0.jpg", 3),
+        ("img1.jpg", 0),
+    }
 
 
 def test_label_predictions_and_errors(dataset):

@@ -15,8 +15,12 @@ def test_print_csv_format(caplog):
         print_csv_format(RESULTS)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "copypaste: Task: bbox", "copypaste: AP,AP50", "copypaste: 40.0000,60.5000",
-        "copypaste: Task: sem_seg", "copypaste: mIoU", "copypaste: 70.2500",
+        "copypaste: Task: bbox",
+        "copypaste: AP,AP50",
+        "copypaste: 40.0000,60.5000",
+        "copypaste: Task: sem_seg",
+        "copypaste: mIoU",
+        "copypaste: 70.2500",
     ]
     with pytest.raises(TypeError):
         print_csv_format([1, 2])

@@ -69,9 +69,7 @@ def test_aspp_argument_and_input_checks():
 
 
 def test_aspp_depthwise_separable_and_dropout():
-    aspp = ASPP(
-        4, 3, [1, 2, 3], norm="BN", activation=nn.ReLU(), dropout=0.5, use_depthwise_separable_conv=True
-    )
+    aspp = ASPP(4, 3, [1, 2, 3], norm="BN", activation=nn.ReLU(), dropout=0.5, use_depthwise_separable_conv=True)
     assert all(isinstance(aspp.convs[i], DepthwiseSeparableConv2d) for i in (1, 2, 3))
     assert aspp.convs[3].depthwise.dilation == (3, 3)
     x = torch.randn(2, 4, 8, 8)

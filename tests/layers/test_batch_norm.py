@@ -13,8 +13,8 @@ from libdet.layers.batch_norm import (
 )
 from libdet.layers.wrappers import Conv2d
 
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.(script|trace)` is deprecated:FutureWarning")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -17,9 +17,7 @@ def _out_hw(h, w, k, s, p, d):
 
 @pytest.mark.parametrize("stride, padding, dilation, groups, dg", [(1, 1, 1, 1, 1), (2, 2, 2, 2, 2)])
 def test_deform_conv_zero_offset_equals_conv(stride, padding, dilation, groups, dg):
-    conv = DeformConv(
-        4, 6, 3, stride=stride, padding=padding, dilation=dilation, groups=groups, deformable_groups=dg
-    )
+    conv = DeformConv(4, 6, 3, stride=stride, padding=padding, dilation=dilation, groups=groups, deformable_groups=dg)
     x = torch.randn(2, 4, 9, 8)
     ho, wo = _out_hw(9, 8, 3, stride, padding, dilation)
     offset = torch.zeros(2, 2 * dg * 9, ho, wo)

@@ -50,9 +50,10 @@ def test_ciou_alpha_carries_no_gradient():
     alpha = v / (1 - 0.5 + v)
 
     def with_constant_alpha(b):
-        return diou_loss(b, b2) + alpha * 4 / math.pi**2 * (
-            math.atan(2.0) - torch.atan((b[0, 2] - b[0, 0]) / (b[0, 3] - b[0, 1]))
-        ) ** 2
+        return (
+            diou_loss(b, b2)
+            + alpha * 4 / math.pi**2 * (math.atan(2.0) - torch.atan((b[0, 2] - b[0, 0]) / (b[0, 3] - b[0, 1]))) ** 2
+        )
 
     (expected,) = torch.autograd.grad(with_constant_alpha(b1), b1)
     torch.testing.assert_close(grad, expected)
@@ -93,4 +94,4 @@ def test_fvcore_reexports():
 
     assert giou_loss is fvcore.nn.giou_loss
     with pytest.raises(AttributeError):
-        losses.no_such_loss
+        _ = losses.no_such_loss

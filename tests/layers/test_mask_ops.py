@@ -6,8 +6,8 @@ import torch
 from libdet.layers import mask_ops
 from libdet.layers.mask_ops import paste_masks_in_image
 
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.(script|trace)` is deprecated:FutureWarning")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

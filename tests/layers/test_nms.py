@@ -121,13 +121,19 @@ def test_batched_nms_rotated_keeps_classes_separate(dtype):
     assert keep.tolist() == expected
     # Identical boxes of different classes are all kept.
     same = torch.tensor([[1.0, 1.0, 4.0, 4.0, 30.0]] * 3, dtype=dtype)
-    kept = nms_module.batched_nms_rotated(same, torch.tensor([0.5, 0.7, 0.6], dtype=dtype), torch.tensor([0, 1, 2]), 0.5)
+    kept = nms_module.batched_nms_rotated(
+        same, torch.tensor([0.5, 0.7, 0.6], dtype=dtype), torch.tensor([0, 1, 2]), 0.5
+    )
     assert kept.tolist() == [1, 2, 0]
-    assert nms_module.batched_nms_rotated(same[:0], torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=torch.int64), 0.5).shape == (0,)
+    assert nms_module.batched_nms_rotated(
+        same[:0], torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=torch.int64), 0.5
+    ).shape == (0,)
 
 
 def test_batched_nms_rotated_negative_and_large_coordinates():
-    boxes = torch.tensor([[-500.0, -500.0, 10.0, 10.0, 45.0], [-498.0, -500.0, 10.0, 10.0, 45.0], [3e4, 3e4, 10.0, 10.0, 0.0]])
+    boxes = torch.tensor(
+        [[-500.0, -500.0, 10.0, 10.0, 45.0], [-498.0, -500.0, 10.0, 10.0, 45.0], [3e4, 3e4, 10.0, 10.0, 0.0]]
+    )
     keep = nms_module.batched_nms_rotated(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 0]), 0.1)
     assert keep.tolist() == [0, 1, 2]
 
@@ -142,7 +148,10 @@ def test_nms_and_batched_nms_are_torchvisions():
     expected = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
     assert torch.equal(nms_module.batched_nms(boxes, scores, idxs, 0.5), expected)
     # float16 boxes are promoted (fp16 lacks the range of the coordinate-offset trick).
-    assert torch.equal(nms_module.batched_nms(boxes.half(), scores.half(), idxs, 0.5), torchvision.ops.batched_nms(boxes.half().float(), scores.half().float(), idxs, 0.5))
+    assert torch.equal(
+        nms_module.batched_nms(boxes.half(), scores.half(), idxs, 0.5),
+        torchvision.ops.batched_nms(boxes.half().float(), scores.half().float(), idxs, 0.5),
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

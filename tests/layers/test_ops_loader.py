@@ -145,7 +145,10 @@ def test_broken_op_fails_alone(no_disable_env, tmp_path, caplog):
     assert "nms_rotated" in warnings[0] and "libdet_missing_header_for_test.h" in warnings[0]
     assert not any("compiling" in r.getMessage() and "box_iou_rotated" in r.getMessage() for r in caplog.records)
     status = loader.ops_status()
-    assert status["nms_rotated"].startswith("unavailable: ") and "libdet_missing_header_for_test.h" in status["nms_rotated"]
+    assert (
+        status["nms_rotated"].startswith("unavailable: ")
+        and "libdet_missing_header_for_test.h" in status["nms_rotated"]
+    )
     assert status["box_iou_rotated"].startswith("compiled")
 
 

@@ -94,7 +94,7 @@ def test_roi_align_gradcheck_float64():
     rois = torch.tensor([[0, 0.3, 0.7, 4.6, 5.2], [0, 2.1, 1.3, 6.4, 3.9]], dtype=torch.float64)
     for aligned in (True, False):
         op = ROIAlign((2, 3), spatial_scale=1.0, sampling_ratio=2, aligned=aligned)
-        assert torch.autograd.gradcheck(lambda x: op(x, rois), (feat,), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(lambda x, op=op: op(x, rois), (feat,), eps=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

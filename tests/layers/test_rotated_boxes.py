@@ -209,7 +209,12 @@ def test_matches_shapely(iou_impl, dtype):
 # --------------------------------------------------------------------------------------- the wrapper
 @pytest.mark.parametrize(
     "dtype, result_dtype",
-    [(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float32, torch.float32), (torch.float64, torch.float64)],
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
 )
 def test_wrapper_dtypes(dtype, result_dtype):
     boxes = _special_boxes(torch.float64)[:6].to(dtype)

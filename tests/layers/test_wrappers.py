@@ -17,8 +17,8 @@ from libdet.layers.wrappers import (
     shapes_to_tensor,
 )
 
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.(script|trace)` is deprecated:FutureWarning")
+
 
 @pytest.fixture(autouse=True)
 def _seed():

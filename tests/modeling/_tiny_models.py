@@ -221,11 +221,21 @@ def mapped_example_with_crowd(directory: Path, use_instance_mask: bool = True, s
 
     def ann(x0, y0, x1, y1, crowd):
         polygon = [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
-        return {"bbox": [x0, y0, x1 - x0, y1 - y0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1,
-                "iscrowd": crowd, "segmentation": [polygon]}
+        return {
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": 1,
+            "iscrowd": crowd,
+            "segmentation": [polygon],
+        }
 
-    record = {"file_name": str(directory / "image.png"), "height": height, "width": width, "image_id": 7,
-              "annotations": [ann(10, 10, 40, 50, 0), ann(50, 20, 90, 60, 1)]}
+    record = {
+        "file_name": str(directory / "image.png"),
+        "height": height,
+        "width": width,
+        "image_id": 7,
+        "annotations": [ann(10, 10, 40, 50, 0), ann(50, 20, 90, 60, 1)],
+    }
     if sem_seg:
         labels = np.ones((height, width), dtype=np.uint8)
         labels[32:] = 2

@@ -16,7 +16,7 @@ from libdet.modeling.poolers import ROIPooler
 from libdet.modeling.roi_heads.box_head import FastRCNNConvFCHead
 from libdet.modeling.roi_heads.cascade_rcnn import CascadeROIHeads, _ScaleGradient
 from libdet.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
-from libdet.structures import BoxMode, Boxes, Instances
+from libdet.structures import Boxes, BoxMode, Instances
 from libdet.utils.events import EventStorage
 
 from ._tiny_models import NUM_CLASSES, single_thread, tiny_cascade_mask_rcnn_fpn  # noqa: F401
@@ -35,8 +35,10 @@ def _heads(num_classes=2, **kwargs):
         proposal_append_gt=False,
         box_in_features=["p2"],
         box_pooler=ROIPooler(output_size=4, scales=(1.0,), sampling_ratio=0, pooler_type="ROIAlignV2"),
-        box_heads=[FastRCNNConvFCHead(ShapeSpec(channels=CHANNELS, height=4, width=4), conv_dims=[], fc_dims=[8])
-                   for _ in WEIGHTS],
+        box_heads=[
+            FastRCNNConvFCHead(ShapeSpec(channels=CHANNELS, height=4, width=4), conv_dims=[], fc_dims=[8])
+            for _ in WEIGHTS
+        ],
         box_predictors=[
             FastRCNNOutputLayers(
                 ShapeSpec(channels=8),
@@ -194,20 +196,34 @@ def test_gradient_into_pooled_features_is_divided_by_the_number_of_stages():
 def test_constructor_errors():
     with pytest.raises(ValueError, match="one box head, box predictor and proposal matcher per stage"):
         CascadeROIHeads(
-            num_classes=2, batch_size_per_image=8, positive_fraction=0.5, box_in_features=["p2"],
-            box_pooler=None, box_heads=[torch.nn.Identity()] * 2, box_predictors=[torch.nn.Identity()],
+            num_classes=2,
+            batch_size_per_image=8,
+            positive_fraction=0.5,
+            box_in_features=["p2"],
+            box_pooler=None,
+            box_heads=[torch.nn.Identity()] * 2,
+            box_predictors=[torch.nn.Identity()],
             proposal_matchers=[Matcher([0.5], [0, 1])] * 2,
         )
     with pytest.raises(ValueError, match="proposal_matchers"):
         CascadeROIHeads(
-            num_classes=2, batch_size_per_image=8, positive_fraction=0.5, box_in_features=["p2"],
-            box_pooler=None, box_heads=[torch.nn.Identity()], box_predictors=[torch.nn.Identity()],
+            num_classes=2,
+            batch_size_per_image=8,
+            positive_fraction=0.5,
+            box_in_features=["p2"],
+            box_pooler=None,
+            box_heads=[torch.nn.Identity()],
+            box_predictors=[torch.nn.Identity()],
             proposal_matchers=[Matcher([0.4, 0.5], [0, -1, 1])],
         )
     with pytest.raises(ValueError, match="cls_agnostic_bbox_reg=True"):
         CascadeROIHeads(
-            num_classes=2, batch_size_per_image=8, positive_fraction=0.5, box_in_features=["p2"],
-            box_pooler=None, box_heads=[torch.nn.Identity()],
+            num_classes=2,
+            batch_size_per_image=8,
+            positive_fraction=0.5,
+            box_in_features=["p2"],
+            box_pooler=None,
+            box_heads=[torch.nn.Identity()],
             box_predictors=[FastRCNNOutputLayers(8, box2box_transform=Box2BoxTransform(WEIGHTS[0]), num_classes=2)],
             proposal_matchers=[Matcher([0.5], [0, 1])],
         )
@@ -226,11 +242,25 @@ def _dataset_dict(tmp_path, image_id, height, width, objects, crowd_boxes=()):
     annos = []
     for (x0, y0, x1, y1), c in objects:
         image[y0:y1, x0:x1] = [(230, 40, 40), (40, 230, 40), (40, 40, 230)][c]
-        annos.append({"bbox": [x0, y0, x1, y1], "bbox_mode": BoxMode.XYXY_ABS, "category_id": c, "iscrowd": 0,
-                      "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+        annos.append(
+            {
+                "bbox": [x0, y0, x1, y1],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": c,
+                "iscrowd": 0,
+                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+            }
+        )
     for x0, y0, x1, y1 in crowd_boxes:
-        annos.append({"bbox": [x0, y0, x1, y1], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 1,
-                      "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]})
+        annos.append(
+            {
+                "bbox": [x0, y0, x1, y1],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "iscrowd": 1,
+                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+            }
+        )
     path = tmp_path / f"{image_id}.png"
     Image.fromarray(image).save(path)
     return {"file_name": str(path), "image_id": image_id, "height": height, "width": width, "annotations": annos}

@@ -205,7 +205,12 @@ def test_fcos_head():
     names = [k for k, _ in head.named_parameters()]
     assert names[:4] == ["cls_subnet.0.weight", "cls_subnet.0.bias", "cls_subnet.1.weight", "cls_subnet.1.bias"]
     assert names[-6:] == [
-        "cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias", "ctrness.weight", "ctrness.bias"
+        "cls_score.weight",
+        "cls_score.bias",
+        "bbox_pred.weight",
+        "bbox_pred.bias",
+        "ctrness.weight",
+        "ctrness.bias",
     ]
     assert head.ctrness.bias.abs().sum() == 0
     logits, deltas, ctrness = head([torch.rand(1, 32, 4, 4), torch.rand(1, 32, 2, 2)])

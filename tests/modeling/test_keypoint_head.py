@@ -20,7 +20,7 @@ from libdet.modeling.roi_heads.keypoint_head import (
     keypoint_rcnn_loss,
 )
 from libdet.modeling.roi_heads.roi_heads import select_proposals_with_visible_keypoints
-from libdet.structures import BoxMode, Boxes, Instances, Keypoints
+from libdet.structures import Boxes, BoxMode, Instances, Keypoints
 from libdet.utils.events import EventStorage
 
 from ._tiny_models import NUM_TINY_KEYPOINTS, single_thread, tiny_keypoint_rcnn_fpn  # noqa: F401
@@ -257,13 +257,23 @@ def _dataset_dict(tmp_path, image_id, height, width, persons, crowd_boxes=()):
         x0, y0, x1, y1 = box
         image[y0:y1, x0:x1] = (230, 40, 40)
         annos.append(
-            {"bbox": list(box), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0,
-             "keypoints": _person_keypoints(box, vis)}
+            {
+                "bbox": list(box),
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "iscrowd": 0,
+                "keypoints": _person_keypoints(box, vis),
+            }
         )
     for box in crowd_boxes:
         annos.append(
-            {"bbox": list(box), "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 1,
-             "keypoints": [0.0] * (3 * NUM_TINY_KEYPOINTS)}
+            {
+                "bbox": list(box),
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "iscrowd": 1,
+                "keypoints": [0.0] * (3 * NUM_TINY_KEYPOINTS),
+            }
         )
     path = tmp_path / f"{image_id}.png"
     Image.fromarray(image).save(path)
@@ -280,7 +290,10 @@ def test_tiny_keypoint_rcnn_trains_and_infers(tmp_path):
     torch.manual_seed(0)
     dicts = [
         _dataset_dict(
-            tmp_path, 1, 64, 96,
+            tmp_path,
+            1,
+            64,
+            96,
             persons=[((8, 6, 40, 58), (2, 1, 0, 2)), ((50, 10, 90, 60), (0, 1, 0, 1))],
             crowd_boxes=[(0, 0, 30, 30)],
         ),

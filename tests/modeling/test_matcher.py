@@ -3,7 +3,6 @@ import torch
 
 from libdet.modeling.matcher import Matcher
 
-
 # 2 ground truths x 8 predictions. gt1's best quality (0.45) is reached by predictions 2 and 4 (a tie).
 _IOU = torch.tensor(
     [

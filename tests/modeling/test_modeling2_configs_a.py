@@ -65,4 +65,3 @@ def test_coco_leaf_configs_use_the_model_zoo_settings():
         assert cfg.model.backbone.bottom_up.freeze_at == 2
         assert cfg.optimizer.lr == 0.02 and cfg.dataloader.train.total_batch_size == 16
         assert list(cfg.lr_multiplier.scheduler.milestones) == [60000, 80000, 90000]
-

@@ -95,8 +95,9 @@ def test_combine_without_instances_and_errors():
     assert torch.equal(panoptic, torch.ones(4, 4, dtype=torch.int32))
     assert segments == [{"id": 1, "isthing": False, "category_id": 1, "area": 16}]
     with pytest.raises(ValueError, match="no `pred_masks` field"):
-        combine_semantic_and_instance_outputs(Instances((4, 4), scores=torch.zeros(0), pred_classes=torch.zeros(0)),
-                                              semantic, 0.5, 4, 0.5)
+        combine_semantic_and_instance_outputs(
+            Instances((4, 4), scores=torch.zeros(0), pred_classes=torch.zeros(0)), semantic, 0.5, 4, 0.5
+        )
     with pytest.raises(ValueError, match="must be \\(H, W\\)"):
         combine_semantic_and_instance_outputs(empty, semantic[None], 0.5, 4, 0.5)
 

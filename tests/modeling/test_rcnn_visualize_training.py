@@ -81,19 +81,25 @@ def test_rgb_input_format_and_precomputed_proposals():
     sample["proposals"] = proposals
     with EventStorage(0) as storage:
         model([sample])
-        (_, img, _), = storage.vis_data
+        ((_, img, _),) = storage.vis_data
     rgb = sample["image"].round().clamp(0, 255) / 255.0
     assert img.shape == (3, H, 2 * W)
-    assert torch.allclose(img[:, 40:60, W + 40:W + 90], rgb[:, 40:60, 40:90], atol=2 / 255)  # away from boxes
-    assert (img[:, 15, W + 28:W + 33] - rgb[:, 15, 28:33]).abs().max() > 0.1  # right edge of the proposal
+    assert torch.allclose(img[:, 40:60, W + 40 : W + 90], rgb[:, 40:60, 40:90], atol=2 / 255)  # away from boxes
+    assert (img[:, 15, W + 28 : W + 33] - rgb[:, 15, 28:33]).abs().max() > 0.1  # right edge of the proposal
 
 
 def test_errors():
     model = _model(vis_period=1)
     for bad in (-1, 1.5):
         with pytest.raises(ValueError, match="vis_period"):
-            GeneralizedRCNN(backbone=model.backbone, proposal_generator=model.proposal_generator,
-                            roi_heads=model.roi_heads, pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3, vis_period=bad)
+            GeneralizedRCNN(
+                backbone=model.backbone,
+                proposal_generator=model.proposal_generator,
+                roi_heads=model.roi_heads,
+                pixel_mean=[0.0] * 3,
+                pixel_std=[1.0] * 3,
+                vis_period=bad,
+            )
     with pytest.raises(RuntimeError, match="EventStorage"):
         model(_batch())
     model = _model(vis_period=1, input_format="YUV-BT.601")

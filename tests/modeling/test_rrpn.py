@@ -39,8 +39,14 @@ def test_find_top_rrpn_proposals_per_level_nms_clip_and_min_size():
     logits0 = torch.tensor([[3.0, 2.0, 1.0]])
     logits1 = torch.tensor([[0.5, 5.0, 0.7]])
     (result,) = find_top_rrpn_proposals(
-        [level0, level1], [logits0, logits1], [(100, 100)], nms_thresh=0.5, pre_nms_topk=3,
-        post_nms_topk=10, min_box_size=2.0, training=False,
+        [level0, level1],
+        [logits0, logits1],
+        [(100, 100)],
+        nms_thresh=0.5,
+        pre_nms_topk=3,
+        post_nms_topk=10,
+        min_box_size=2.0,
+        training=False,
     )
     assert isinstance(result.proposal_boxes, RotatedBoxes)
     # B is suppressed by A (same level); D is not (other level); E is too small; F is clipped to x in [0, 7].
@@ -50,9 +56,7 @@ def test_find_top_rrpn_proposals_per_level_nms_clip_and_min_size():
     torch.testing.assert_close(result.proposal_boxes.tensor, expected)
     torch.testing.assert_close(result.objectness_logits, torch.tensor([3.0, 1.0, 0.7, 0.5]))
 
-    (top2,) = find_top_rrpn_proposals(
-        [level0, level1], [logits0, logits1], [(100, 100)], 0.5, 3, 2, 2.0, False
-    )
+    (top2,) = find_top_rrpn_proposals([level0, level1], [logits0, logits1], [(100, 100)], 0.5, 3, 2, 2.0, False)
     torch.testing.assert_close(top2.objectness_logits, torch.tensor([3.0, 1.0]))
     # pre_nms_topk=2 keeps E and F of level 1 (the two best): D is gone before NMS.
     (pre2,) = find_top_rrpn_proposals([level0, level1], [logits0, logits1], [(100, 100)], 0.5, 2, 10, 2.0, False)

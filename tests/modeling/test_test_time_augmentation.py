@@ -33,7 +33,9 @@ def test_mapper_makes_resized_and_flipped_inputs():
     np.testing.assert_allclose(outs[3]["transforms"].apply_box(box), [[40.0, 8.0, 54.0, 24.0]])
     # max_size caps the longer side: 40 x 60 would exceed 50.
     assert tuple(DatasetMapperTTA(min_sizes=[40], max_size=50, flip=False)({"image": image})[0]["image"].shape) == (
-        3, 33, 50,
+        3,
+        33,
+        50,
     )
 
 
@@ -126,12 +128,17 @@ class _ROIHeads(nn.Module):
             if self.keypoint_on:
                 kps, heatmaps = [], []
                 for x0, y0, x1, y1 in boxes.tolist():
-                    kp = [self._dot(img[i, 2], x0, y0, (x0 + x1) / 2, y1), self._dot(img[i, 2], (x0 + x1) / 2, y0, x1, y1)]
+                    kp = [
+                        self._dot(img[i, 2], x0, y0, (x0 + x1) / 2, y1),
+                        self._dot(img[i, 2], (x0 + x1) / 2, y0, x1, y1),
+                    ]
                     kps.append(torch.tensor(kp))
                     u = (torch.tensor(kp)[:, 0] - x0) / (x1 - x0) * HEAT  # box-relative heatmap position
                     v = (torch.tensor(kp)[:, 1] - y0) / (y1 - y0) * HEAT
                     grid = torch.arange(HEAT) + 0.5
-                    heatmaps.append(-((grid[None, None, :] - u[:, None, None]) ** 2 + (grid[None, :, None] - v[:, None, None]) ** 2))
+                    heatmaps.append(
+                        -((grid[None, None, :] - u[:, None, None]) ** 2 + (grid[None, :, None] - v[:, None, None]) ** 2)
+                    )
                 inst.pred_keypoints = torch.stack(kps) if kps else torch.zeros(0, 2, 3)
                 inst.pred_keypoint_heatmaps = torch.stack(heatmaps) if heatmaps else torch.zeros(0, 2, HEAT, HEAT)
         return instances
@@ -140,12 +147,20 @@ class _ROIHeads(nn.Module):
     def _dot(channel, x0, y0, x1, y1):
         region = channel[int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))]
         ys, xs = torch.nonzero(region > 128, as_tuple=True)
-        return [float(xs.float().mean() + 0.5 + round(x0)), float(ys.float().mean() + 0.5 + round(y0)), float(region.max() / 255)]
+        return [
+            float(xs.float().mean() + 0.5 + round(x0)),
+            float(ys.float().mean() + 0.5 + round(y0)),
+            float(region.max() / 255),
+        ]
 
 
 def _fake_model():
     return GeneralizedRCNN(
-        backbone=_Backbone(), proposal_generator=_Proposals(), roi_heads=_ROIHeads(), pixel_mean=[0, 0, 0], pixel_std=[1, 1, 1]
+        backbone=_Backbone(),
+        proposal_generator=_Proposals(),
+        roi_heads=_ROIHeads(),
+        pixel_mean=[0, 0, 0],
+        pixel_std=[1, 1, 1],
     ).eval()
 
 

@@ -28,8 +28,9 @@ def _group_of(groups, param):
 
 def test_no_decay_on_norm_and_bias():
     net = _Net()
-    groups = get_default_optimizer_params(net, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.0,
-                                          weight_decay_bias=0.0)
+    groups = get_default_optimizer_params(
+        net, base_lr=0.1, weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0
+    )
     for m in (net.bn, net.gn, net.ln, net.sync):
         assert _group_of(groups, m.weight)["weight_decay"] == 0.0
     assert _group_of(groups, net.conv.weight)["weight_decay"] == 1e-4
@@ -54,7 +55,10 @@ def test_defaults_left_to_optimizer():
 def test_bias_lr_factor_overrides_and_lr_factor_func():
     net = _Net()
     groups = get_default_optimizer_params(
-        net, base_lr=1.0, weight_decay=0.1, bias_lr_factor=2.0,
+        net,
+        base_lr=1.0,
+        weight_decay=0.1,
+        bias_lr_factor=2.0,
         lr_factor_func=lambda name: 0.5 if name.startswith("fc.") else 1.0,
         overrides={"pos_embed": {"weight_decay": 0.0}, "conv.weight": {"lr": 7.0}},
     )
@@ -81,7 +85,6 @@ def test_frozen_params_skipped_and_errors():
 
 def test_reduce_param_groups():
     a, b, c = (nn.Parameter(torch.zeros(1)) for _ in range(3))
-    groups = reduce_param_groups([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 2.0},
-                                  {"params": [c], "lr": 1.0}])
+    groups = reduce_param_groups([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 2.0}, {"params": [c], "lr": 1.0}])
     assert [g["lr"] for g in groups] == [1.0, 2.0]
     assert groups[0]["params"] == [a, c]

@@ -26,7 +26,9 @@ def test_warmup_multistep_curve():
     # 100 iterations, warmup 10 linear from 0.001, x0.1 at 50 and 80
     multiplier = WarmupParamScheduler(
         MultiStepParamScheduler([1.0, 0.1, 0.01], milestones=[50, 80], num_updates=100),
-        warmup_factor=0.001, warmup_length=10 / 100)
+        warmup_factor=0.001,
+        warmup_length=10 / 100,
+    )
     opt = _opt(2.0)
     lrs = _lrs(opt, LRMultiplier(opt, multiplier, max_iter=100), 100)
     assert lrs[0] == pytest.approx(2.0 * 0.001)

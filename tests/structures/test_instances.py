@@ -31,7 +31,7 @@ def test_fields_set_get_has_remove():
     inst.remove("scores")
     assert not inst.has("scores")
     with pytest.raises(AttributeError, match="Cannot find field 'scores'"):
-        inst.scores
+        _ = inst.scores
     with pytest.raises(KeyError):
         inst.get("scores")
     # Underscore names are plain attributes, not fields.

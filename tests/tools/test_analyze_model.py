@@ -88,12 +88,15 @@ def write_config(tmp_path, body):
 
 
 def test_config_file_with_overrides(tmp_path, capsys):
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
         import torchvision
         from libdet.config import LazyCall as L
 
         model = L(torchvision.models.resnet18)(num_classes=10)
-    """)
+    """,
+    )
     res = am.main(["--config-file", cfg, "--tasks", "parameter", "flop", "--input-size", "64", "64"])
     res3 = am.main(["--config-file", cfg, "--tasks", "parameter", "structure", "model.num_classes=3"])
     assert res["parameter"] - res3["parameter"] == 7 * (512 + 1)
@@ -104,12 +107,15 @@ def test_config_file_with_overrides(tmp_path, capsys):
 
 
 def test_config_file_detection_model(tmp_path):
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
         from libdet.config import LazyCall as L
         from tests.tools.test_analyze_model import TinyDetector
 
         model = L(TinyDetector)(channels=2)
-    """)
+    """,
+    )
     res = am.main(["--config-file", cfg, "--tasks", "flop", "activation", "--input-size", "16", "16"])
     assert res["input_format"] == "detection"
     assert res["flop"] >= 2 * 16 * 16 * 27 and res["activation"] >= 2 * 16 * 16

@@ -53,8 +53,15 @@ CONFIG = textwrap.dedent(f"""
 def setup(tmp_path_factory):
     """Tiny shapes images (PNG, 64 px) registered as a dataset, a config file and saved random weights."""
     root = tmp_path_factory.mktemp("demo")
-    paths = generate_shapes_dataset(str(root / "data"), "val", num_images=3, seed=0,
-                                    image_sizes=((64, 64), (64, 96)), max_objects=2, image_format="png")
+    paths = generate_shapes_dataset(
+        str(root / "data"),
+        "val",
+        num_images=3,
+        seed=0,
+        image_sizes=((64, 64), (64, 96)),
+        max_objects=2,
+        image_format="png",
+    )
     register_coco_instances(DATASET, {"thing_classes": list(SHAPES_CLASSES)}, paths["json_file"], paths["image_root"])
     cfg_file = root / "tiny_cfg.py"
     cfg_file.write_text(CONFIG)
@@ -67,8 +74,13 @@ def setup(tmp_path_factory):
     for f in images:
         shutil.copy(os.path.join(paths["image_root"], f), folder / f)
     (folder / "notes.txt").write_text("not an image")  # ignored: not an image extension
-    yield {"root": root, "cfg": str(cfg_file), "weights": str(root / "weights" / "model.pth"), "folder": folder,
-           "images": images}
+    yield {
+        "root": root,
+        "cfg": str(cfg_file),
+        "weights": str(root / "weights" / "model.pth"),
+        "folder": folder,
+        "images": images,
+    }
     DatasetCatalog.remove(DATASET)
     MetadataCatalog.remove(DATASET)
 
@@ -92,17 +104,34 @@ def test_folder_of_two_images(setup, tmp_path):
         assert drawn.shape == original.shape  # predictions are drawn at the input size
         assert (np.abs(drawn - original).max(axis=2) > 30).sum() > 20  # some instance was drawn
     # nothing reaches a threshold above 1: the image is written unchanged (PNG in, PNG out)
-    written = _run(setup, "--input", str(setup["folder"] / setup["images"][0]), "--output", str(tmp_path / "one.png"),
-                   "--confidence-threshold", "1.01")
+    written = _run(
+        setup,
+        "--input",
+        str(setup["folder"] / setup["images"][0]),
+        "--output",
+        str(tmp_path / "one.png"),
+        "--confidence-threshold",
+        "1.01",
+    )
     assert written == [str(tmp_path / "one.png")]
     assert np.array_equal(_read(tmp_path / "one.png"), _read(setup["folder"] / setup["images"][0]))
 
 
 def test_glob_num_images_and_overrides_after_input(setup, tmp_path):
     pattern = str(setup["folder"] / "*.png")
-    args = demo.get_parser().parse_args(["--config-file", setup["cfg"], "--input", pattern,
-                                         f"train.init_checkpoint={setup['weights']}", "--output", str(tmp_path),
-                                         "--num-images", "1"])
+    args = demo.get_parser().parse_args(
+        [
+            "--config-file",
+            setup["cfg"],
+            "--input",
+            pattern,
+            f"train.init_checkpoint={setup['weights']}",
+            "--output",
+            str(tmp_path),
+            "--num-images",
+            "1",
+        ]
+    )
     written = demo.main(args)
     assert written == [str(tmp_path / setup["images"][0])] and os.path.isfile(written[0])
 
@@ -130,8 +159,9 @@ def test_predictor_applies_test_resize_and_returns_original_size():
 
     image = np.zeros((128, 192, 3), dtype=np.uint8)
     image[:, :, 0] = 200  # blue in BGR
-    predictor = demo.DemoPredictor(Recorder(), augmentations=[T.ResizeShortestEdge(32, max_size=1000)],
-                                   input_format="BGR")
+    predictor = demo.DemoPredictor(
+        Recorder(), augmentations=[T.ResizeShortestEdge(32, max_size=1000)], input_format="BGR"
+    )
     out = predictor(image)
     assert seen["shape"] == (3, 32, 48) and seen["size"] == (128, 192)
     assert int(seen["image"][0].float().mean()) == 200 and int(seen["image"][2].max()) == 0  # channels kept
@@ -189,16 +219,28 @@ def test_errors(setup, tmp_path):
         _run(setup, "--input", str(bad), "--output", str(tmp_path / "o"))
     img = str(setup["folder"] / setup["images"][0])
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        args = demo.get_parser().parse_args(["--config-file", setup["cfg"], "--input", img, "--output",
-                                             str(tmp_path), f"train.init_checkpoint={tmp_path / 'nope.pth'}"])
+        args = demo.get_parser().parse_args(
+            [
+                "--config-file",
+                setup["cfg"],
+                "--input",
+                img,
+                "--output",
+                str(tmp_path),
+                f"train.init_checkpoint={tmp_path / 'nope.pth'}",
+            ]
+        )
         demo.main(args)
     with pytest.raises(ValueError, match="train.init_checkpoint"):
         _run(setup, "--input", img, "--output", str(tmp_path), weights=False)
     with pytest.raises(ValueError, match="not registered"):
         _run(setup, "--dataset", "_demo_test_shapez", "--output", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no_such_cfg.py"):
-        demo.main(demo.get_parser().parse_args(["--config-file", str(tmp_path / "no_such_cfg.py"), "--input", img,
-                                                "--output", str(tmp_path)]))
+        demo.main(
+            demo.get_parser().parse_args(
+                ["--config-file", str(tmp_path / "no_such_cfg.py"), "--input", img, "--output", str(tmp_path)]
+            )
+        )
     with pytest.raises(ValueError, match="--device"):
         _run(setup, "--input", img, "--output", str(tmp_path), "--device", "tpu:x")
 

@@ -42,8 +42,9 @@ def tiny_shapes(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("shapes"))
     meta = {"thing_classes": list(SHAPES_CLASSES)}
     for name, split, n, seed in ((TRAIN_NAME, "train", 6, 0), (VAL_NAME, "val", 3, 1)):
-        paths = generate_shapes_dataset(root, split, num_images=n, seed=seed, image_sizes=((64, 64), (64, 96)),
-                                        max_objects=3)
+        paths = generate_shapes_dataset(
+            root, split, num_images=n, seed=seed, image_sizes=((64, 64), (64, 96)), max_objects=3
+        )
         if name in DatasetCatalog.keys():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
@@ -56,19 +57,30 @@ def tiny_shapes(tmp_path_factory):
 
 def _opts(output_dir, max_iter, seed=0, **extra):
     opts = {
-        "train.output_dir": output_dir, "train.max_iter": max_iter, "train.device": "cpu", "train.seed": seed,
-        "train.log_period": 1, "train.smoothing_window": 1, "train.checkpointer.period": 3, "train.eval_period": 0,
+        "train.output_dir": output_dir,
+        "train.max_iter": max_iter,
+        "train.device": "cpu",
+        "train.seed": seed,
+        "train.log_period": 1,
+        "train.smoothing_window": 1,
+        "train.checkpointer.period": 3,
+        "train.eval_period": 0,
         "train.amp.enabled": False,  # the quickstart config turns bf16 on where the CPU has it; tests stay fp32
-        "dataloader.train.dataset.names": TRAIN_NAME, "dataloader.test.dataset.names": VAL_NAME,
-        "dataloader.train.num_workers": 0, "dataloader.test.num_workers": 0,
+        "dataloader.train.dataset.names": TRAIN_NAME,
+        "dataloader.test.dataset.names": VAL_NAME,
+        "dataloader.train.num_workers": 0,
+        "dataloader.test.num_workers": 0,
         "dataloader.train.total_batch_size": 2,
         # lists are replaced whole: images of 64-80 px
         "dataloader.train.mapper.augmentations": f"[{{_target_:{RESIZE},short_edge_length:[64,80],max_size:128,"
-                                                 f"sample_style:choice}},{{_target_:{FLIP}}}]",
+        f"sample_style:choice}},{{_target_:{FLIP}}}]",
         "dataloader.test.mapper.augmentations": f"[{{_target_:{RESIZE},short_edge_length:64,max_size:128}}]",
-        "model.roi_heads.num_classes": 3, "model.backbone.out_channels": 16,
-        "model.roi_heads.box_head.fc_dims": "[32,32]", "model.roi_heads.mask_head.conv_dims": "[8]",
-        "model.proposal_generator.post_nms_topk": "[64,32]", "model.roi_heads.batch_size_per_image": 32,
+        "model.roi_heads.num_classes": 3,
+        "model.backbone.out_channels": 16,
+        "model.roi_heads.box_head.fc_dims": "[32,32]",
+        "model.roi_heads.mask_head.conv_dims": "[8]",
+        "model.proposal_generator.post_nms_topk": "[64,32]",
+        "model.roi_heads.batch_size_per_image": 32,
     }
     opts.update(extra)
     return [f"{k}={v}" for k, v in opts.items()]
@@ -163,7 +175,8 @@ def test_bad_override_names_the_key(tmp_path):
 
 def test_cli_missing_config_file(tmp_path):
     missing = str(tmp_path / "nope.py")
-    proc = subprocess.run([sys.executable, TOOL, "--config-file", missing], capture_output=True, text=True,
-                          timeout=120, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, TOOL, "--config-file", missing], capture_output=True, text=True, timeout=120, cwd=str(tmp_path)
+    )
     assert proc.returncode != 0
     assert "nope.py" in proc.stderr and "does not exist" in proc.stderr

@@ -34,8 +34,17 @@ def write_metrics(path, records, extra_lines=()):
 def run_records(n=40):
     recs = []
     for it in range(19, 20 * n, 20):
-        recs.append({"iteration": it, "total_loss": 3.0 / (1 + it / 100), "loss_cls": 1.0 / (1 + it / 100),
-                     "loss_box_reg": 0.5, "lr": 0.02 * min(1.0, (it + 1) / 200), "data_time": 0.01, "eta_seconds": 5})
+        recs.append(
+            {
+                "iteration": it,
+                "total_loss": 3.0 / (1 + it / 100),
+                "loss_cls": 1.0 / (1 + it / 100),
+                "loss_box_reg": 0.5,
+                "lr": 0.02 * min(1.0, (it + 1) / 200),
+                "data_time": 0.01,
+                "eta_seconds": 5,
+            }
+        )
         if (it + 1) % 200 == 0:
             recs.append({"iteration": it, "bbox/AP": it / 100.0, "bbox/AP50": it / 50.0})
     return recs
@@ -46,8 +55,12 @@ def test_writes_png_with_one_panel_per_pattern(tmp_path):
     write_metrics(path, run_records(), extra_lines=["", "   "])
     out = tmp_path / "curves.png"
     matched = pm.main([str(path), "-o", str(out), "--keys", "total_loss", "loss_*", "lr", "bbox/AP*", "--smooth", "3"])
-    assert matched == {"total_loss": ["total_loss"], "loss_*": ["loss_box_reg", "loss_cls"], "lr": ["lr"],
-                       "bbox/AP*": ["bbox/AP", "bbox/AP50"]}
+    assert matched == {
+        "total_loss": ["total_loss"],
+        "loss_*": ["loss_box_reg", "loss_cls"],
+        "lr": ["lr"],
+        "bbox/AP*": ["bbox/AP", "bbox/AP50"],
+    }
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (800, 1200)
         arr = np.asarray(im.convert("RGB"))

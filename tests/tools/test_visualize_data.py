@@ -18,8 +18,9 @@ DATASET = "_visualize_data_test_shapes"
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("_tool_visualize_data",
-                                                  os.path.join(ROOT, "tools", "visualize_data.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_tool_visualize_data", os.path.join(ROOT, "tools", "visualize_data.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -53,8 +54,15 @@ CONFIG = textwrap.dedent(f"""
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("visualize_data")
-    paths = generate_shapes_dataset(str(root / "data"), "train", num_images=3, seed=0,
-                                    image_sizes=((64, 64), (64, 96)), max_objects=2, image_format="png")
+    paths = generate_shapes_dataset(
+        str(root / "data"),
+        "train",
+        num_images=3,
+        seed=0,
+        image_sizes=((64, 64), (64, 96)),
+        max_objects=2,
+        image_format="png",
+    )
     register_coco_instances(DATASET, {"thing_classes": list(SHAPES_CLASSES)}, paths["json_file"], paths["image_root"])
     cfg_file = root / "cfg.py"
     cfg_file.write_text(CONFIG)
@@ -107,8 +115,14 @@ def test_errors(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.py"):
         _run(setup, "--source", "annotation", "--output-dir", str(tmp_path), cfg=str(tmp_path / "nope.py"))
     with pytest.raises(ValueError, match="not registered"):
-        _run(setup, "--source", "annotation", "--output-dir", str(tmp_path),
-             "dataloader.train.dataset.names=_no_such_dataset")
+        _run(
+            setup,
+            "--source",
+            "annotation",
+            "--output-dir",
+            str(tmp_path),
+            "dataloader.train.dataset.names=_no_such_dataset",
+        )
     with pytest.raises(ValueError, match="--num-images"):
         _run(setup, "--source", "annotation", "--output-dir", str(tmp_path), "--num-images", "0")
     empty_cfg = tmp_path / "empty.py"

@@ -19,8 +19,9 @@ H, W = 96, 128
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("_tool_visualize_json_results",
-                                                  os.path.join(ROOT, "tools", "visualize_json_results.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_tool_visualize_json_results", os.path.join(ROOT, "tools", "visualize_json_results.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -40,12 +41,20 @@ def dataset(tmp_path_factory):
         Image.fromarray(rng.integers(100, 140, (H, W, 3), dtype=np.uint8)).save(path)
         annos = []
         if image_id == 1:
-            annos.append({"bbox": [10, 10, 30, 30], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
-                          "segmentation": [[10, 10, 40, 10, 40, 40, 10, 40]], "iscrowd": 0})
+            annos.append(
+                {
+                    "bbox": [10, 10, 30, 30],
+                    "bbox_mode": BoxMode.XYWH_ABS,
+                    "category_id": 0,
+                    "segmentation": [[10, 10, 40, 10, 40, 40, 10, 40]],
+                    "iscrowd": 0,
+                }
+            )
         dicts.append({"file_name": path, "image_id": image_id, "height": H, "width": W, "annotations": annos})
     DatasetCatalog.register(DATASET, lambda: dicts)
-    MetadataCatalog.get(DATASET).set(thing_classes=["a", "b", "c"],
-                                     thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 3: 2})
+    MetadataCatalog.get(DATASET).set(
+        thing_classes=["a", "b", "c"], thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 3: 2}
+    )
     yield {d["image_id"]: d for d in dicts}
     DatasetCatalog.remove(DATASET)
     MetadataCatalog.remove(DATASET)
@@ -69,8 +78,9 @@ RESULTS = [
 def _run(tmp_path, results, *argv, name="results.json"):
     path = tmp_path / name
     path.write_text(results if isinstance(results, str) else json.dumps(results))
-    args = vj.get_parser().parse_args(["--input", str(path), "--dataset", DATASET, "--output", str(tmp_path / "out"),
-                                       *argv])
+    args = vj.get_parser().parse_args(
+        ["--input", str(path), "--dataset", DATASET, "--output", str(tmp_path / "out"), *argv]
+    )
     return vj.main(args)
 
 
@@ -113,18 +123,23 @@ def test_segmentation_only_results(dataset, tmp_path):
     assert changed[62:88, 82:118].mean() > 0.9 and not changed[:40, :60].any()
 
 
-@pytest.mark.parametrize("results, match", [
-    ([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}], "entry 0: image_id 7"),
-    ([RESULTS[0], {"image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1], "score": 1.0}], "entry 1: category_id 9"),
-    ([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}], r"entry 0 lacks the keys \['score'\]"),
-    ([{"image_id": 1, "category_id": 1, "score": 0.5}], "bbox or segmentation"),
-    ([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 0.5}], "bbox must be 4"),
-    ([{"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": {"size": [5, 5], "counts": "a"}}],
-     "bad segmentation"),
-    ({"image_id": 1}, "expected a JSON list"),
-    ([3], "entry 0 is a int"),
-    ("[{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "results, match",
+    [
+        ([{"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}], "entry 0: image_id 7"),
+        ([RESULTS[0], {"image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1], "score": 1.0}], "entry 1: category_id 9"),
+        ([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}], r"entry 0 lacks the keys \['score'\]"),
+        ([{"image_id": 1, "category_id": 1, "score": 0.5}], "bbox or segmentation"),
+        ([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 0.5}], "bbox must be 4"),
+        (
+            [{"image_id": 1, "category_id": 1, "score": 0.5, "segmentation": {"size": [5, 5], "counts": "a"}}],
+            "bad segmentation",
+        ),
+        ({"image_id": 1}, "expected a JSON list"),
+        ([3], "entry 0 is a int"),
+        ("[{", "not valid JSON"),
+    ],
+)
 def test_validation_errors_name_file_and_entry(dataset, tmp_path, results, match):
     with pytest.raises(ValueError, match=match) as e:
         _run(tmp_path, results, name="bad.json")
@@ -134,9 +149,15 @@ def test_validation_errors_name_file_and_entry(dataset, tmp_path, results, match
 
 def test_missing_file_and_unknown_dataset(dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
-        vj.main(vj.get_parser().parse_args(["--input", str(tmp_path / "nope.json"), "--dataset", DATASET,
-                                            "--output", str(tmp_path)]))
+        vj.main(
+            vj.get_parser().parse_args(
+                ["--input", str(tmp_path / "nope.json"), "--dataset", DATASET, "--output", str(tmp_path)]
+            )
+        )
     (tmp_path / "r.json").write_text("[]")
     with pytest.raises(ValueError, match="not registered"):
-        vj.main(vj.get_parser().parse_args(["--input", str(tmp_path / "r.json"), "--dataset", "_nope",
-                                            "--output", str(tmp_path)]))
+        vj.main(
+            vj.get_parser().parse_args(
+                ["--input", str(tmp_path / "r.json"), "--dataset", "_nope", "--output", str(tmp_path)]
+            )
+        )

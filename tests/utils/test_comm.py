@@ -44,7 +44,12 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         results = {
             "all_gather": comm.all_gather({"rank": rank}),
             "gather": comm.gather(rank * 10, dst=0),
-            "reduce": {k: v.item() for k, v in comm.reduce_dict({"b": torch.tensor(float(rank)), "a": torch.tensor(2.0 * rank + 1)}).items()},
+            "reduce": {
+                k: v.item()
+                for k, v in comm.reduce_dict(
+                    {"b": torch.tensor(float(rank)), "a": torch.tensor(2.0 * rank + 1)}
+                ).items()
+            },
             "seed": comm.shared_random_seed(),
             "local_rank": comm.get_local_rank(),
             "local_size": comm.get_local_size(),

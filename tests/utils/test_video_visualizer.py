@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from libdet.structures import Boxes, Instances
-from libdet.utils.visualizer import ColorMode
 from libdet.utils.video_visualizer import VideoVisualizer
+from libdet.utils.visualizer import ColorMode
 
 H, W = 96, 128
 META = types.SimpleNamespace(thing_classes=["car", "person"])
@@ -70,7 +70,7 @@ def test_rendered_color_follows_moving_object():
         order = [1, 0] if t == 1 else [0, 1]
         pred = mask_pred([rects[i] for i in order], [[0, 1][i] for i in order])
         out = vv.draw_instance_predictions(frame(), pred).get_image().astype(int)
-        seen.append(np.median(out[14:22, 14 + dx:30 + dx].reshape(-1, 3), axis=0))  # inside object 0
+        seen.append(np.median(out[14:22, 14 + dx : 30 + dx].reshape(-1, 3), axis=0))  # inside object 0
     assert np.abs(seen[0] - 128).max() > 20  # it is coloured
     assert np.abs(seen[1] - seen[0]).max() <= 2 and np.abs(seen[2] - seen[0]).max() <= 2
 
@@ -117,8 +117,9 @@ def test_empty_frame_image_bw_and_segmentations():
     with pytest.raises(ValueError, match="instance_mode"):
         VideoVisualizer(META, instance_mode=ColorMode.SEGMENTATION)
 
-    md = types.SimpleNamespace(stuff_classes=["sky", "road"], stuff_colors=[(255, 0, 0), (0, 0, 255)],
-                               thing_classes=["car"])
+    md = types.SimpleNamespace(
+        stuff_classes=["sky", "road"], stuff_colors=[(255, 0, 0), (0, 0, 255)], thing_classes=["car"]
+    )
     vv = VideoVisualizer(md)
     seg = np.zeros((H, W), dtype=np.int64)
     seg[48:] = 1
@@ -128,7 +129,7 @@ def test_empty_frame_image_bw_and_segmentations():
     for t in range(2):
         pan = np.zeros((H, W), dtype=np.int32)
         pan[60:] = 1
-        pan[10:40, 10 + 3 * t:60 + 3 * t] = 2
+        pan[10:40, 10 + 3 * t : 60 + 3 * t] = 2
         info = [{"id": 1, "category_id": 1, "isthing": False}, {"id": 2, "category_id": 0, "isthing": True}]
         out = vv.draw_panoptic_seg(frame(), pan, info).get_image().astype(int)
         pan_colors.append(np.median(out[12:20, 15:30].reshape(-1, 3), axis=0))

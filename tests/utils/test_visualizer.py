@@ -26,7 +26,7 @@ def changed(out, img, tol=3):
 
 def region(y0, y1, x0, x1, h=H, w=W):
     m = np.zeros((h, w), dtype=bool)
-    m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    m[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
     return m
 
 
@@ -406,8 +406,12 @@ def test_panoptic_image_bw_greys_void():
     img = (rng.random((H, W, 3)) * 255).astype(np.uint8)
     pan = np.zeros((H, W), dtype=np.int32)
     pan[40:80, 40:100] = 5
-    out = Visualizer(img, meta(), instance_mode=ColorMode.IMAGE_BW).draw_panoptic_seg(
-        pan, [{"id": 5, "category_id": 0, "isthing": True}]).get_image().astype(int)
+    out = (
+        Visualizer(img, meta(), instance_mode=ColorMode.IMAGE_BW)
+        .draw_panoptic_seg(pan, [{"id": 5, "category_id": 0, "isthing": True}])
+        .get_image()
+        .astype(int)
+    )
     assert (out[:30].max(axis=2) - out[:30].min(axis=2) <= 1).all()
 
 
@@ -418,13 +422,25 @@ def test_draw_dataset_dict_boxes_polygons_rle_keypoints(tmp_path):
     img = flat()
     rle = mask_util.encode(np.asfortranarray(rect_mask(60, 90, 80, 120).astype(np.uint8)))
     dic = {
-        "image_id": 7, "height": H, "width": W,
+        "image_id": 7,
+        "height": H,
+        "width": W,
         "annotations": [
-            {"bbox": [10, 10, 50, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2,
-             "segmentation": [[15, 15, 55, 15, 55, 45, 15, 45]],
-             "keypoints": [20, 20, 2, 40, 30, 2, 0, 0, 0, 0, 0, 0]},
-            {"bbox": [80, 60, 120, 90], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 1,
-             "segmentation": rle, "keypoints": [0] * 12},
+            {
+                "bbox": [10, 10, 50, 40],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 2,
+                "segmentation": [[15, 15, 55, 15, 55, 45, 15, 45]],
+                "keypoints": [20, 20, 2, 40, 30, 2, 0, 0, 0, 0, 0, 0],
+            },
+            {
+                "bbox": [80, 60, 120, 90],
+                "bbox_mode": BoxMode.XYXY_ABS,
+                "category_id": 0,
+                "iscrowd": 1,
+                "segmentation": rle,
+                "keypoints": [0] * 12,
+            },
         ],
     }
     out = Visualizer(img, meta(**KP_META)).draw_dataset_dict(dic).get_image()
@@ -436,9 +452,13 @@ def test_draw_dataset_dict_boxes_polygons_rle_keypoints(tmp_path):
     bad = {"image_id": 7, "annotations": [{"bbox": [1, 1, 5, 5], "category_id": 0}]}
     with pytest.raises(ValueError, match="7.*bbox_mode"):
         Visualizer(img).draw_dataset_dict(bad)
-    mixed = {"image_id": 8, "annotations": [{"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": 0,
-                                             "segmentation": [[1, 1, 5, 1, 5, 5]]},
-                                            {"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": 0}]}
+    mixed = {
+        "image_id": 8,
+        "annotations": [
+            {"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": 0, "segmentation": [[1, 1, 5, 1, 5, 5]]},
+            {"bbox": [1, 1, 5, 5], "bbox_mode": 0, "category_id": 0},
+        ],
+    }
     with pytest.raises(ValueError, match="annotation 1 lacks 'segmentation'"):
         Visualizer(img).draw_dataset_dict(mixed)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from . import shapes
@@ -51,7 +51,9 @@ _COCO_PERSON_SPLITS = {
     "keypoints_coco_2014_val": ("coco/val2014", "coco/annotations/person_keypoints_val2014.json"),
     "keypoints_coco_2014_minival": ("coco/val2014", "coco/annotations/person_keypoints_minival2014.json"),
     "keypoints_coco_2014_valminusminival": (
-        "coco/val2014", "coco/annotations/person_keypoints_valminusminival2014.json"),
+        "coco/val2014",
+        "coco/annotations/person_keypoints_valminusminival2014.json",
+    ),
     "keypoints_coco_2017_train": ("coco/train2017", "coco/annotations/person_keypoints_train2017.json"),
     "keypoints_coco_2017_val": ("coco/val2017", "coco/annotations/person_keypoints_val2017.json"),
     "keypoints_coco_2017_val_100": ("coco/val2017", "coco/annotations/person_keypoints_val2017_100.json"),
@@ -60,12 +62,20 @@ _COCO_PERSON_SPLITS = {
 # without "_panoptic".
 _COCO_PANOPTIC_SPLITS = {
     "coco_2017_train_panoptic": (
-        "coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json", "coco/panoptic_stuff_train2017"),
+        "coco/panoptic_train2017",
+        "coco/annotations/panoptic_train2017.json",
+        "coco/panoptic_stuff_train2017",
+    ),
     "coco_2017_val_panoptic": (
-        "coco/panoptic_val2017", "coco/annotations/panoptic_val2017.json", "coco/panoptic_stuff_val2017"),
+        "coco/panoptic_val2017",
+        "coco/annotations/panoptic_val2017.json",
+        "coco/panoptic_stuff_val2017",
+    ),
     "coco_2017_val_100_panoptic": (
-        "coco/panoptic_val2017_100", "coco/annotations/panoptic_val2017_100.json",
-        "coco/panoptic_stuff_val2017_100"),
+        "coco/panoptic_val2017_100",
+        "coco/annotations/panoptic_val2017_100.json",
+        "coco/panoptic_stuff_val2017_100",
+    ),
 }
 _LVIS_SPLITS = {
     "lvis_v1_train": ("coco/", "lvis/lvis_v1_train.json"),
@@ -80,9 +90,12 @@ _LVIS_SPLITS = {
     "lvis_v0.5_val_cocofied": ("coco/val2017", "lvis/lvis_v0.5_val_cocofied.json"),
 }
 _VOC_SPLITS = [
-    ("voc_2007_trainval", "VOC2007", "trainval"), ("voc_2007_train", "VOC2007", "train"),
-    ("voc_2007_val", "VOC2007", "val"), ("voc_2007_test", "VOC2007", "test"),
-    ("voc_2012_trainval", "VOC2012", "trainval"), ("voc_2012_train", "VOC2012", "train"),
+    ("voc_2007_trainval", "VOC2007", "trainval"),
+    ("voc_2007_train", "VOC2007", "train"),
+    ("voc_2007_val", "VOC2007", "val"),
+    ("voc_2007_test", "VOC2007", "test"),
+    ("voc_2012_trainval", "VOC2012", "trainval"),
+    ("voc_2012_train", "VOC2012", "train"),
     ("voc_2012_val", "VOC2012", "val"),
 ]
 
@@ -249,9 +262,12 @@ def _register_shapes() -> None:
         MetadataCatalog.get(kp_name).set(evaluator_type="coco", **common, **thing_meta, **kp_meta)
         DatasetCatalog.register(f"shapes_sem_seg_{split}", load_semantic)
         MetadataCatalog.get(f"shapes_sem_seg_{split}").set(
-            evaluator_type="sem_seg", image_root=paths["image_root"], sem_seg_root=paths["sem_seg_root"],
+            evaluator_type="sem_seg",
+            image_root=paths["image_root"],
+            sem_seg_root=paths["sem_seg_root"],
             stuff_classes=["background", *shapes.SHAPES_CLASSES],
-            stuff_colors=[[0, 0, 0], *[list(c) for c in shapes.SHAPES_COLORS]], ignore_label=255,
+            stuff_colors=[[0, 0, 0], *[list(c) for c in shapes.SHAPES_COLORS]],
+            ignore_label=255,
         )
 
 

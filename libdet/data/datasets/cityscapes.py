@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,7 @@ def _cityscapes_labels() -> list:
         from cityscapesscripts.helpers.labels import labels
     except ImportError as e:
         raise ImportError(
-            "Loading Cityscapes instances needs the label table of 'cityscapesscripts': "
-            "pip install libdet[cityscapes]"
+            "Loading Cityscapes instances needs the label table of 'cityscapesscripts': pip install libdet[cityscapes]"
         ) from e
     return list(labels)
 
@@ -49,10 +49,14 @@ def _get_cityscapes_files(image_dir: str, gt_dir: str) -> list[tuple[str, str, s
             if not basename.endswith("_leftImg8bit.png"):
                 continue
             stem = os.path.join(gt_dir, city, basename[: -len("leftImg8bit.png")])
-            files.append((
-                os.path.join(city_img_dir, basename), stem + "gtFine_instanceIds.png",
-                stem + "gtFine_labelIds.png", stem + "gtFine_polygons.json",
-            ))
+            files.append(
+                (
+                    os.path.join(city_img_dir, basename),
+                    stem + "gtFine_instanceIds.png",
+                    stem + "gtFine_labelIds.png",
+                    stem + "gtFine_polygons.json",
+                )
+            )
     if not files:
         raise FileNotFoundError(f"No '*_leftImg8bit.png' images found under {image_dir!r}.")
     return files
@@ -137,10 +141,15 @@ def _instances_from_json(json_file: str, name2label: dict) -> tuple[int, int, li
         if not polys:
             continue
         x0, y0, x1, y1 = (visible if not isinstance(visible, MultiPolygon) else visible).bounds
-        annos.append({
-            "iscrowd": int(is_group), "category_id": label.id, "segmentation": polys,
-            "bbox": [x0, y0, x1, y1], "bbox_mode": BoxMode.XYXY_ABS,
-        })
+        annos.append(
+            {
+                "iscrowd": int(is_group),
+                "category_id": label.id,
+                "segmentation": polys,
+                "bbox": [x0, y0, x1, y1],
+                "bbox_mode": BoxMode.XYXY_ABS,
+            }
+        )
     return int(data["imgHeight"]), int(data["imgWidth"]), annos
 
 
@@ -159,8 +168,15 @@ def _load_instances_with_labels(
             h, w, annos = _instances_from_png(inst_file, id2label, to_polygons)
         for a in annos:
             a["category_id"] = contiguous[a["category_id"]]
-        dicts.append({"file_name": image_file, "image_id": os.path.basename(image_file)[: -len("_leftImg8bit.png")],
-                      "height": h, "width": w, "annotations": annos})
+        dicts.append(
+            {
+                "file_name": image_file,
+                "image_id": os.path.basename(image_file)[: -len("_leftImg8bit.png")],
+                "height": h,
+                "width": w,
+                "annotations": annos,
+            }
+        )
     logger.info(f"Loaded {len(dicts)} Cityscapes images with instances from {image_dir}")
     return dicts
 

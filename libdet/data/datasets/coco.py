@@ -24,8 +24,8 @@ import datetime
 import json
 import logging
 import os
-from typing import Any, Iterable
-
+from collections.abc import Iterable
+from typing import Any
 
 from libdet.structures import BoxMode
 from libdet.utils.file_io import PathManager, atomic_write
@@ -183,9 +183,7 @@ def load_coco_json(
         raise ValueError(f"{json_file!r} is not a COCO json: it has no 'images' list.")
     id_map, thing_classes = _category_mapping(data.get("categories", []), json_file)
     if dataset_name is not None:
-        MetadataCatalog.get(dataset_name).set(
-            thing_classes=thing_classes, thing_dataset_id_to_contiguous_id=id_map
-        )
+        MetadataCatalog.get(dataset_name).set(thing_classes=thing_classes, thing_dataset_id_to_contiguous_id=id_map)
     per_image = _index_annotations(data, json_file)
     ann_keys = list(_ANN_KEYS) + list(extra_annotation_keys or [])
     counters = {"invalid_segmentation": 0, "degenerate_box": 0}
@@ -328,15 +326,17 @@ def convert_to_coco_dict(dataset_name: str) -> dict:
     thing_classes = metadata.get("thing_classes")
     if thing_classes is None:
         raise ValueError(f"convert_to_coco_dict: metadata of {dataset_name!r} has no 'thing_classes'.")
-    categories = [
-        {"id": reverse_id[i] if reverse_id else i, "name": name} for i, name in enumerate(thing_classes)
-    ]
+    categories = [{"id": reverse_id[i] if reverse_id else i, "name": name} for i, name in enumerate(thing_classes)]
     images, annotations = [], []
     for index, record in enumerate(dataset_dicts):
         image_id = record.get("image_id", index)
         images.append(
-            {"id": image_id, "width": int(record["width"]), "height": int(record["height"]),
-             "file_name": str(record["file_name"])}
+            {
+                "id": image_id,
+                "width": int(record["width"]),
+                "height": int(record["height"]),
+                "file_name": str(record["file_name"]),
+            }
         )
         for ann in record.get("annotations", []):
             annotations.append(_to_coco_annotation(ann, len(annotations) + 1, image_id, reverse_id))

@@ -110,12 +110,14 @@ def load_coco_panoptic_json(
                     f"Segment {seg.get('id')!r} of image {ann['image_id']!r} in {json_file!r} has category_id "
                     f"{cid!r}, which is not in the dataset's categories."
                 )
-        dicts.append({
-            "file_name": os.path.join(image_dir, os.path.splitext(ann["file_name"])[0] + ".jpg"),
-            "image_id": ann["image_id"],
-            "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
-            "segments_info": segments,
-        })
+        dicts.append(
+            {
+                "file_name": os.path.join(image_dir, os.path.splitext(ann["file_name"])[0] + ".jpg"),
+                "image_id": ann["image_id"],
+                "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
+                "segments_info": segments,
+            }
+        )
     if not dicts:
         raise ValueError(f"No panoptic annotations found in {json_file!r}.")
     for key in ("file_name", "pan_seg_file_name"):
@@ -126,7 +128,11 @@ def load_coco_panoptic_json(
 
 
 def register_coco_panoptic(
-    name: str, metadata: dict, image_root: str, panoptic_root: str, panoptic_json: str,
+    name: str,
+    metadata: dict,
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
     instances_json: str | None = None,
 ) -> None:
     """Register the standard panoptic dataset ``name`` (``evaluator_type="coco_panoptic_seg"``).
@@ -142,8 +148,14 @@ def register_coco_panoptic(
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
-        panoptic_root=panoptic_root, image_root=image_root, panoptic_json=panoptic_json, json_file=instances_json,
-        evaluator_type="coco_panoptic_seg", ignore_label=255, label_divisor=1000, **metadata,
+        panoptic_root=panoptic_root,
+        image_root=image_root,
+        panoptic_json=panoptic_json,
+        json_file=instances_json,
+        evaluator_type="coco_panoptic_seg",
+        ignore_label=255,
+        label_divisor=1000,
+        **metadata,
     )
 
 
@@ -163,7 +175,12 @@ def merge_to_panoptic(detection_dicts: list[dict], sem_seg_dicts: list[dict]) ->
 
 
 def register_coco_panoptic_separated(
-    name: str, metadata: dict, image_root: str, panoptic_root: str, panoptic_json: str, sem_seg_root: str,
+    name: str,
+    metadata: dict,
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    sem_seg_root: str,
     instances_json: str,
 ) -> None:
     """Register ``<name>_separated`` (instances + stuff PNGs, for PanopticFPN) and ``<name>_stuffonly``.
@@ -189,8 +206,14 @@ def register_coco_panoptic_separated(
 
     DatasetCatalog.register(panoptic_name, load)
     MetadataCatalog.get(panoptic_name).set(
-        panoptic_root=panoptic_root, image_root=image_root, panoptic_json=panoptic_json, sem_seg_root=sem_seg_root,
-        json_file=instances_json, evaluator_type="coco_panoptic_seg", ignore_label=255, **metadata,
+        panoptic_root=panoptic_root,
+        image_root=image_root,
+        panoptic_json=panoptic_json,
+        sem_seg_root=sem_seg_root,
+        json_file=instances_json,
+        evaluator_type="coco_panoptic_seg",
+        ignore_label=255,
+        **metadata,
     )
 
     stuff_name = name + "_stuffonly"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Sequence
+from collections.abc import Sequence
 
 from libdet.structures import BoxMode
 from libdet.utils.file_io import PathManager
@@ -42,9 +42,7 @@ def _parse_voc_xml(anno_file: str, class_names: Sequence[str]) -> tuple[int, int
         bbox[0] -= 1.0
         bbox[1] -= 1.0
         # "difficult" objects are kept for training (the VOC evaluator ignores them when scoring).
-        instances.append(
-            {"category_id": class_names.index(cls), "bbox": bbox, "bbox_mode": BoxMode.XYXY_ABS}
-        )
+        instances.append({"category_id": class_names.index(cls), "bbox": bbox, "bbox_mode": BoxMode.XYXY_ABS})
     return height, width, instances
 
 
@@ -72,13 +70,15 @@ def load_voc_instances(dirname: str, split: str, class_names: Sequence[str] | No
         if not PathManager.exists(anno_file):
             raise FileNotFoundError(f"VOC annotation {anno_file!r} (listed in {split_file!r}) does not exist.")
         height, width, instances = _parse_voc_xml(anno_file, class_names)
-        dicts.append({
-            "file_name": os.path.join(dirname, "JPEGImages", fileid + ".jpg"),
-            "image_id": fileid,
-            "height": height,
-            "width": width,
-            "annotations": instances,
-        })
+        dicts.append(
+            {
+                "file_name": os.path.join(dirname, "JPEGImages", fileid + ".jpg"),
+                "image_id": fileid,
+                "height": height,
+                "width": width,
+                "annotations": instances,
+            }
+        )
     return dicts
 
 

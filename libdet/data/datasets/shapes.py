@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -73,8 +73,18 @@ SHAPES_SPLITS = {"train": {"num_images": 1000, "seed": 0}, "val": {"num_images":
 
 # Object colours: saturated, drawn independently of the class.
 _PALETTE = np.array(
-    [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-     (70, 240, 240), (240, 50, 230), (250, 250, 250), (20, 20, 20)],
+    [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (250, 250, 250),
+        (20, 20, 20),
+    ],
     dtype=np.float32,
 )
 _MARKER = ".complete"
@@ -198,15 +208,17 @@ def _render_image(
         sem[visible] = cls + 1
         x0, y0 = verts.min(0)
         x1, y1 = verts.max(0)
-        annos.append({
-            "category_id": cls + 1,
-            "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
-            "area": round(_polygon_area(verts), 2),
-            "iscrowd": 0,
-            "segmentation": [[float(v) for v in verts.reshape(-1)]],
-            "keypoints": _keypoints(verts, owner, k),
-            "num_keypoints": len(SHAPES_KEYPOINT_NAMES),
-        })
+        annos.append(
+            {
+                "category_id": cls + 1,
+                "bbox": [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
+                "area": round(_polygon_area(verts), 2),
+                "iscrowd": 0,
+                "segmentation": [[float(v) for v in verts.reshape(-1)]],
+                "keypoints": _keypoints(verts, owner, k),
+                "num_keypoints": len(SHAPES_KEYPOINT_NAMES),
+            }
+        )
     # Mild sensor noise over everything, so shapes are not flat colour.
     arr = img + 6.0 * rng.standard_normal(size=(h, w, 3), dtype=np.float32)
     return np.clip(arr, 0, 255).astype(np.uint8), sem, annos
@@ -218,8 +230,13 @@ def _categories() -> list[dict]:
         for a, b, _ in SHAPES_KEYPOINT_CONNECTION_RULES
     ]
     return [
-        {"id": i + 1, "name": name, "supercategory": "shape", "keypoints": list(SHAPES_KEYPOINT_NAMES),
-         "skeleton": skeleton}
+        {
+            "id": i + 1,
+            "name": name,
+            "supercategory": "shape",
+            "keypoints": list(SHAPES_KEYPOINT_NAMES),
+            "skeleton": skeleton,
+        }
         for i, name in enumerate(SHAPES_CLASSES)
     ]
 
@@ -293,8 +310,12 @@ def generate_shapes_dataset(
         images.append({"id": i + 1, "file_name": file_name, "height": int(h), "width": int(w)})
         for a in annos:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a})
-    info = {"description": f"libdet synthetic shapes dataset, split {split!r}", "version": SHAPES_VERSION,
-            "seed": seed, "num_images": num_images}
+    info = {
+        "description": f"libdet synthetic shapes dataset, split {split!r}",
+        "version": SHAPES_VERSION,
+        "seed": seed,
+        "num_images": num_images,
+    }
     coco = {"info": info, "images": images, "annotations": annotations, "categories": _categories()}
     with atomic_write(paths["json_file"], "w") as f:
         json.dump(coco, f)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def _epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 class _EpochStreamSampler(Sampler[int]):
     """Infinite stream of epochs (``_epoch_indices(k)``), sharded over ranks, with resumable position."""
 
-    def __init__(self, seed: Optional[int]):
+    def __init__(self, seed: int | None):
         if seed is None:
             seed = comm.shared_random_seed()
         self._seed = int(seed)
@@ -60,7 +61,7 @@ class _EpochStreamSampler(Sampler[int]):
     def _epoch_indices(self, epoch: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _fast_locate(self, global_pos: int) -> Optional[tuple]:
+    def _fast_locate(self, global_pos: int) -> tuple | None:
         """``(epoch, epoch_start)`` for a global position when epochs have a fixed length, else None."""
         return None
 
@@ -81,7 +82,7 @@ class _EpochStreamSampler(Sampler[int]):
             yield int(indices[g - start])
             g += self._world_size
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"seed", "position", "epoch", "epoch_start", "world_size", "rank"}`` of this rank's stream."""
         return {
             "seed": self._seed,
@@ -92,7 +93,7 @@ class _EpochStreamSampler(Sampler[int]):
             "rank": self._rank,
         }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict` (``epoch``/``epoch_start`` are optional hints).
 
         Raises:
@@ -121,7 +122,7 @@ class TrainingSampler(_EpochStreamSampler):
         seed: shared by all ranks; ``None`` draws one with ``comm.shared_random_seed()``.
     """
 
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
+    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None):
         if not isinstance(size, int) or size <= 0:
             raise ValueError(f"TrainingSampler: `size` must be a positive int, got {size!r}.")
         super().__init__(seed)
@@ -133,17 +134,19 @@ class TrainingSampler(_EpochStreamSampler):
             return torch.randperm(self._size, generator=_epoch_generator(self._seed, epoch))
         return torch.arange(self._size)
 
-    def _fast_locate(self, global_pos: int) -> Optional[tuple]:
+    def _fast_locate(self, global_pos: int) -> tuple | None:
         epoch = global_pos // self._size
         return epoch, epoch * self._size
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "size": self._size}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if "size" in state and state["size"] != self._size:
-            raise ValueError(f"TrainingSampler.load_state_dict: state is for a dataset of size {state['size']}, "
-                             f"this sampler has size {self._size}.")
+            raise ValueError(
+                f"TrainingSampler.load_state_dict: state is for a dataset of size {state['size']}, "
+                f"this sampler has size {self._size}."
+            )
         super().load_state_dict(state)
 
 
@@ -158,8 +161,14 @@ class RandomSubsetTrainingSampler(TrainingSampler):
         seed_subset: seed of the subset choice (``None``: shared random seed).
     """
 
-    def __init__(self, size: int, subset_ratio: float, shuffle: bool = True, seed_shuffle: Optional[int] = None,
-                 seed_subset: Optional[int] = None):
+    def __init__(
+        self,
+        size: int,
+        subset_ratio: float,
+        shuffle: bool = True,
+        seed_shuffle: int | None = None,
+        seed_subset: int | None = None,
+    ):
         if not 0.0 < subset_ratio <= 1.0:
             raise ValueError(f"RandomSubsetTrainingSampler: subset_ratio must be in (0, 1], got {subset_ratio}.")
         self._size_subset = max(1, int(size * subset_ratio))
@@ -176,10 +185,10 @@ class RandomSubsetTrainingSampler(TrainingSampler):
     def _epoch_indices(self, epoch: int) -> torch.Tensor:
         return self._indexes_subset[super()._epoch_indices(epoch)]
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "seed_subset": self._seed_subset}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if "seed_subset" in state and state["seed_subset"] != self._seed_subset:
             raise ValueError(
                 f"RandomSubsetTrainingSampler.load_state_dict: state has seed_subset={state['seed_subset']}, this "
@@ -200,12 +209,13 @@ class RepeatFactorTrainingSampler(_EpochStreamSampler):
         seed: shared by all ranks; ``None``: ``comm.shared_random_seed()``.
     """
 
-    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None):
+    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: int | None = None):
         super().__init__(seed)
         repeat_factors = torch.as_tensor(repeat_factors, dtype=torch.float32)
         if repeat_factors.dim() != 1 or len(repeat_factors) == 0 or bool((repeat_factors < 0).any()):
-            raise ValueError("RepeatFactorTrainingSampler: repeat_factors must be a non-empty 1D tensor of "
-                             "non-negative factors.")
+            raise ValueError(
+                "RepeatFactorTrainingSampler: repeat_factors must be a non-empty 1D tensor of non-negative factors."
+            )
         if float(repeat_factors.sum()) <= 0:
             raise ValueError("RepeatFactorTrainingSampler: all repeat factors are zero.")
         self._shuffle = shuffle
@@ -213,8 +223,9 @@ class RepeatFactorTrainingSampler(_EpochStreamSampler):
         self._frac_part = repeat_factors - self._int_part
 
     @staticmethod
-    def repeat_factors_from_category_frequency(dataset_dicts: List[Dict[str, Any]], repeat_thresh: float,
-                                               sqrt: bool = True) -> torch.Tensor:
+    def repeat_factors_from_category_frequency(
+        dataset_dicts: list[dict[str, Any]], repeat_thresh: float, sqrt: bool = True
+    ) -> torch.Tensor:
         """Per-image repeat factors from category frequency (LVIS).
 
         For category ``c`` with image frequency ``f(c)`` (fraction of images containing it),
@@ -229,7 +240,7 @@ class RepeatFactorTrainingSampler(_EpochStreamSampler):
         Returns:
             ``(N,)`` float32 tensor.
         """
-        category_freq: Dict[int, float] = defaultdict(int)
+        category_freq: dict[int, float] = defaultdict(int)
         for d in dataset_dicts:
             for cat_id in {ann["category_id"] for ann in d.get("annotations", [])}:
                 category_freq[cat_id] += 1
@@ -279,5 +290,3 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._local_indices)
-
-

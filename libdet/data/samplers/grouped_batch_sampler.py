@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data.sampler import BatchSampler, Sampler
@@ -33,9 +34,9 @@ class GroupedBatchSampler(BatchSampler):
             raise ValueError(f"GroupedBatchSampler: group_ids must be 1D, got shape {self.group_ids.shape}.")
         self.batch_size = batch_size
         groups = np.unique(self.group_ids).tolist()
-        self.buffer_per_group: Dict[Any, List[int]] = {k: [] for k in groups}
+        self.buffer_per_group: dict[Any, list[int]] = {k: [] for k in groups}
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         for idx in self.sampler:
             group_buffer = self.buffer_per_group[self.group_ids[idx].item()]
             group_buffer.append(idx)

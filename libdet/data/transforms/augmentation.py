@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import inspect
 import pprint
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,15 +45,18 @@ def _check_img_dtype(img: np.ndarray) -> None:
         raise ValueError(f"[Augmentation] Expected an HxW or HxWxC image, got shape {img.shape}.")
 
 
-def _get_aug_input_args(aug: "Augmentation", aug_input: Any) -> List[Any]:
+def _get_aug_input_args(aug: Augmentation, aug_input: Any) -> list[Any]:
     """The attributes of ``aug_input`` named by ``aug.input_args``, in order."""
     if aug.input_args is None:
         prms = list(inspect.signature(aug.get_transform).parameters.items())
         if len(prms) == 1:
             names = ("image",)
         else:
-            names = tuple(name for name, prm in prms if prm.kind not in (
-                inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD))
+            names = tuple(
+                name
+                for name, prm in prms
+                if prm.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            )
     else:
         names = aug.input_args
     args = []
@@ -74,10 +78,10 @@ class Augmentation:
     from ``np.random`` (the global NumPy RNG), e.g. through :meth:`_rand_range`.
     """
 
-    input_args: Optional[Tuple[str, ...]] = None
+    input_args: tuple[str, ...] | None = None
     """Names of the :class:`AugInput` attributes passed to ``get_transform``; ``None``: its parameter names."""
 
-    def _init(self, params: Optional[dict] = None) -> None:
+    def _init(self, params: dict | None = None) -> None:
         if params:
             for k, v in params.items():
                 if k != "self" and not k.startswith("_"):
@@ -104,7 +108,7 @@ class Augmentation:
         aug_input.transform(tfm)
         return tfm
 
-    def _rand_range(self, low: float = 1.0, high: Optional[float] = None, size: Any = None) -> Any:
+    def _rand_range(self, low: float = 1.0, high: float | None = None, size: Any = None) -> Any:
         """Uniform float in ``[low, high)`` (``[0, low)`` when ``high`` is None) from ``np.random``."""
         if high is None:
             low, high = 0, low
@@ -157,7 +161,7 @@ class _TransformToAug(Augmentation):
     __str__ = __repr__
 
 
-def _transform_to_aug(tfm_or_aug: Union[Transform, Augmentation]) -> Augmentation:
+def _transform_to_aug(tfm_or_aug: Transform | Augmentation) -> Augmentation:
     if isinstance(tfm_or_aug, Augmentation):
         return tfm_or_aug
     if isinstance(tfm_or_aug, Transform):
@@ -171,7 +175,7 @@ class AugmentationList(Augmentation):
     Calling it returns the :class:`TransformList` of everything that was applied.
     """
 
-    def __init__(self, augs: Sequence[Union[Augmentation, Transform]]):
+    def __init__(self, augs: Sequence[Augmentation | Transform]):
         super().__init__()
         self.augs = [_transform_to_aug(x) for x in augs]
 
@@ -196,8 +200,7 @@ class AugInput:
         sem_seg: ``(H, W)`` integer segmentation map, or None.
     """
 
-    def __init__(self, image: np.ndarray, *, boxes: Optional[np.ndarray] = None,
-                 sem_seg: Optional[np.ndarray] = None):
+    def __init__(self, image: np.ndarray, *, boxes: np.ndarray | None = None, sem_seg: np.ndarray | None = None):
         _check_img_dtype(image)
         self.image = image
         self.boxes = boxes
@@ -211,13 +214,12 @@ class AugInput:
         if self.sem_seg is not None:
             self.sem_seg = tfm.apply_segmentation(self.sem_seg)
 
-    def apply_augmentations(self, augmentations: Sequence[Union[Augmentation, Transform]]) -> TransformList:
+    def apply_augmentations(self, augmentations: Sequence[Augmentation | Transform]) -> TransformList:
         """Apply augmentations in place; returns the transforms that were applied."""
         return AugmentationList(augmentations)(self)
 
 
-def apply_augmentations(augmentations: Sequence[Union[Augmentation, Transform]], inputs: Any
-                        ) -> Tuple[Any, TransformList]:
+def apply_augmentations(augmentations: Sequence[Augmentation | Transform], inputs: Any) -> tuple[Any, TransformList]:
     """Apply ``augmentations`` to ``inputs``: an image array (returns the new image) or an :class:`AugInput`
     (modified in place and returned). Returns ``(result, transforms)``."""
     if isinstance(inputs, np.ndarray):

@@ -7,7 +7,8 @@ from :mod:`~libdet.data.transforms.transform`.
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ class RandomApply(Augmentation):
         prob: probability in ``[0, 1]``.
     """
 
-    def __init__(self, tfm_or_aug: Union[Augmentation, Transform], prob: float = 0.5):
+    def __init__(self, tfm_or_aug: Augmentation | Transform, prob: float = 0.5):
         super().__init__()
         self.aug = _transform_to_aug(tfm_or_aug)
         if not 0.0 <= prob <= 1.0:
@@ -97,7 +98,7 @@ class RandomFlip(Augmentation):
 class Resize(Augmentation):
     """Resize the image to a fixed ``shape`` (an int for a square, or ``(h, w)``)."""
 
-    def __init__(self, shape: Union[int, Tuple[int, int]], interp: int = Image.BILINEAR):
+    def __init__(self, shape: int | tuple[int, int], interp: int = Image.BILINEAR):
         super().__init__()
         if isinstance(shape, int):
             shape = (shape, shape)
@@ -119,8 +120,13 @@ class ResizeShortestEdge(Augmentation):
         interp: PIL resampling filter.
     """
 
-    def __init__(self, short_edge_length: Union[int, Sequence[int]], max_size: int = sys.maxsize,
-                 sample_style: str = "range", interp: int = Image.BILINEAR):
+    def __init__(
+        self,
+        short_edge_length: int | Sequence[int],
+        max_size: int = sys.maxsize,
+        sample_style: str = "range",
+        interp: int = Image.BILINEAR,
+    ):
         super().__init__()
         if sample_style not in ("range", "choice"):
             raise ValueError(f"ResizeShortestEdge: sample_style must be 'range' or 'choice', got {sample_style!r}.")
@@ -146,7 +152,7 @@ class ResizeShortestEdge(Augmentation):
         return ResizeTransform(h, w, newh, neww, self.interp)
 
     @staticmethod
-    def get_output_shape(oldh: int, oldw: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
+    def get_output_shape(oldh: int, oldw: int, short_edge_length: int, max_size: int) -> tuple[int, int]:
         """``(newh, neww)`` after resizing ``(oldh, oldw)`` to the short side, capped by ``max_size``."""
         scale = short_edge_length * 1.0 / min(oldh, oldw)
         newh, neww = oldh * scale, oldw * scale
@@ -163,8 +169,9 @@ class ResizeScale(Augmentation):
     target_width * s)``.
     """
 
-    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int,
-                 interp: int = Image.BILINEAR):
+    def __init__(
+        self, min_scale: float, max_scale: float, target_height: int, target_width: int, interp: int = Image.BILINEAR
+    ):
         super().__init__()
         self._init(locals())
 
@@ -183,7 +190,7 @@ class ResizeScale(Augmentation):
 class RandomResize(Augmentation):
     """Resize to one of ``shape_list`` (each ``(h, w)`` or an int for a square), chosen uniformly."""
 
-    def __init__(self, shape_list: Sequence[Union[int, Tuple[int, int]]], interp: int = Image.BILINEAR):
+    def __init__(self, shape_list: Sequence[int | tuple[int, int]], interp: int = Image.BILINEAR):
         super().__init__()
         if len(shape_list) == 0:
             raise ValueError("RandomResize: `shape_list` is empty.")
@@ -207,9 +214,14 @@ class RandomRotation(Augmentation):
         interp: PIL resampling filter.
     """
 
-    def __init__(self, angle: Union[float, Sequence[float]], expand: bool = True,
-                 center: Optional[Sequence[Sequence[float]]] = None, sample_style: str = "range",
-                 interp: Optional[int] = None):
+    def __init__(
+        self,
+        angle: float | Sequence[float],
+        expand: bool = True,
+        center: Sequence[Sequence[float]] | None = None,
+        sample_style: str = "range",
+        interp: int | None = None,
+    ):
         super().__init__()
         if sample_style not in ("range", "choice"):
             raise ValueError(f"RandomRotation: sample_style must be 'range' or 'choice', got {sample_style!r}.")
@@ -250,8 +262,9 @@ class FixedSizeCrop(Augmentation):
         seg_pad_value: segmentation padding value (the "ignore" label).
     """
 
-    def __init__(self, crop_size: Tuple[int, int], pad: bool = True, pad_value: float = 128.0,
-                 seg_pad_value: int = 255):
+    def __init__(
+        self, crop_size: tuple[int, int], pad: bool = True, pad_value: float = 128.0, seg_pad_value: int = 255
+    ):
         super().__init__()
         self._init(locals())
 
@@ -260,15 +273,29 @@ class FixedSizeCrop(Augmentation):
         output_size = self.crop_size
         max_offset = np.maximum(np.subtract(input_size, output_size), 0)
         offset = np.round(np.multiply(max_offset, np.random.uniform(0.0, 1.0))).astype(int)
-        return CropTransform(int(offset[1]), int(offset[0]), int(min(output_size[1], input_size[1])),
-                             int(min(output_size[0], input_size[0])), int(input_size[1]), int(input_size[0]))
+        return CropTransform(
+            int(offset[1]),
+            int(offset[0]),
+            int(min(output_size[1], input_size[1])),
+            int(min(output_size[0], input_size[0])),
+            int(input_size[1]),
+            int(input_size[0]),
+        )
 
     def _get_pad(self, image: np.ndarray) -> Transform:
         input_size = image.shape[:2]
         pad_size = np.maximum(np.subtract(self.crop_size, input_size), 0)
         original_size = np.minimum(input_size, self.crop_size)
-        return PadTransform(0, 0, int(pad_size[1]), int(pad_size[0]), int(original_size[1]), int(original_size[0]),
-                            self.pad_value, self.seg_pad_value)
+        return PadTransform(
+            0,
+            0,
+            int(pad_size[1]),
+            int(pad_size[0]),
+            int(original_size[1]),
+            int(original_size[0]),
+            self.pad_value,
+            self.seg_pad_value,
+        )
 
     def get_transform(self, image: np.ndarray) -> TransformList:
         transforms = [self._get_crop(image)]
@@ -304,7 +331,7 @@ class RandomCrop(Augmentation):
         w0 = int(np.random.randint(w - cropw + 1))
         return CropTransform(w0, h0, cropw, croph)
 
-    def get_crop_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+    def get_crop_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Sample the ``(crop_h, crop_w)`` for an image of ``image_size = (h, w)``."""
         h, w = image_size
         if self.crop_type == "relative":
@@ -330,8 +357,13 @@ class RandomCrop_CategoryAreaConstraint(Augmentation):
     Inputs: ``image`` and ``sem_seg``.
     """
 
-    def __init__(self, crop_type: str, crop_size: Sequence[float], single_category_max_area: float = 1.0,
-                 ignored_category: Optional[int] = None):
+    def __init__(
+        self,
+        crop_type: str,
+        crop_size: Sequence[float],
+        single_category_max_area: float = 1.0,
+        ignored_category: int | None = None,
+    ):
         super().__init__()
         self.crop_aug = RandomCrop(crop_type, crop_size)
         self._init(locals())
@@ -346,7 +378,7 @@ class RandomCrop_CategoryAreaConstraint(Augmentation):
             crop_size = self.crop_aug.get_crop_size((h, w))
             y0 = int(np.random.randint(h - crop_size[0] + 1))
             x0 = int(np.random.randint(w - crop_size[1] + 1))
-            sem_seg_temp = sem_seg[y0:y0 + crop_size[0], x0:x0 + crop_size[1]]
+            sem_seg_temp = sem_seg[y0 : y0 + crop_size[0], x0 : x0 + crop_size[1]]
             labels, cnt = np.unique(sem_seg_temp, return_counts=True)
             if self.ignored_category is not None:
                 cnt = cnt[labels != self.ignored_category]
@@ -364,7 +396,7 @@ class RandomExtent(Augmentation):
         shift_range: ``(x, y)``: the rectangle centre moves by up to ``shift/2`` of the image size.
     """
 
-    def __init__(self, scale_range: Tuple[float, float], shift_range: Tuple[float, float]):
+    def __init__(self, scale_range: tuple[float, float], shift_range: tuple[float, float]):
         super().__init__()
         self._init(locals())
 
@@ -428,17 +460,14 @@ class RandomLighting(Augmentation):
     def __init__(self, scale: float):
         super().__init__()
         self._init(locals())
-        self.eigen_vecs = np.array(
-            [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
-        )
+        self.eigen_vecs = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
         self.eigen_vals = np.array([0.2175, 0.0188, 0.0045]) * 255.0
 
     def get_transform(self, image: np.ndarray) -> Transform:
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"RandomLighting only works on HxWx3 RGB images, got shape {image.shape}.")
         weights = np.random.normal(scale=self.scale, size=3)
-        return BlendTransform(src_image=self.eigen_vecs.dot(weights * self.eigen_vals), src_weight=1.0,
-                              dst_weight=1.0)
+        return BlendTransform(src_image=self.eigen_vecs.dot(weights * self.eigen_vals), src_weight=1.0, dst_weight=1.0)
 
 
 class MinIoURandomCrop(Augmentation):
@@ -452,8 +481,13 @@ class MinIoURandomCrop(Augmentation):
         crop_trials: crops sampled per threshold.
     """
 
-    def __init__(self, min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size: float = 0.3,
-                 mode_trials: int = 1000, crop_trials: int = 50):
+    def __init__(
+        self,
+        min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+        min_crop_size: float = 0.3,
+        mode_trials: int = 1000,
+        crop_trials: int = 50,
+    ):
         super().__init__()
         self.min_ious = tuple(min_ious)
         self.sample_mode = (1, *self.min_ious, 0)
@@ -461,7 +495,7 @@ class MinIoURandomCrop(Augmentation):
         self.mode_trials = mode_trials
         self.crop_trials = crop_trials
 
-    def get_transform(self, image: np.ndarray, boxes: Optional[np.ndarray]) -> Transform:
+    def get_transform(self, image: np.ndarray, boxes: np.ndarray | None) -> Transform:
         if boxes is None:
             return NoOpTransform()
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -485,17 +519,22 @@ class MinIoURandomCrop(Augmentation):
                     if _patch_iou(patch, boxes).min() < min_iou:
                         continue
                     center = (boxes[:, :2] + boxes[:, 2:]) / 2
-                    inside = ((center[:, 0] > patch[0]) & (center[:, 1] > patch[1]) & (center[:, 0] < patch[2])
-                              & (center[:, 1] < patch[3]))
+                    inside = (
+                        (center[:, 0] > patch[0])
+                        & (center[:, 1] > patch[1])
+                        & (center[:, 0] < patch[2])
+                        & (center[:, 1] < patch[3])
+                    )
                     if not inside.any():
                         continue
-                return CropTransform(int(patch[0]), int(patch[1]), int(patch[2] - patch[0]),
-                                     int(patch[3] - patch[1]))
+                return CropTransform(int(patch[0]), int(patch[1]), int(patch[2] - patch[0]), int(patch[3] - patch[1]))
         return NoOpTransform()
 
 
 def _patch_iou(patch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one XYXY box ``patch`` with each of ``(N, 4)`` ``boxes``."""
-    ious = pairwise_iou(Boxes(torch.as_tensor(patch, dtype=torch.float64).reshape(1, 4)),
-                        Boxes(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)))
+    ious = pairwise_iou(
+        Boxes(torch.as_tensor(patch, dtype=torch.float64).reshape(1, 4)),
+        Boxes(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)),
+    )
     return ious.reshape(-1).numpy()

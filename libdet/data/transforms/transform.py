@@ -10,7 +10,7 @@ has x coordinates in ``[0, W]``.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -91,12 +91,13 @@ class ExtentTransform(Transform):
         fill: value for pixels outside the input image.
     """
 
-    def __init__(self, src_rect: Sequence[float], output_size: Tuple[int, int], interp: int = Image.BILINEAR,
-                 fill: float = 0):
+    def __init__(
+        self, src_rect: Sequence[float], output_size: tuple[int, int], interp: int = Image.BILINEAR, fill: float = 0
+    ):
         super().__init__()
         self._set_attributes(locals())
 
-    def apply_image(self, img: np.ndarray, interp: Optional[int] = None) -> np.ndarray:
+    def apply_image(self, img: np.ndarray, interp: int | None = None) -> np.ndarray:
         h, w = self.output_size
         rect = tuple(float(v) for v in self.src_rect)
 
@@ -130,13 +131,13 @@ class ResizeTransform(Transform):
     ``torch.nn.functional.interpolate``. Segmentation maps always use nearest neighbour.
     """
 
-    def __init__(self, h: int, w: int, new_h: int, new_w: int, interp: Optional[int] = None):
+    def __init__(self, h: int, w: int, new_h: int, new_w: int, interp: int | None = None):
         super().__init__()
         if interp is None:
             interp = Image.BILINEAR
         self._set_attributes(locals())
 
-    def apply_image(self, img: np.ndarray, interp: Optional[int] = None) -> np.ndarray:
+    def apply_image(self, img: np.ndarray, interp: int | None = None) -> np.ndarray:
         if img.shape[:2] != (self.h, self.w):
             raise ValueError(
                 f"ResizeTransform: image of shape {img.shape[:2]} does not match the transform's input size "
@@ -154,8 +155,9 @@ class ResizeTransform(Transform):
         t = torch.from_numpy(np.ascontiguousarray(img)).view(shape_4d).permute(2, 3, 0, 1)  # N, C, H, W
         mode = _PIL_TO_TORCH_INTERP.get(interp_method, "bilinear")
         align = None if mode == "nearest" else False
-        t = F.interpolate(t.float() if t.dtype != torch.float64 else t, (self.new_h, self.new_w), mode=mode,
-                          align_corners=align)
+        t = F.interpolate(
+            t.float() if t.dtype != torch.float64 else t, (self.new_h, self.new_w), mode=mode, align_corners=align
+        )
         shape[:2] = (self.new_h, self.new_w)
         return t.permute(2, 3, 0, 1).reshape(shape).numpy().astype(img.dtype)
 
@@ -183,8 +185,15 @@ class RotationTransform(Transform):
         interp: PIL resampling filter (default bilinear).
     """
 
-    def __init__(self, h: int, w: int, angle: float, expand: bool = True,
-                 center: Optional[Tuple[float, float]] = None, interp: Optional[int] = None):
+    def __init__(
+        self,
+        h: int,
+        w: int,
+        angle: float,
+        expand: bool = True,
+        center: tuple[float, float] | None = None,
+        interp: int | None = None,
+    ):
         super().__init__()
         image_center = np.array((w / 2, h / 2))
         if center is None:
@@ -213,7 +222,7 @@ class RotationTransform(Transform):
             translation = translation + np.array([self.bound_w / 2, self.bound_h / 2]) - rotated_center
         return np.concatenate([rot, translation[:, None]], axis=1)
 
-    def apply_image(self, img: np.ndarray, interp: Optional[int] = None) -> np.ndarray:
+    def apply_image(self, img: np.ndarray, interp: int | None = None) -> np.ndarray:
         if len(img) == 0 or self.angle % 360 == 0:
             return img
         if img.shape[:2] != (self.h, self.w):
@@ -226,7 +235,8 @@ class RotationTransform(Transform):
         data = tuple(inv.reshape(-1).tolist())
         size = (int(self.bound_w), int(self.bound_h))
         return _image_through_pil(
-            img, lambda pil, resample: pil.transform(size, Image.AFFINE, data=data, resample=resample),
+            img,
+            lambda pil, resample: pil.transform(size, Image.AFFINE, data=data, resample=resample),
             self.interp if interp is None else interp,
         )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Dict, List
 
 import torch
 from torch import nn
@@ -22,15 +21,15 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     (dicts keyed by name), or override :meth:`output_shape`.
     """
 
-    _out_features: List[str]
-    _out_feature_channels: Dict[str, int]
-    _out_feature_strides: Dict[str, int]
+    _out_features: list[str]
+    _out_feature_channels: dict[str, int]
+    _out_feature_strides: dict[str, int]
 
     def __init__(self):
         super().__init__()
 
     @abstractmethod
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         Args:
             x: Tensor[N, C, H, W] image batch.
@@ -48,7 +47,7 @@ class Backbone(nn.Module, metaclass=ABCMeta):
         return 0
 
     @property
-    def padding_constraints(self) -> Dict[str, int]:
+    def padding_constraints(self) -> dict[str, int]:
         """Extra padding requirements of the input, beyond ``size_divisibility``.
 
         Keys currently understood by ``ImageList.from_tensors``:
@@ -57,7 +56,7 @@ class Backbone(nn.Module, metaclass=ABCMeta):
         """
         return {}
 
-    def output_shape(self) -> Dict[str, ShapeSpec]:
+    def output_shape(self) -> dict[str, ShapeSpec]:
         """Return ``{name: ShapeSpec(channels=..., stride=...)}`` for each output feature."""
         return {
             name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])

@@ -7,7 +7,7 @@ State-dict keys match detectron2's: ``fpn_lateral{k}`` / ``fpn_output{k}`` for e
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ class LastLevelMaxPool(nn.Module):
         self.num_levels = 1
         self.in_feature = "p5"
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Tensor[N, C, H, W] -> [Tensor[N, C, ceil(H / 2), ceil(W / 2)]]."""
         return [F.max_pool2d(x, kernel_size=1, stride=2, padding=0)]
 
@@ -57,7 +57,7 @@ class LastLevelP6P7(nn.Module):
         for module in (self.p6, self.p7):
             c2_xavier_fill(module)
 
-    def forward(self, c5: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, c5: torch.Tensor) -> list[torch.Tensor]:
         """Tensor[N, in_channels, H, W] -> [p6 Tensor[N, C, H/2, W/2], p7 Tensor[N, C, H/4, W/4]] (ceil)."""
         p6 = self.p6(c5)
         p7 = self.p7(F.relu(p6))
@@ -90,8 +90,8 @@ class FPN(Backbone):
         bottom_up: Backbone,
         in_features: Sequence[str],
         out_channels: int,
-        norm: Union[str, Callable[[int], nn.Module], None] = "",
-        top_block: Optional[nn.Module] = None,
+        norm: str | Callable[[int], nn.Module] | None = "",
+        top_block: nn.Module | None = None,
         fuse_type: str = "sum",
         square_pad: int = 0,
     ):
@@ -145,7 +145,7 @@ class FPN(Backbone):
         self.in_features = tuple(in_features)
         self.bottom_up = bottom_up
 
-        self._out_feature_strides: Dict[str, int] = {f"p{int(math.log2(s))}": s for s in strides}
+        self._out_feature_strides: dict[str, int] = {f"p{int(math.log2(s))}": s for s in strides}
         if self.top_block is not None:
             for s in range(stage, stage + self.top_block.num_levels):
                 self._out_feature_strides[f"p{s + 1}"] = 2 ** (s + 1)
@@ -161,10 +161,10 @@ class FPN(Backbone):
         return self._size_divisibility
 
     @property
-    def padding_constraints(self) -> Dict[str, int]:
+    def padding_constraints(self) -> dict[str, int]:
         return {"square_size": self._square_pad}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         Args:
             x: Tensor[N, C, H, W] images; H and W should be multiples of :attr:`size_divisibility`.
@@ -207,7 +207,7 @@ class FPN(Backbone):
         return dict(zip(self._out_features, results))
 
 
-def _assert_strides_are_log2_contiguous(strides: List[int], in_features: Sequence[str]) -> None:
+def _assert_strides_are_log2_contiguous(strides: list[int], in_features: Sequence[str]) -> None:
     for i in range(1, len(strides)):
         if strides[i] != 2 * strides[i - 1]:
             raise ValueError(

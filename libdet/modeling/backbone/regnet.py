@@ -8,7 +8,8 @@ Parameter names match detectron2's ``regnet.py`` (and pycls): ``stem.conv``, ``s
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ __all__ = [
     "generate_regnet_parameters",
 ]
 
-_Norm = Union[str, Callable[[int], nn.Module], None]
+_Norm = str | Callable[[int], nn.Module] | None
 _ActivationClass = Callable[[], nn.Module]
 
 
@@ -150,7 +151,7 @@ class VanillaBlock(CNNBlockBase):
         stride: int,
         norm: _Norm,
         activation_class: _ActivationClass,
-        params: Dict[str, Any],
+        params: dict[str, Any],
     ):
         super().__init__(w_in, w_out, stride)
         self.a = _conv2d(w_in, w_out, 3, stride=stride)
@@ -177,7 +178,7 @@ class BasicTransform(nn.Module):
         stride: int,
         norm: _Norm,
         activation_class: _ActivationClass,
-        params: Dict[str, Any],
+        params: dict[str, Any],
     ):
         super().__init__()
         self.a = _conv2d(w_in, w_out, 3, stride=stride)
@@ -209,7 +210,7 @@ class _ResidualBlock(CNNBlockBase):
         stride: int,
         norm: _Norm,
         activation_class: _ActivationClass,
-        params: Dict[str, Any],
+        params: dict[str, Any],
     ):
         super().__init__(w_in, w_out, stride)
         self.proj, self.bn = None, None
@@ -255,7 +256,7 @@ class BottleneckTransform(nn.Module):
         stride: int,
         norm: _Norm,
         activation_class: _ActivationClass,
-        params: Dict[str, Any],
+        params: dict[str, Any],
     ):
         super().__init__()
         w_b = int(round(w_out * params["bot_mul"]))
@@ -305,10 +306,10 @@ class AnyStage(nn.Module):
         w_out: int,
         stride: int,
         d: int,
-        block_class: Type[CNNBlockBase],
+        block_class: type[CNNBlockBase],
         norm: _Norm,
         activation_class: _ActivationClass,
-        params: Dict[str, Any],
+        params: dict[str, Any],
     ):
         super().__init__()
         for i in range(d):
@@ -348,19 +349,19 @@ class AnyNet(Backbone):
     def __init__(
         self,
         *,
-        stem_class: Type[CNNBlockBase],
+        stem_class: type[CNNBlockBase],
         stem_width: int,
-        block_class: Type[CNNBlockBase],
+        block_class: type[CNNBlockBase],
         depths: Sequence[int],
         widths: Sequence[int],
         group_widths: Sequence[int],
         strides: Sequence[int],
         bottleneck_ratios: Sequence[float],
         se_ratio: float,
-        activation_class: Optional[_ActivationClass] = None,
+        activation_class: _ActivationClass | None = None,
         freeze_at: int = 0,
         norm: _Norm = "BN",
-        out_features: Optional[Sequence[str]] = None,
+        out_features: Sequence[str] | None = None,
     ):
         super().__init__()
         lengths = {len(depths), len(widths), len(group_widths), len(strides), len(bottleneck_ratios)}
@@ -377,7 +378,7 @@ class AnyNet(Backbone):
         current_stride = self.stem.stride
         self._out_feature_strides = {"stem": current_stride}
         self._out_feature_channels = {"stem": self.stem.out_channels}
-        self.stages_and_names: List[Tuple[AnyStage, str]] = []
+        self.stages_and_names: list[tuple[AnyStage, str]] = []
         prev_w = stem_width
         name = "stem"
         for i, (d, w, s, b, g) in enumerate(zip(depths, widths, strides, bottleneck_ratios, group_widths)):
@@ -408,7 +409,7 @@ class AnyNet(Backbone):
         self._out_features = out_features
         self.freeze(freeze_at)
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         Args:
             x: Tensor[N, 3, H, W] images.
@@ -428,7 +429,7 @@ class AnyNet(Backbone):
                 outputs[name] = x
         return outputs
 
-    def freeze(self, freeze_at: int = 0) -> "AnyNet":
+    def freeze(self, freeze_at: int = 0) -> AnyNet:
         """Freeze the stem (``freeze_at >= 1``) and stages ``s1 ... s{freeze_at - 1}``: parameters stop
         requiring grad and BatchNorms become ``FrozenBatchNorm2d``.
 
@@ -445,8 +446,8 @@ class AnyNet(Backbone):
 
 
 def _adjust_block_compatibility(
-    ws: List[float], bs: List[float], gs: List[int]
-) -> Tuple[List[int], List[float], List[int]]:
+    ws: list[float], bs: list[float], gs: list[int]
+) -> tuple[list[int], list[float], list[int]]:
     """Round widths so that every bottleneck width is a multiple of its group width."""
     if not (len(ws) == len(bs) == len(gs)):
         raise ValueError("regnet: widths, bottleneck ratios and group widths must have the same length.")
@@ -462,7 +463,7 @@ def _adjust_block_compatibility(
 
 def generate_regnet_parameters(
     w_a: float, w_0: int, w_m: float, d: int, q: int = 8
-) -> Tuple[List[int], List[int], int, float, List[int], List[float]]:
+) -> tuple[list[int], list[int], int, float, list[int], list[float]]:
     """Per-stage widths and depths of a RegNet from its linear-quantised width parameters.
 
     Block ``j`` has continuous width ``u_j = w_0 + w_a * j``; it is quantised to
@@ -521,9 +522,9 @@ class RegNet(AnyNet):
     def __init__(
         self,
         *,
-        stem_class: Type[CNNBlockBase],
+        stem_class: type[CNNBlockBase],
         stem_width: int,
-        block_class: Type[CNNBlockBase],
+        block_class: type[CNNBlockBase],
         depth: int,
         w_a: float,
         w_0: int,
@@ -532,10 +533,10 @@ class RegNet(AnyNet):
         stride: int = 2,
         bottleneck_ratio: float = 1.0,
         se_ratio: float = 0.0,
-        activation_class: Optional[_ActivationClass] = None,
+        activation_class: _ActivationClass | None = None,
         freeze_at: int = 0,
         norm: _Norm = "BN",
-        out_features: Optional[Sequence[str]] = None,
+        out_features: Sequence[str] | None = None,
     ):
         ws, ds = generate_regnet_parameters(w_a, w_0, w_m, depth)[0:2]
         ss = [stride for _ in ws]

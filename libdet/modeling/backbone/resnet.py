@@ -7,7 +7,8 @@ Parameter names match detectron2 checkpoints: ``stem.conv1``, ``res2.0.shortcut`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +29,13 @@ __all__ = [
     "make_stage",
 ]
 
-_Norm = Union[str, Callable[[int], nn.Module], None]
+_Norm = str | Callable[[int], nn.Module] | None
 
 # Kept for detectron2 compatibility: the base class of ResNet blocks.
 ResNetBlockBase = CNNBlockBase
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int, norm: _Norm) -> Optional[Conv2d]:
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm: _Norm) -> Conv2d | None:
     """1x1 projection used when the channel count changes (detectron2 keeps the identity otherwise)."""
     if in_channels == out_channels:
         return None
@@ -298,8 +299,8 @@ class ResNet(Backbone):
         self,
         stem: CNNBlockBase,
         stages: Sequence[Sequence[CNNBlockBase]],
-        num_classes: Optional[int] = None,
-        out_features: Optional[Sequence[str]] = None,
+        num_classes: int | None = None,
+        out_features: Sequence[str] | None = None,
         freeze_at: int = 0,
     ):
         super().__init__()
@@ -320,8 +321,8 @@ class ResNet(Backbone):
             num_stages = max(_STAGE_INDEX.get(f, len(stages)) for f in out_features)
             stages = stages[:num_stages]
 
-        stage_names: List[str] = []
-        self.stages: List[nn.Sequential] = []
+        stage_names: list[str] = []
+        self.stages: list[nn.Sequential] = []
         name = "stem"
         curr_channels = stem.out_channels
         for i, blocks in enumerate(stages):
@@ -362,7 +363,7 @@ class ResNet(Backbone):
         self._out_features = out_features
         self.freeze(freeze_at)
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """
         Args:
             x: Tensor[N, C, H, W] images.
@@ -389,7 +390,7 @@ class ResNet(Backbone):
                 outputs["linear"] = x
         return outputs
 
-    def output_shape(self) -> Dict[str, ShapeSpec]:
+    def output_shape(self) -> dict[str, ShapeSpec]:
         """``{name: ShapeSpec(channels, stride)}`` of each requested output (not for ``"linear"``)."""
         return {
             name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
@@ -397,7 +398,7 @@ class ResNet(Backbone):
             if name in self._out_feature_strides
         }
 
-    def freeze(self, freeze_at: int = 0) -> "ResNet":
+    def freeze(self, freeze_at: int = 0) -> ResNet:
         """Freeze the first stages: ``freeze_at >= 1`` freezes the stem, ``freeze_at >= k`` (k >= 2)
         also freezes ``res2`` ... ``res{k}``.
 
@@ -417,8 +418,8 @@ class ResNet(Backbone):
 
     @staticmethod
     def make_stage(
-        block_class: Type[CNNBlockBase], num_blocks: int, *, in_channels: int, out_channels: int, **kwargs: Any
-    ) -> List[CNNBlockBase]:
+        block_class: type[CNNBlockBase], num_blocks: int, *, in_channels: int, out_channels: int, **kwargs: Any
+    ) -> list[CNNBlockBase]:
         """Build the blocks of one stage.
 
         Args:
@@ -456,14 +457,14 @@ class ResNet(Backbone):
     @staticmethod
     def make_default_stages(
         depth: int,
-        block_class: Optional[Type[CNNBlockBase]] = None,
+        block_class: type[CNNBlockBase] | None = None,
         *,
         width_per_group: int = 64,
         res5_dilation: int = 1,
         stem_out_channels: int = 64,
-        res2_out_channels: Optional[int] = None,
+        res2_out_channels: int | None = None,
         **kwargs: Any,
-    ) -> List[List[CNNBlockBase]]:
+    ) -> list[list[CNNBlockBase]]:
         """Build the four stages ``res2`` ... ``res5`` of a standard ResNet / ResNeXt.
 
         Args:

@@ -3,7 +3,8 @@ feature-map position (RetinaNet, FCOS, ...)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ class DenseDetector(_ImageNormalizer):
         self,
         backbone: nn.Module,
         head: nn.Module,
-        head_in_features: Optional[List[str]] = None,
+        head_in_features: list[str] | None = None,
         *,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
@@ -54,7 +55,7 @@ class DenseDetector(_ImageNormalizer):
         self.head_in_features = list(head_in_features)
         self._register_pixel_stats(type(self).__name__, pixel_mean, pixel_std)
 
-    def forward(self, batched_inputs: List[Dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, Any]]):
         """Training: a dict of losses (needs ``"instances"``). Inference: per image,
         ``{"instances": Instances}`` at the requested ``height`` x ``width``."""
         images = self.preprocess_image(batched_inputs)
@@ -84,20 +85,20 @@ class DenseDetector(_ImageNormalizer):
     def forward_training(
         self,
         images: ImageList,
-        features: List[torch.Tensor],
-        predictions: List[List[torch.Tensor]],
-        gt_instances: List[Instances],
-    ) -> Dict[str, torch.Tensor]:
+        features: list[torch.Tensor],
+        predictions: list[list[torch.Tensor]],
+        gt_instances: list[Instances],
+    ) -> dict[str, torch.Tensor]:
         """The losses of a training batch (implemented by subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} must implement `forward_training`.")
 
     def forward_inference(
-        self, images: ImageList, features: List[torch.Tensor], predictions: List[List[torch.Tensor]]
-    ) -> List[Instances]:
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ) -> list[Instances]:
         """Per image, detections at the network input resolution (implemented by subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} must implement `forward_inference`.")
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -106,8 +107,8 @@ class DenseDetector(_ImageNormalizer):
         )
 
     def _transpose_dense_predictions(
-        self, predictions: List[List[torch.Tensor]], dims_per_anchor: List[int]
-    ) -> List[List[torch.Tensor]]:
+        self, predictions: list[list[torch.Tensor]], dims_per_anchor: list[int]
+    ) -> list[list[torch.Tensor]]:
         """Reshape every prediction kind from per-level ``(N, A*K, H, W)`` to ``(N, H*W*A, K)``.
 
         Args:
@@ -163,9 +164,9 @@ class DenseDetector(_ImageNormalizer):
 
     def _decode_multi_level_predictions(
         self,
-        anchors: List[Boxes],
-        pred_scores: List[torch.Tensor],
-        pred_deltas: List[torch.Tensor],
+        anchors: list[Boxes],
+        pred_scores: list[torch.Tensor],
+        pred_deltas: list[torch.Tensor],
         score_thresh: float,
         topk_candidates: int,
         image_size: tuple,

@@ -7,7 +7,7 @@ to the level's stride centred on the point, so the dense-detector machinery (anc
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,8 @@ class FCOS(DenseDetector):
         *,
         backbone: nn.Module,
         head: nn.Module,
-        head_in_features: Optional[List[str]] = None,
-        box2box_transform: Optional[Box2BoxTransformLinear] = None,
+        head_in_features: list[str] | None = None,
+        box2box_transform: Box2BoxTransformLinear | None = None,
         num_classes: int,
         center_sampling_radius: float = 1.5,
         focal_loss_alpha: float = 0.25,
@@ -100,10 +100,10 @@ class FCOS(DenseDetector):
     def forward_training(
         self,
         images: ImageList,
-        features: List[torch.Tensor],
-        predictions: List[List[torch.Tensor]],
-        gt_instances: List[Instances],
-    ) -> Dict[str, torch.Tensor]:
+        features: list[torch.Tensor],
+        predictions: list[list[torch.Tensor]],
+        gt_instances: list[Instances],
+    ) -> dict[str, torch.Tensor]:
         """``{"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"}`` of a training batch."""
         logits, deltas, ctrness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
         anchors = self.anchor_generator(features)
@@ -111,7 +111,7 @@ class FCOS(DenseDetector):
         return self.losses(anchors, logits, gt_labels, deltas, gt_boxes, ctrness)
 
     @torch.no_grad()
-    def _match_anchors(self, gt_boxes: Boxes, anchors: List[Boxes]) -> torch.Tensor:
+    def _match_anchors(self, gt_boxes: Boxes, anchors: list[Boxes]) -> torch.Tensor:
         """Which gt box each anchor point may be assigned to.
 
         A point of level ``i`` (stride ``s``) is a candidate for a gt box when (1) it lies strictly inside
@@ -151,8 +151,8 @@ class FCOS(DenseDetector):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: List[Boxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        self, anchors: list[Boxes], gt_instances: list[Instances]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Assign every anchor point of every image to a gt box (the smallest candidate) or background.
 
         Args:
@@ -180,7 +180,7 @@ class FCOS(DenseDetector):
             matched_boxes.append(gt.gt_boxes.tensor[matched])
         return gt_labels, matched_boxes
 
-    def compute_ctrness_targets(self, anchors: List[Boxes], gt_boxes: List[torch.Tensor]) -> torch.Tensor:
+    def compute_ctrness_targets(self, anchors: list[Boxes], gt_boxes: list[torch.Tensor]) -> torch.Tensor:
         """Centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` of every anchor point w.r.t.
         its matched gt box (meaningful only for points inside their box).
 
@@ -204,13 +204,13 @@ class FCOS(DenseDetector):
 
     def losses(
         self,
-        anchors: List[Boxes],
-        pred_logits: List[torch.Tensor],
-        gt_labels: List[torch.Tensor],
-        pred_anchor_deltas: List[torch.Tensor],
-        gt_boxes: List[torch.Tensor],
-        pred_centerness: List[torch.Tensor],
-    ) -> Dict[str, torch.Tensor]:
+        anchors: list[Boxes],
+        pred_logits: list[torch.Tensor],
+        gt_labels: list[torch.Tensor],
+        pred_anchor_deltas: list[torch.Tensor],
+        gt_boxes: list[torch.Tensor],
+        pred_centerness: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """The three FCOS losses (see the class docstring).
 
         Args:
@@ -248,8 +248,8 @@ class FCOS(DenseDetector):
         }
 
     def forward_inference(
-        self, images: ImageList, features: List[torch.Tensor], predictions: List[List[torch.Tensor]]
-    ) -> List[Instances]:
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ) -> list[Instances]:
         """Per image, detections at the network input resolution."""
         logits, deltas, ctrness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
         anchors = self.anchor_generator(features)
@@ -275,10 +275,10 @@ class FCOS(DenseDetector):
 
     def inference_single_image(
         self,
-        anchors: List[Boxes],
-        box_cls: List[torch.Tensor],
-        box_delta: List[torch.Tensor],
-        image_size: Tuple[int, int],
+        anchors: list[Boxes],
+        box_cls: list[torch.Tensor],
+        box_delta: list[torch.Tensor],
+        image_size: tuple[int, int],
     ) -> Instances:
         """Detections of one image: per-level candidates (score threshold, top-k), per-class NMS over all
         levels, then the ``max_detections_per_image`` best.
@@ -303,9 +303,9 @@ class FCOSHead(RetinaNetHead):
     def __init__(
         self,
         *,
-        input_shape: List[ShapeSpec],
+        input_shape: list[ShapeSpec],
         num_classes: int,
-        conv_dims: List[int],
+        conv_dims: list[int],
         norm: str = "",
         prior_prob: float = 0.01,
     ):
@@ -332,8 +332,8 @@ class FCOSHead(RetinaNetHead):
         nn.init.constant_(self.ctrness.bias, 0)
 
     def forward(
-        self, features: List[torch.Tensor]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        self, features: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """
         Args:
             features: per level, ``(N, C, Hi, Wi)``.

@@ -3,7 +3,7 @@ same FPN, and the heuristic that merges both outputs into a panoptic segmentatio
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ class PanopticFPN(GeneralizedRCNN):
         self.combine_stuff_area_thresh = combine_stuff_area_thresh
         self.combine_instances_score_thresh = combine_instances_score_thresh
 
-    def forward_training(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    def forward_training(self, batched_inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Semantic, proposal and ROI-head losses of a batch with ``"instances"`` and ``"sem_seg"``."""
         images = self.preprocess_image(batched_inputs)
         gt_instances = self._gt_instances(batched_inputs)
@@ -72,8 +72,8 @@ class PanopticFPN(GeneralizedRCNN):
         return losses
 
     def inference(  # type: ignore[override]
-        self, batched_inputs: List[Dict[str, Any]], do_postprocess: bool = True
-    ) -> Union[List[Dict[str, Any]], Tuple[List[Instances], torch.Tensor]]:
+        self, batched_inputs: list[dict[str, Any]], do_postprocess: bool = True
+    ) -> list[dict[str, Any]] | tuple[list[Instances], torch.Tensor]:
         """Detect instances, segment stuff and merge them (model in eval mode).
 
         Args:
@@ -117,7 +117,7 @@ def combine_semantic_and_instance_outputs(
     overlap_threshold: float,
     stuff_area_thresh: float,
     instances_score_thresh: float,
-) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Merge instance and semantic predictions into one panoptic segmentation (Panoptic FPN's heuristic).
 
     Instances are pasted by decreasing score: an instance scoring below ``instances_score_thresh`` stops
@@ -156,7 +156,7 @@ def combine_semantic_and_instance_outputs(
             f"{tuple(semantic_results.shape)} have different sizes."
         )
     masks = masks.to(dtype=torch.bool, device=panoptic_seg.device)
-    segments_info: List[Dict[str, Any]] = []
+    segments_info: list[dict[str, Any]] = []
     segment_id = 0
 
     for inst_id in torch.argsort(-instance_results.scores, stable=True).tolist():

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ def _check_pixel_stats(owner: str, pixel_mean: torch.Tensor, pixel_std: torch.Te
         )
 
 
-def _image_to_rgb(image: torch.Tensor, input_format: Optional[str]):
+def _image_to_rgb(image: torch.Tensor, input_format: str | None):
     """A model input ``(C, H, W)`` tensor (0-255, channels in ``input_format``) as an ``(H, W, 3)`` uint8 RGB
     array for drawing. ``None`` is taken as RGB."""
     if input_format not in (None, "RGB", "BGR", "L"):
@@ -58,7 +59,7 @@ class _ImageNormalizer(nn.Module):
     def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
         return move_device_like(x, self.pixel_mean)
 
-    def _normalized_images(self, batched_inputs: List[Dict[str, Any]]) -> List[torch.Tensor]:
+    def _normalized_images(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
         images = []
         for i, x in enumerate(batched_inputs):
             if "image" not in x:
@@ -72,7 +73,7 @@ class _ImageNormalizer(nn.Module):
             images.append((image - self.pixel_mean) / self.pixel_std)
         return images
 
-    def _gt_instances(self, batched_inputs: List[Dict[str, Any]]) -> Optional[List[Instances]]:
+    def _gt_instances(self, batched_inputs: list[dict[str, Any]]) -> list[Instances] | None:
         if "instances" not in batched_inputs[0]:
             return None
         for i, x in enumerate(batched_inputs):
@@ -95,11 +96,11 @@ class GeneralizedRCNN(_ImageNormalizer):
         self,
         *,
         backbone: nn.Module,
-        proposal_generator: Optional[nn.Module],
+        proposal_generator: nn.Module | None,
         roi_heads: nn.Module,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
-        input_format: Optional[str] = None,
+        input_format: str | None = None,
         vis_period: int = 0,
     ):
         """
@@ -124,14 +125,14 @@ class GeneralizedRCNN(_ImageNormalizer):
         self.vis_period = vis_period
         self._register_pixel_stats("GeneralizedRCNN", pixel_mean, pixel_std)
 
-    def forward(self, batched_inputs: List[Dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, Any]]):
         """Training: :meth:`forward_training` (a dict of losses). Inference: :meth:`inference` (per image,
         ``{"instances": Instances}`` at the requested ``height`` x ``width``)."""
         if self.training:
             return self.forward_training(batched_inputs)
         return self.inference(batched_inputs)
 
-    def forward_training(self, batched_inputs: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    def forward_training(self, batched_inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Losses of the proposal generator and the ROI heads on a batch with ``"instances"``.
 
         Raises:
@@ -145,12 +146,12 @@ class GeneralizedRCNN(_ImageNormalizer):
         proposals, proposal_losses = self._proposals(batched_inputs, images, features, gt_instances)
         self._maybe_visualize_training(batched_inputs, proposals)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
-        losses: Dict[str, torch.Tensor] = {}
+        losses: dict[str, torch.Tensor] = {}
         losses.update(detector_losses)
         losses.update(proposal_losses)
         return losses
 
-    def _maybe_visualize_training(self, batched_inputs: List[Dict[str, Any]], proposals: List[Instances]) -> None:
+    def _maybe_visualize_training(self, batched_inputs: list[dict[str, Any]], proposals: list[Instances]) -> None:
         """:meth:`visualize_training` every ``vis_period`` iterations of the event storage."""
         if self.vis_period > 0:
             from libdet.utils.events import get_event_storage
@@ -158,7 +159,7 @@ class GeneralizedRCNN(_ImageNormalizer):
             if get_event_storage().iter % self.vis_period == 0:
                 self.visualize_training(batched_inputs, proposals)
 
-    def visualize_training(self, batched_inputs: List[Dict[str, Any]], proposals: List[Instances]) -> None:
+    def visualize_training(self, batched_inputs: list[dict[str, Any]], proposals: list[Instances]) -> None:
         """Put into the active event storage one image, ``"Left: GT bounding boxes;  Right: Predicted
         proposals"``: the first image of the batch with its ground-truth boxes (left) and its top-scoring
         proposals (right, at most 20), side by side as a ``(3, H, 2W)`` float RGB tensor in ``[0, 1]``.
@@ -201,10 +202,10 @@ class GeneralizedRCNN(_ImageNormalizer):
 
     def inference(
         self,
-        batched_inputs: List[Dict[str, Any]],
-        detected_instances: Optional[List[Instances]] = None,
+        batched_inputs: list[dict[str, Any]],
+        detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
-    ) -> List[Any]:
+    ) -> list[Any]:
         """Detect objects (model in eval mode).
 
         Args:
@@ -232,7 +233,7 @@ class GeneralizedRCNN(_ImageNormalizer):
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -242,8 +243,8 @@ class GeneralizedRCNN(_ImageNormalizer):
 
     @staticmethod
     def _postprocess(
-        instances: List[Instances], batched_inputs: List[Dict[str, Any]], image_sizes: List[Tuple[int, int]]
-    ) -> List[Dict[str, Instances]]:
+        instances: list[Instances], batched_inputs: list[dict[str, Any]], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Instances]]:
         """Rescale each image's results to its requested output size (``height``/``width`` of the input,
         default: the network input size)."""
         processed = []
@@ -277,7 +278,7 @@ class ProposalNetwork(_ImageNormalizer):
         self.proposal_generator = proposal_generator
         self._register_pixel_stats("ProposalNetwork", pixel_mean, pixel_std)
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -285,7 +286,7 @@ class ProposalNetwork(_ImageNormalizer):
             padding_constraints=self.backbone.padding_constraints,
         )
 
-    def forward(self, batched_inputs: List[Dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, Any]]):
         """Training: the proposal losses. Inference: per image, ``{"proposals": Instances}``."""
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)

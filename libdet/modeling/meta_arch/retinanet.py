@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class RetinaNet(DenseDetector):
         *,
         backbone: nn.Module,
         head: nn.Module,
-        head_in_features: List[str],
+        head_in_features: list[str],
         anchor_generator: nn.Module,
         box2box_transform: Box2BoxTransform,
         anchor_matcher: Matcher,
@@ -85,10 +85,10 @@ class RetinaNet(DenseDetector):
     def forward_training(
         self,
         images: ImageList,
-        features: List[torch.Tensor],
-        predictions: List[List[torch.Tensor]],
-        gt_instances: List[Instances],
-    ) -> Dict[str, torch.Tensor]:
+        features: list[torch.Tensor],
+        predictions: list[list[torch.Tensor]],
+        gt_instances: list[Instances],
+    ) -> dict[str, torch.Tensor]:
         """``{"loss_cls", "loss_box_reg"}`` of a training batch."""
         logits, deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         anchors = self.anchor_generator(features)
@@ -97,12 +97,12 @@ class RetinaNet(DenseDetector):
 
     def losses(
         self,
-        anchors: List[Boxes],
-        pred_logits: List[torch.Tensor],
-        gt_labels: List[torch.Tensor],
-        pred_anchor_deltas: List[torch.Tensor],
-        gt_boxes: List[torch.Tensor],
-    ) -> Dict[str, torch.Tensor]:
+        anchors: list[Boxes],
+        pred_logits: list[torch.Tensor],
+        gt_labels: list[torch.Tensor],
+        pred_anchor_deltas: list[torch.Tensor],
+        gt_boxes: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """Focal loss over all non-ignored anchors and box loss over the foreground ones, both summed and
         divided by an exponential moving average (momentum 0.9, start 100) of the number of foreground
         anchors per batch.
@@ -143,8 +143,8 @@ class RetinaNet(DenseDetector):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: List[Boxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        self, anchors: list[Boxes], gt_instances: list[Instances]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Label every anchor of every image.
 
         Args:
@@ -176,8 +176,8 @@ class RetinaNet(DenseDetector):
         return gt_labels, matched_boxes
 
     def forward_inference(
-        self, images: ImageList, features: List[torch.Tensor], predictions: List[List[torch.Tensor]]
-    ) -> List[Instances]:
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ) -> list[Instances]:
         """Per image, detections at the network input resolution."""
         logits, deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         anchors = self.anchor_generator(features)
@@ -190,10 +190,10 @@ class RetinaNet(DenseDetector):
 
     def inference_single_image(
         self,
-        anchors: List[Boxes],
-        box_cls: List[torch.Tensor],
-        box_delta: List[torch.Tensor],
-        image_size: Tuple[int, int],
+        anchors: list[Boxes],
+        box_cls: list[torch.Tensor],
+        box_delta: list[torch.Tensor],
+        image_size: tuple[int, int],
     ) -> Instances:
         """Detections of one image: per-level candidates (score threshold, top-k), then per-class NMS over
         all levels and the ``max_detections_per_image`` best.
@@ -229,10 +229,10 @@ class RetinaNetHead(nn.Module):
     def __init__(
         self,
         *,
-        input_shape: List[ShapeSpec],
+        input_shape: list[ShapeSpec],
         num_classes: int,
         num_anchors: int,
-        conv_dims: List[int],
+        conv_dims: list[int],
         norm: str = "",
         prior_prob: float = 0.01,
     ):
@@ -253,8 +253,8 @@ class RetinaNetHead(nn.Module):
         self._num_features = len(input_shape)
         if norm in ("BN", "SyncBN"):
             norm = _CycleBatchNorm(self._num_features, nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm)
-        cls_subnet: List[nn.Module] = []
-        bbox_subnet: List[nn.Module] = []
+        cls_subnet: list[nn.Module] = []
+        bbox_subnet: list[nn.Module] = []
         for cin, cout in zip([input_shape[0].channels] + list(conv_dims), conv_dims):
             for subnet in (cls_subnet, bbox_subnet):
                 subnet.append(nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1))
@@ -273,7 +273,7 @@ class RetinaNetHead(nn.Module):
                     nn.init.constant_(layer.bias, 0)
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """
         Args:
             features: per level, ``(N, C, Hi, Wi)``.

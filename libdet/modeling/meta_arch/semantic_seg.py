@@ -4,7 +4,8 @@ Panoptic FPN (https://arxiv.org/abs/1901.02446)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ __all__ = ["SemanticSegmentor", "SemSegFPNHead"]
 
 
 def _padded_sem_seg_targets(
-    owner: str, batched_inputs: List[Dict[str, Any]], backbone: nn.Module, ignore_value: int, device: torch.device
+    owner: str, batched_inputs: list[dict[str, Any]], backbone: nn.Module, ignore_value: int, device: torch.device
 ) -> torch.Tensor:
     """Stack the ``"sem_seg"`` maps of a batch into ``(N, H, W)`` int64, padded as the images are (to the
     backbone's size divisibility) with ``ignore_value``."""
@@ -68,7 +69,7 @@ class SemanticSegmentor(_ImageNormalizer):
         self.sem_seg_head = sem_seg_head
         self._register_pixel_stats("SemanticSegmentor", pixel_mean, pixel_std)
 
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -76,7 +77,7 @@ class SemanticSegmentor(_ImageNormalizer):
             padding_constraints=self.backbone.padding_constraints,
         )
 
-    def forward(self, batched_inputs: List[Dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, Any]]):
         """Training: ``{"loss_sem_seg": ...}``. Inference: per image, ``{"sem_seg": (C, height, width)}``
         class scores at the requested output size (default: the input image size)."""
         images = self.preprocess_image(batched_inputs)
@@ -115,7 +116,7 @@ class SemSegFPNHead(nn.Module):
         conv_dims: int,
         common_stride: int,
         loss_weight: float = 1.0,
-        norm: Optional[str] = None,
+        norm: str | None = None,
         ignore_value: int = -1,
     ):
         """
@@ -148,9 +149,9 @@ class SemSegFPNHead(nn.Module):
         self.loss_weight = loss_weight
         self.num_classes = num_classes
 
-        self.scale_heads: List[nn.Module] = []
+        self.scale_heads: list[nn.Module] = []
         for name, shape in shapes:
-            ops: List[nn.Module] = []
+            ops: list[nn.Module] = []
             length = max(1, int(math.log2(shape.stride) - math.log2(common_stride)))
             for k in range(length):
                 conv = Conv2d(
@@ -174,8 +175,8 @@ class SemSegFPNHead(nn.Module):
         c2_msra_fill(self.predictor)
 
     def forward(
-        self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None
-    ) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+        self, features: dict[str, torch.Tensor], targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """
         Args:
             features: backbone features by name (must contain :attr:`in_features`).
@@ -193,7 +194,7 @@ class SemSegFPNHead(nn.Module):
         x = F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
         return x, {}
 
-    def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, C, H / common_stride, W / common_stride)`` logits: the sum of the scale heads, then the
         predictor."""
         missing = [f for f in self.in_features if f not in features]
@@ -205,7 +206,7 @@ class SemSegFPNHead(nn.Module):
             x = y if x is None else x + y
         return self.predictor(x)
 
-    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-pixel cross-entropy, averaged over the pixels whose target is not ``ignore_value`` (0, still
         connected to the graph, when there is none), times ``loss_weight``.
 

@@ -4,7 +4,8 @@ boxes to the proposals used to train the ROI heads."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,15 +19,15 @@ _GT_LOGIT = math.log((1.0 - 1e-10) / (1 - (1.0 - 1e-10)))
 
 
 def find_top_rpn_proposals(
-    proposals: List[torch.Tensor],
-    pred_objectness_logits: List[torch.Tensor],
-    image_sizes: Sequence[Tuple[int, int]],
+    proposals: list[torch.Tensor],
+    pred_objectness_logits: list[torch.Tensor],
+    image_sizes: Sequence[tuple[int, int]],
     nms_thresh: float,
     pre_nms_topk: int,
     post_nms_topk: int,
     min_box_size: float,
     training: bool,
-) -> List[Instances]:
+) -> list[Instances]:
     """Select the proposals of each image: per feature level keep the ``pre_nms_topk`` highest-scoring
     ones, then over all levels clip them to the image, drop those smaller than ``min_box_size``, run NMS
     within each level and keep the ``post_nms_topk`` best (per image, in training and inference alike).
@@ -65,9 +66,9 @@ def find_top_rpn_proposals(
 
 
 def _select_top_proposals(
-    proposals: List[torch.Tensor],
-    pred_objectness_logits: List[torch.Tensor],
-    image_sizes: Sequence[Tuple[int, int]],
+    proposals: list[torch.Tensor],
+    pred_objectness_logits: list[torch.Tensor],
+    image_sizes: Sequence[tuple[int, int]],
     nms_thresh: float,
     pre_nms_topk: int,
     post_nms_topk: int,
@@ -77,8 +78,8 @@ def _select_top_proposals(
     caller: str,
     box_type: type,
     nms: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor],
-    clip_kwargs: Optional[Dict[str, Any]] = None,
-) -> List[Instances]:
+    clip_kwargs: dict[str, Any] | None = None,
+) -> list[Instances]:
     """The steps of :func:`find_top_rpn_proposals` for any box type: ``box_type`` (:class:`Boxes`,
     :class:`RotatedBoxes`) holds, clips (with ``clip_kwargs``) and filters the boxes, ``nms`` is the matching
     batched NMS; ``caller`` names the public function in errors."""
@@ -102,7 +103,7 @@ def _select_top_proposals(
     all_proposals = cat(topk_proposals, dim=1)
     all_levels = cat(level_ids, dim=0)
 
-    results: List[Instances] = []
+    results: list[Instances] = []
     for n, image_size in enumerate(image_sizes):
         boxes = box_type(all_proposals[n])
         scores = all_scores[n]
@@ -127,9 +128,7 @@ def _select_top_proposals(
     return results
 
 
-def add_ground_truth_to_proposals(
-    gt: Sequence[Union[Instances, Boxes]], proposals: Sequence[Instances]
-) -> List[Instances]:
+def add_ground_truth_to_proposals(gt: Sequence[Instances | Boxes], proposals: Sequence[Instances]) -> list[Instances]:
     """Append each image's ground-truth boxes to its proposals, with an objectness logit of ~23 (a
     probability of 1). Their other ``gt_*`` fields travel along but are not kept by the result (the
     result has the proposals' fields).
@@ -154,7 +153,7 @@ def add_ground_truth_to_proposals(
     return [_add_gt_single_image(i, gt_i, p_i) for i, (gt_i, p_i) in enumerate(zip(gt, proposals))]
 
 
-def _add_gt_single_image(index: int, gt: Union[Instances, Boxes], proposals: Instances) -> Instances:
+def _add_gt_single_image(index: int, gt: Instances | Boxes, proposals: Instances) -> Instances:
     if isinstance(gt, Boxes):
         gt = Instances(proposals.image_size, gt_boxes=gt)
     if not gt.has("gt_boxes"):

@@ -3,7 +3,7 @@ for every anchor, an objectness logit and box deltas; the best decoded boxes bec
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ class StandardRPNHead(nn.Module):
     def _rpn_conv(in_channels: int, out_channels: int) -> nn.Module:
         return Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, activation=nn.ReLU())
 
-    def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def forward(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """
         Args:
             features: ``L`` feature maps ``(N, C, Hi, Wi)``.
@@ -88,19 +88,19 @@ class RPN(nn.Module):
     def __init__(
         self,
         *,
-        in_features: List[str],
+        in_features: list[str],
         head: nn.Module,
         anchor_generator: nn.Module,
         anchor_matcher: Matcher,
         box2box_transform: Box2BoxTransform,
         batch_size_per_image: int,
         positive_fraction: float,
-        pre_nms_topk: Tuple[int, int],
-        post_nms_topk: Tuple[int, int],
+        pre_nms_topk: tuple[int, int],
+        post_nms_topk: tuple[int, int],
         nms_thresh: float = 0.7,
         min_box_size: float = 0.0,
         anchor_boundary_thresh: float = -1.0,
-        loss_weight: Union[float, Dict[str, float]] = 1.0,
+        loss_weight: float | dict[str, float] = 1.0,
         box_reg_loss_type: str = "smooth_l1",
         smooth_l1_beta: float = 0.0,
     ):
@@ -161,8 +161,8 @@ class RPN(nn.Module):
 
     @torch.no_grad()
     def label_and_sample_anchors(
-        self, anchors: List[Boxes], gt_instances: List[Instances]
-    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        self, anchors: list[Boxes], gt_instances: list[Instances]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Match anchors to ground truth and sample ``batch_size_per_image`` of them per image.
 
         Args:
@@ -199,12 +199,12 @@ class RPN(nn.Module):
 
     def losses(
         self,
-        anchors: List[Boxes],
-        pred_objectness_logits: List[torch.Tensor],
-        gt_labels: List[torch.Tensor],
-        pred_anchor_deltas: List[torch.Tensor],
-        gt_boxes: List[torch.Tensor],
-    ) -> Dict[str, torch.Tensor]:
+        anchors: list[Boxes],
+        pred_objectness_logits: list[torch.Tensor],
+        gt_labels: list[torch.Tensor],
+        pred_anchor_deltas: list[torch.Tensor],
+        gt_boxes: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """The RPN losses, both summed over the sampled anchors and divided by
         ``batch_size_per_image * num_images``.
 
@@ -245,9 +245,9 @@ class RPN(nn.Module):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        gt_instances: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        gt_instances: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """
         Args:
             images: the input batch (only ``image_sizes`` is used).
@@ -285,11 +285,11 @@ class RPN(nn.Module):
 
     def predict_proposals(
         self,
-        anchors: List[Boxes],
-        pred_objectness_logits: List[torch.Tensor],
-        pred_anchor_deltas: List[torch.Tensor],
-        image_sizes: List[Tuple[int, int]],
-    ) -> List[Instances]:
+        anchors: list[Boxes],
+        pred_objectness_logits: list[torch.Tensor],
+        pred_anchor_deltas: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[Instances]:
         """Decode the deltas and select the proposals (see :func:`find_top_rpn_proposals`). Proposals are
         constants for the ROI heads (no gradient; approximate joint training, as in the paper).
 
@@ -315,7 +315,7 @@ class RPN(nn.Module):
                 self.training,
             )
 
-    def _decode_proposals(self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor]) -> List[torch.Tensor]:
+    def _decode_proposals(self, anchors: list[Boxes], pred_anchor_deltas: list[torch.Tensor]) -> list[torch.Tensor]:
         """Apply per-level deltas ``(N, Hi*Wi*A, B)`` to the anchors; returns ``(N, Hi*Wi*A, B)`` boxes."""
         n = pred_anchor_deltas[0].shape[0]
         proposals = []

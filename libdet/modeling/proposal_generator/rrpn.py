@@ -4,7 +4,7 @@ deltas and rotated NMS."""
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -19,16 +19,16 @@ __all__ = ["RRPN", "find_top_rrpn_proposals"]
 
 
 def find_top_rrpn_proposals(
-    proposals: List[torch.Tensor],
-    pred_objectness_logits: List[torch.Tensor],
-    image_sizes: Sequence[Tuple[int, int]],
+    proposals: list[torch.Tensor],
+    pred_objectness_logits: list[torch.Tensor],
+    image_sizes: Sequence[tuple[int, int]],
     nms_thresh: float,
     pre_nms_topk: int,
     post_nms_topk: int,
     min_box_size: float,
     training: bool,
     clip_angle_threshold: float = 1.0,
-) -> List[Instances]:
+) -> list[Instances]:
     """Select the rotated proposals of each image: per feature level keep the ``pre_nms_topk`` highest-scoring
     ones; then over all levels clip the nearly horizontal ones to the image (see :meth:`RotatedBoxes.clip`),
     drop those with a side ``<= min_box_size``, run rotated NMS within each level and keep the
@@ -117,11 +117,11 @@ class RRPN(RPN):
 
     def predict_proposals(
         self,
-        anchors: List[RotatedBoxes],
-        pred_objectness_logits: List[torch.Tensor],
-        pred_anchor_deltas: List[torch.Tensor],
-        image_sizes: List[Tuple[int, int]],
-    ) -> List[Instances]:
+        anchors: list[RotatedBoxes],
+        pred_objectness_logits: list[torch.Tensor],
+        pred_anchor_deltas: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[Instances]:
         """Decode the deltas and select the proposals (see :func:`find_top_rrpn_proposals`); no gradient.
 
         Args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ class FastRCNNConvFCHead(nn.Sequential):
         if input_shape.channels is None:
             raise ValueError("FastRCNNConvFCHead: `input_shape.channels` is required.")
         size = (input_shape.channels, input_shape.height, input_shape.width)
-        convs: List[nn.Module] = []
+        convs: list[nn.Module] = []
         for k, dim in enumerate(conv_dims):
             conv = Conv2d(
                 size[0],
@@ -52,7 +52,7 @@ class FastRCNNConvFCHead(nn.Sequential):
             self.add_module(f"conv{k + 1}", conv)
             convs.append(conv)
             size = (dim, size[1], size[2])
-        fcs: List[nn.Module] = []
+        fcs: list[nn.Module] = []
         for k, dim in enumerate(fc_dims):
             if k == 0:
                 if size[1] is None or size[2] is None:

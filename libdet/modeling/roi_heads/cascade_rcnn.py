@@ -3,7 +3,7 @@ boxes of the previous one and trained against the ground truth with a stricter I
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ class _ScaleGradient(torch.autograd.Function):
         return input
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> Tuple[torch.Tensor, None]:
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad_output * ctx.scale, None
 
 
@@ -50,7 +50,7 @@ class CascadeROIHeads(StandardROIHeads):
     def __init__(
         self,
         *,
-        box_in_features: List[str],
+        box_in_features: list[str],
         box_pooler: ROIPooler,
         box_heads: Sequence[nn.Module],
         box_predictors: Sequence[nn.Module],
@@ -73,12 +73,12 @@ class CascadeROIHeads(StandardROIHeads):
         """
         for name in ("proposal_matcher", "box_head", "box_predictor"):
             if name in kwargs:
-                raise ValueError(
-                    f"CascadeROIHeads: got `{name}`; give one per stage as `{name}s` (a list) instead."
-                )
+                raise ValueError(f"CascadeROIHeads: got `{name}`; give one per stage as `{name}s` (a list) instead.")
         if kwargs.get("train_on_pred_boxes", False):
-            raise ValueError("CascadeROIHeads: `train_on_pred_boxes=True` is not supported; the stages already "
-                             "train on refined boxes.")
+            raise ValueError(
+                "CascadeROIHeads: `train_on_pred_boxes=True` is not supported; the stages already "
+                "train on refined boxes."
+            )
         num_stages = len(box_heads)
         if num_stages == 0:
             raise ValueError("CascadeROIHeads: `box_heads` is empty; need at least one stage.")
@@ -117,10 +117,10 @@ class CascadeROIHeads(StandardROIHeads):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """See :meth:`StandardROIHeads.forward`; ``targets`` are also needed to label the later stages."""
         del images
         if self.training:
@@ -133,10 +133,10 @@ class CascadeROIHeads(StandardROIHeads):
 
     def _forward_box(
         self,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """Run all stages: their losses in training, the detections (mean scores, last-stage boxes) at
         inference. The given proposals are not modified."""
         feats = [features[f] for f in self.box_in_features]
@@ -178,8 +178,8 @@ class CascadeROIHeads(StandardROIHeads):
         return detections
 
     def _run_stage(
-        self, features: List[torch.Tensor], proposals: List[Instances], stage: int
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self, features: list[torch.Tensor], proposals: list[Instances], stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool the proposals' features and run stage ``stage``'s box head and predictor."""
         box_features = self.box_pooler(features, [p.proposal_boxes for p in proposals])
         if self.training:
@@ -188,8 +188,8 @@ class CascadeROIHeads(StandardROIHeads):
         return self.box_predictor[stage](box_features)
 
     def _create_proposals_from_boxes(
-        self, boxes: Sequence[torch.Tensor], image_sizes: List[Tuple[int, int]]
-    ) -> List[Instances]:
+        self, boxes: Sequence[torch.Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[Instances]:
         """Proposals from the previous stage's ``(R_i, 4)`` boxes: detached, clipped to the image and, in
         training, without empty boxes (at inference every ROI is kept so that the stages' scores align)."""
         proposals = []
@@ -205,8 +205,8 @@ class CascadeROIHeads(StandardROIHeads):
 
     @torch.no_grad()
     def _match_and_label_boxes(
-        self, proposals: List[Instances], stage: int, targets: List[Instances]
-    ) -> List[Instances]:
+        self, proposals: list[Instances], stage: int, targets: list[Instances]
+    ) -> list[Instances]:
         """Label every proposal of stage ``stage`` with ``proposal_matchers[stage]``: sets ``gt_classes``
         (background ``K``) and ``gt_boxes`` (the matched gt box; zeros in images without gt)."""
         num_fg, num_bg = [], []

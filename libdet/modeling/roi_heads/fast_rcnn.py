@@ -3,7 +3,7 @@ the inference that turns them into detections (score threshold, per-class NMS, t
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,11 +21,11 @@ __all__ = ["fast_rcnn_inference", "fast_rcnn_inference_single_image", "FastRCNNO
 def fast_rcnn_inference(
     boxes: Sequence[torch.Tensor],
     scores: Sequence[torch.Tensor],
-    image_shapes: Sequence[Tuple[int, int]],
+    image_shapes: Sequence[tuple[int, int]],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[List[Instances], List[torch.Tensor]]:
+) -> tuple[list[Instances], list[torch.Tensor]]:
     """Detections of every image: :func:`fast_rcnn_inference_single_image` applied to each.
 
     Args:
@@ -50,11 +50,11 @@ def fast_rcnn_inference(
 def fast_rcnn_inference_single_image(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    image_shape: Tuple[int, int],
+    image_shape: tuple[int, int],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[Instances, torch.Tensor]:
+) -> tuple[Instances, torch.Tensor]:
     """Detections of one image. ROIs with a non-finite box or score are dropped, boxes are clipped to the
     image, every (ROI, class) pair with score ``> score_thresh`` is a candidate, NMS runs per class, and
     the ``topk_per_image`` highest-scoring survivors are returned by decreasing score.
@@ -77,7 +77,7 @@ def fast_rcnn_inference_single_image(
 def _select_detections(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    image_shape: Tuple[int, int],
+    image_shape: tuple[int, int],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
@@ -85,7 +85,7 @@ def _select_detections(
     box_type: type,
     box_dim: int,
     nms: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor],
-) -> Tuple[Instances, torch.Tensor]:
+) -> tuple[Instances, torch.Tensor]:
     """The steps of :func:`fast_rcnn_inference_single_image` for any box type: ``box_type`` (:class:`Boxes`,
     :class:`RotatedBoxes`) clips the ``(R, K*D)`` / ``(R, D)`` boxes (``D = box_dim``) and holds the result,
     ``nms`` is the matching batched NMS."""
@@ -138,7 +138,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     def __init__(
         self,
-        input_shape: Union[int, ShapeSpec],
+        input_shape: int | ShapeSpec,
         *,
         box2box_transform: Box2BoxTransform,
         num_classes: int,
@@ -148,10 +148,10 @@ class FastRCNNOutputLayers(nn.Module):
         cls_agnostic_bbox_reg: bool = False,
         smooth_l1_beta: float = 0.0,
         box_reg_loss_type: str = "smooth_l1",
-        loss_weight: Union[float, Dict[str, float]] = 1.0,
+        loss_weight: float | dict[str, float] = 1.0,
         use_fed_loss: bool = False,
         use_sigmoid_ce: bool = False,
-        get_fed_loss_cls_weights: Optional[Union[Callable[[], torch.Tensor], torch.Tensor]] = None,
+        get_fed_loss_cls_weights: Callable[[], torch.Tensor] | torch.Tensor | None = None,
         fed_loss_num_classes: int = 50,
     ):
         """
@@ -217,7 +217,7 @@ class FastRCNNOutputLayers(nn.Module):
                 )
             self.register_buffer("fed_loss_cls_weights", weights)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             x: ``(R, C, H, W)`` or ``(R, D)`` per-ROI features.
@@ -230,8 +230,8 @@ class FastRCNNOutputLayers(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
     def losses(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
-    ) -> Dict[str, torch.Tensor]:
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
+    ) -> dict[str, torch.Tensor]:
         """
         Args:
             predictions: output of :meth:`forward`.
@@ -346,8 +346,8 @@ class FastRCNNOutputLayers(nn.Module):
         return loss / max(gt_classes.numel(), 1.0)
 
     def inference(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
-    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
+    ) -> tuple[list[Instances], list[torch.Tensor]]:
         """Detections of every image (see :func:`fast_rcnn_inference`).
 
         Args:
@@ -362,7 +362,7 @@ class FastRCNNOutputLayers(nn.Module):
         )
 
     def predict_boxes_for_gt_classes(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
     ) -> Sequence[torch.Tensor]:
         """Per image, the ``(R_i, 4)`` boxes predicted for each proposal's ``gt_classes`` (background is
         clamped to the last class; class-agnostic predictors return their single box)."""
@@ -379,7 +379,7 @@ class FastRCNNOutputLayers(nn.Module):
         return boxes.split([len(p) for p in proposals])
 
     def predict_boxes(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
     ) -> Sequence[torch.Tensor]:
         """Per image, the ``(R_i, K*4)`` (or ``(R_i, 4)``) decoded boxes of each proposal."""
         if not len(proposals):
@@ -390,7 +390,7 @@ class FastRCNNOutputLayers(nn.Module):
         return boxes.split([len(p) for p in proposals])
 
     def predict_probs(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
     ) -> Sequence[torch.Tensor]:
         """Per image, the ``(R_i, K+1)`` class probabilities (softmax, or sigmoid with ``use_sigmoid_ce``)."""
         scores, _ = predictions

@@ -3,7 +3,7 @@ gt keypoints, and the inference that decodes heatmaps into keypoint coordinates 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ __all__ = [
 
 
 def keypoint_rcnn_loss(
-    pred_keypoint_logits: torch.Tensor, instances: List[Instances], normalizer: Optional[float]
+    pred_keypoint_logits: torch.Tensor, instances: list[Instances], normalizer: float | None
 ) -> torch.Tensor:
     """Softmax cross-entropy over the ``S * S`` heatmap positions of every visible gt keypoint.
 
@@ -75,7 +75,7 @@ def keypoint_rcnn_loss(
     return loss / normalizer
 
 
-def keypoint_rcnn_inference(pred_keypoint_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
+def keypoint_rcnn_inference(pred_keypoint_logits: torch.Tensor, pred_instances: list[Instances]) -> None:
     """Decode heatmaps into keypoints and set them on each image's detections, in place.
 
     Sets ``pred_keypoints`` (``(D_i, K, 3)``: x, y in image coordinates and the keypoint score, see
@@ -87,9 +87,7 @@ def keypoint_rcnn_inference(pred_keypoint_logits: torch.Tensor, pred_instances: 
     """
     num = sum(len(inst) for inst in pred_instances)
     if num != pred_keypoint_logits.size(0):
-        raise ValueError(
-            f"keypoint_rcnn_inference: {pred_keypoint_logits.size(0)} heatmaps for {num} detections."
-        )
+        raise ValueError(f"keypoint_rcnn_inference: {pred_keypoint_logits.size(0)} heatmaps for {num} detections.")
     boxes = cat([inst.pred_boxes.tensor for inst in pred_instances], dim=0)
     logits = pred_keypoint_logits.detach()
     decoded = heatmaps_to_keypoints(logits, boxes.detach())  # (D, K, 4): x, y, logit, score
@@ -104,9 +102,7 @@ class BaseKeypointRCNNHead(nn.Module):
     """Base of keypoint heads: subclasses implement :meth:`layers` (features -> heatmap logits); this class
     turns them into ``loss_keypoint`` in training and ``pred_keypoints`` at inference."""
 
-    def __init__(
-        self, *, num_keypoints: int, loss_weight: float = 1.0, loss_normalizer: Union[float, str] = 1.0
-    ):
+    def __init__(self, *, num_keypoints: int, loss_weight: float = 1.0, loss_normalizer: float | str = 1.0):
         """
         Args:
             num_keypoints: keypoints per instance ``K`` (17 for COCO persons).
@@ -131,8 +127,8 @@ class BaseKeypointRCNNHead(nn.Module):
         self.loss_normalizer = loss_normalizer
 
     def forward(
-        self, x: Union[torch.Tensor, Dict[str, torch.Tensor]], instances: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """
         Args:
             x: per-ROI features (usually ``(R, C, H, W)``).
@@ -153,7 +149,7 @@ class BaseKeypointRCNNHead(nn.Module):
         keypoint_rcnn_inference(x, instances)
         return instances
 
-    def layers(self, x: Union[torch.Tensor, Dict[str, torch.Tensor]]) -> torch.Tensor:
+    def layers(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Map per-ROI features to ``(R, K, S, S)`` heatmap logits."""
         raise NotImplementedError(f"{type(self).__name__} must implement `layers`.")
 

@@ -3,7 +3,7 @@ inference that attaches mask probabilities to detections."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from libdet.utils.events import get_event_storage, has_event_storage
 __all__ = ["BaseMaskRCNNHead", "MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference"]
 
 
-def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], vis_period: int = 0) -> torch.Tensor:
+def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: list[Instances], vis_period: int = 0) -> torch.Tensor:
     """Mean per-pixel binary cross-entropy between each foreground ROI's predicted mask (of its gt class,
     or the single class-agnostic mask) and its gt mask cropped to the ROI and resized to ``M x M``
     (``gt_masks.crop_and_resize``; works for :class:`BitMasks` and :class:`PolygonMasks`).
@@ -75,7 +75,7 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], v
     return F.binary_cross_entropy_with_logits(logits, targets.to(dtype=logits.dtype), reduction="mean")
 
 
-def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
+def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: list[Instances]) -> None:
     """Set ``pred_masks`` (``(D_i, 1, M, M)`` probabilities of the predicted class) on each image's
     detections, in place.
 
@@ -113,8 +113,8 @@ class BaseMaskRCNNHead(nn.Module):
         self.vis_period = vis_period
 
     def forward(
-        self, x: Union[torch.Tensor, Dict[str, torch.Tensor]], instances: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """
         Args:
             x: per-ROI features (usually ``(R, C, H, W)``).
@@ -130,7 +130,7 @@ class BaseMaskRCNNHead(nn.Module):
         mask_rcnn_inference(x, instances)
         return instances
 
-    def layers(self, x: Union[torch.Tensor, Dict[str, torch.Tensor]]) -> torch.Tensor:
+    def layers(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Map per-ROI features to ``(R, C, M, M)`` mask logits."""
         raise NotImplementedError(f"{type(self).__name__} must implement `layers`.")
 

@@ -4,7 +4,7 @@ the ResNet ``res5`` stage runs on pooled ``res4`` features and is shared by the 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -29,8 +29,8 @@ __all__ = [
 
 
 def select_foreground_proposals(
-    proposals: List[Instances], bg_label: int
-) -> Tuple[List[Instances], List[torch.Tensor]]:
+    proposals: list[Instances], bg_label: int
+) -> tuple[list[Instances], list[torch.Tensor]]:
     """Keep the proposals labelled with a foreground class.
 
     Args:
@@ -53,7 +53,7 @@ def select_foreground_proposals(
     return fg_proposals, fg_masks
 
 
-def select_proposals_with_visible_keypoints(proposals: List[Instances]) -> List[Instances]:
+def select_proposals_with_visible_keypoints(proposals: list[Instances]) -> list[Instances]:
     """Keep the proposals whose matched gt has at least one visible keypoint (``v >= 1``) inside the
     proposal box (borders included): the only ones the keypoint head can learn from.
 
@@ -117,7 +117,7 @@ class ROIHeads(nn.Module):
 
     def _sample_proposals(
         self, matched_idxs: torch.Tensor, matched_labels: torch.Tensor, gt_classes: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class of each proposal (its gt's, background ``K`` or ignored -1) and a random sample of at
         most ``batch_size_per_image``; returns (sampled indices, their classes)."""
         if gt_classes.numel() > 0:
@@ -133,7 +133,7 @@ class ROIHeads(nn.Module):
         return sampled, gt_classes[sampled]
 
     @torch.no_grad()
-    def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+    def label_and_sample_proposals(self, proposals: list[Instances], targets: list[Instances]) -> list[Instances]:
         """Match proposals (plus the gt boxes, if ``proposal_append_gt``) to the ground truth and sample
         the training ROIs of each image.
 
@@ -182,10 +182,10 @@ class ROIHeads(nn.Module):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """
         Args:
             images: the input batch.
@@ -209,16 +209,16 @@ class StandardROIHeads(ROIHeads):
     def __init__(
         self,
         *,
-        box_in_features: List[str],
+        box_in_features: list[str],
         box_pooler: ROIPooler,
         box_head: nn.Module,
         box_predictor: FastRCNNOutputLayers,
-        mask_in_features: Optional[List[str]] = None,
-        mask_pooler: Optional[ROIPooler] = None,
-        mask_head: Optional[nn.Module] = None,
-        keypoint_in_features: Optional[List[str]] = None,
-        keypoint_pooler: Optional[ROIPooler] = None,
-        keypoint_head: Optional[nn.Module] = None,
+        mask_in_features: list[str] | None = None,
+        mask_pooler: ROIPooler | None = None,
+        mask_head: nn.Module | None = None,
+        keypoint_in_features: list[str] | None = None,
+        keypoint_pooler: ROIPooler | None = None,
+        keypoint_head: nn.Module | None = None,
         train_on_pred_boxes: bool = False,
         **kwargs,
     ):
@@ -272,10 +272,10 @@ class StandardROIHeads(ROIHeads):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """See :meth:`ROIHeads.forward`. In training returns the sampled proposals and the losses of all
         branches; at inference the detections (with ``pred_masks`` / ``pred_keypoints`` when those branches
         are on) and ``{}``."""
@@ -289,16 +289,16 @@ class StandardROIHeads(ROIHeads):
         return self.forward_with_given_boxes(features, detections), {}
 
     def _forward_branches(
-        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
-    ) -> Dict[str, torch.Tensor]:
+        self, features: dict[str, torch.Tensor], proposals: list[Instances]
+    ) -> dict[str, torch.Tensor]:
         """Losses of the branches that run after the box branch (training)."""
         losses = self._forward_mask(features, proposals)
         losses.update(self._forward_keypoint(features, proposals))
         return losses
 
     def forward_with_given_boxes(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ) -> List[Instances]:
+        self, features: dict[str, torch.Tensor], instances: list[Instances]
+    ) -> list[Instances]:
         """Run the non-box branches on given detections (inference).
 
         Args:
@@ -318,8 +318,8 @@ class StandardROIHeads(ROIHeads):
         return self._forward_keypoint(features, instances)
 
     def _forward_box(
-        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        self, features: dict[str, torch.Tensor], proposals: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """Box branch: losses in training (and, with ``train_on_pred_boxes``, proposals replaced by the
         refined boxes); detections at inference."""
         feats = [features[f] for f in self.box_in_features]
@@ -339,8 +339,8 @@ class StandardROIHeads(ROIHeads):
         return detections
 
     def _forward_mask(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        self, features: dict[str, torch.Tensor], instances: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """Mask branch: ``{"loss_mask": ...}`` on the foreground proposals in training; detections with
         ``pred_masks`` at inference. Without a mask branch, ``{}`` / the unchanged instances."""
         if not self.mask_on:
@@ -356,8 +356,8 @@ class StandardROIHeads(ROIHeads):
         return self.mask_head(mask_features, instances)
 
     def _forward_keypoint(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ) -> Union[Dict[str, torch.Tensor], List[Instances]]:
+        self, features: dict[str, torch.Tensor], instances: list[Instances]
+    ) -> dict[str, torch.Tensor] | list[Instances]:
         """Keypoint branch: ``{"loss_keypoint": ...}`` on the foreground proposals with a visible keypoint
         inside in training; detections with ``pred_keypoints`` at inference. Without a keypoint branch,
         ``{}`` / the unchanged instances."""
@@ -382,11 +382,11 @@ class Res5ROIHeads(ROIHeads):
     def __init__(
         self,
         *,
-        in_features: List[str],
+        in_features: list[str],
         pooler: ROIPooler,
-        res5: Union[nn.Module, Sequence[nn.Module]],
+        res5: nn.Module | Sequence[nn.Module],
         box_predictor: FastRCNNOutputLayers,
-        mask_head: Optional[nn.Module] = None,
+        mask_head: nn.Module | None = None,
         **kwargs,
     ):
         """
@@ -411,17 +411,17 @@ class Res5ROIHeads(ROIHeads):
         if self.mask_on:
             self.mask_head = mask_head
 
-    def _shared_roi_transform(self, features: List[torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+    def _shared_roi_transform(self, features: list[torch.Tensor], boxes: list[Boxes]) -> torch.Tensor:
         """Pool the ROIs and run ``res5``: ``(R, C5, S/2, S/2)``."""
         return self.res5(self.pooler(features, boxes))
 
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """See :meth:`ROIHeads.forward`; in training the first output is ``[]``."""
         del images
         if self.training:
@@ -441,8 +441,8 @@ class Res5ROIHeads(ROIHeads):
         return self.forward_with_given_boxes(features, detections), {}
 
     def forward_with_given_boxes(
-        self, features: Dict[str, torch.Tensor], instances: List[Instances]
-    ) -> List[Instances]:
+        self, features: dict[str, torch.Tensor], instances: list[Instances]
+    ) -> list[Instances]:
         """Run the mask branch on given detections (inference); see :meth:`StandardROIHeads.forward_with_given_boxes`."""
         if self.training:
             raise RuntimeError("Res5ROIHeads.forward_with_given_boxes is for inference; call model.eval().")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -33,11 +33,11 @@ _BOX_DIM = 5
 def fast_rcnn_inference_rotated(
     boxes: Sequence[torch.Tensor],
     scores: Sequence[torch.Tensor],
-    image_shapes: Sequence[Tuple[int, int]],
+    image_shapes: Sequence[tuple[int, int]],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[List[Instances], List[torch.Tensor]]:
+) -> tuple[list[Instances], list[torch.Tensor]]:
     """Rotated detections of every image: :func:`fast_rcnn_inference_single_image_rotated` applied to each.
 
     Args:
@@ -67,11 +67,11 @@ def fast_rcnn_inference_rotated(
 def fast_rcnn_inference_single_image_rotated(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    image_shape: Tuple[int, int],
+    image_shape: tuple[int, int],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
-) -> Tuple[Instances, torch.Tensor]:
+) -> tuple[Instances, torch.Tensor]:
     """Rotated detections of one image. ROIs with a non-finite box or score are dropped, nearly horizontal
     boxes are clipped to the image (:meth:`RotatedBoxes.clip`), every (ROI, class) pair with score
     ``> score_thresh`` is a candidate, rotated NMS runs per class, and the ``topk_per_image`` best survive.
@@ -119,7 +119,7 @@ class RotatedFastRCNNOutputLayers(FastRCNNOutputLayers):
     :class:`Box2BoxTransformRotated` and ``box_reg_loss_type`` ``"smooth_l1"``.
     """
 
-    def __init__(self, input_shape: Union[int, ShapeSpec], **kwargs):
+    def __init__(self, input_shape: int | ShapeSpec, **kwargs):
         super().__init__(input_shape, **kwargs)
         if not isinstance(self.box2box_transform, Box2BoxTransformRotated):
             raise TypeError(
@@ -157,8 +157,8 @@ class RotatedFastRCNNOutputLayers(FastRCNNOutputLayers):
         return loss / max(gt_classes.numel(), 1.0)
 
     def inference(
-        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
-    ) -> Tuple[List[Instances], List[torch.Tensor]]:
+        self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
+    ) -> tuple[list[Instances], list[torch.Tensor]]:
         """Rotated detections of every image (see :func:`fast_rcnn_inference_rotated`).
 
         Args:
@@ -190,7 +190,7 @@ class RROIHeads(StandardROIHeads):
     def __init__(
         self,
         *,
-        box_in_features: List[str],
+        box_in_features: list[str],
         box_pooler: ROIPooler,
         box_head: nn.Module,
         box_predictor: RotatedFastRCNNOutputLayers,
@@ -220,7 +220,7 @@ class RROIHeads(StandardROIHeads):
             )
 
     @torch.no_grad()
-    def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+    def label_and_sample_proposals(self, proposals: list[Instances], targets: list[Instances]) -> list[Instances]:
         """Match rotated proposals (plus the gt boxes, if ``proposal_append_gt``) to the rotated ground truth
         by rotated IoU and sample the training ROIs of each image.
 
@@ -271,10 +271,10 @@ class RROIHeads(StandardROIHeads):
     def forward(
         self,
         images,
-        features: Dict[str, torch.Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """See :meth:`StandardROIHeads.forward`; detections have ``pred_boxes`` as :class:`RotatedBoxes`."""
         for i, p in enumerate(proposals):
             if not isinstance(p.proposal_boxes, RotatedBoxes):

@@ -55,11 +55,27 @@ def test_import_does_no_io(probe):
 def test_builtin_names_registered(probe):
     names = set(probe[0]["names"])
     expected = {
-        "coco_2014_train", "coco_2017_train", "coco_2017_val", "coco_2017_val_100", "keypoints_coco_2017_val",
-        "coco_2017_train_panoptic", "coco_2017_train_panoptic_separated", "coco_2017_train_panoptic_stuffonly",
-        "lvis_v1_train", "lvis_v0.5_val", "lvis_v0.5_train_cocofied", "cityscapes_fine_instance_seg_train",
-        "cityscapes_fine_sem_seg_val", "voc_2007_trainval", "voc_2012_train", "ade20k_sem_seg_train",
-        "ade20k_sem_seg_val", "shapes_train", "shapes_val", "shapes_sem_seg_train", "shapes_keypoints_val",
+        "coco_2014_train",
+        "coco_2017_train",
+        "coco_2017_val",
+        "coco_2017_val_100",
+        "keypoints_coco_2017_val",
+        "coco_2017_train_panoptic",
+        "coco_2017_train_panoptic_separated",
+        "coco_2017_train_panoptic_stuffonly",
+        "lvis_v1_train",
+        "lvis_v0.5_val",
+        "lvis_v0.5_train_cocofied",
+        "cityscapes_fine_instance_seg_train",
+        "cityscapes_fine_sem_seg_val",
+        "voc_2007_trainval",
+        "voc_2012_train",
+        "ade20k_sem_seg_train",
+        "ade20k_sem_seg_val",
+        "shapes_train",
+        "shapes_val",
+        "shapes_sem_seg_train",
+        "shapes_keypoints_val",
     }
     assert expected <= names
 

@@ -32,18 +32,53 @@ def _coco_dict():
         ],
         "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}, {"id": 5, "name": "cat"}],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 18, "bbox": [1, 2, 10, 5], "iscrowd": 0, "area": 50,
-             "segmentation": [[1, 2, 11, 2, 11, 7, 1, 7]], "keypoints": [3, 4, 2, 0, 0, 0], "score_x": 0.5},
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [3, 2, 6, 4], "iscrowd": 1, "area": 24,
-             "segmentation": compressed},
-            {"id": 3, "image_id": 9, "category_id": 5, "bbox": [2, 9, 2, 5], "iscrowd": 1, "area": 10,
-             "segmentation": uncompressed},
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 18,
+                "bbox": [1, 2, 10, 5],
+                "iscrowd": 0,
+                "area": 50,
+                "segmentation": [[1, 2, 11, 2, 11, 7, 1, 7]],
+                "keypoints": [3, 4, 2, 0, 0, 0],
+                "score_x": 0.5,
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 3,
+                "bbox": [3, 2, 6, 4],
+                "iscrowd": 1,
+                "area": 24,
+                "segmentation": compressed,
+            },
+            {
+                "id": 3,
+                "image_id": 9,
+                "category_id": 5,
+                "bbox": [2, 9, 2, 5],
+                "iscrowd": 1,
+                "area": 10,
+                "segmentation": uncompressed,
+            },
             # invalid polygon (2 points): dropped
-            {"id": 4, "image_id": 9, "category_id": 5, "bbox": [0, 0, 4, 4], "iscrowd": 0,
-             "segmentation": [[0, 0, 4, 4]]},
+            {
+                "id": 4,
+                "image_id": 9,
+                "category_id": 5,
+                "bbox": [0, 0, 4, 4],
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 4, 4]],
+            },
             # one invalid polygon among valid ones: only the invalid one is removed
-            {"id": 5, "image_id": 9, "category_id": 3, "bbox": [0, 0, 4, 4], "iscrowd": 0,
-             "segmentation": [[0, 0, 4, 0, 4, 4], [1, 1]]},
+            {
+                "id": 5,
+                "image_id": 9,
+                "category_id": 3,
+                "bbox": [0, 0, 4, 4],
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 4, 0, 4, 4], [1, 1]],
+            },
             # degenerate box: kept
             {"id": 6, "image_id": 9, "category_id": 3, "bbox": [5, 5, 0, 3], "iscrowd": 0},
         ],
@@ -153,9 +188,11 @@ def test_convert_round_trip(tmp_path, registered):
     assert converted["annotations"][1]["area"] == pytest.approx(24.0)
     register_coco_instances("t_coco_rt2", {}, out, "/ignored")
     again = DatasetCatalog.get("t_coco_rt2")
+
     def strip(ds):
-        return [{**d, "annotations": [{k: v for k, v in a.items() if k != "score_x"} for a in d["annotations"]]}
-                for d in ds]
+        return [
+            {**d, "annotations": [{k: v for k, v in a.items() if k != "score_x"} for a in d["annotations"]]} for d in ds
+        ]
 
     assert strip(again) == strip(dicts)
     # cached: an existing file is not rewritten; allow_cached=False rewrites it
@@ -169,8 +206,18 @@ def test_convert_round_trip(tmp_path, registered):
 
 def test_convert_from_xyxy_boxes(registered):
     registered.append("t_coco_xyxy")
-    DatasetCatalog.register("t_coco_xyxy", lambda: [{"file_name": "x.jpg", "image_id": 1, "height": 10, "width": 10,
-        "annotations": [{"bbox": [1, 2, 5, 8], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}]}])
+    DatasetCatalog.register(
+        "t_coco_xyxy",
+        lambda: [
+            {
+                "file_name": "x.jpg",
+                "image_id": 1,
+                "height": 10,
+                "width": 10,
+                "annotations": [{"bbox": [1, 2, 5, 8], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}],
+            }
+        ],
+    )
     MetadataCatalog.get("t_coco_xyxy").thing_classes = ["a"]
     d = convert_to_coco_dict("t_coco_xyxy")
     assert d["annotations"][0]["bbox"] == [1, 2, 4, 6] and d["annotations"][0]["area"] == 24
@@ -180,8 +227,9 @@ def test_convert_from_xyxy_boxes(registered):
 def test_convert_atomic_on_failure(tmp_path, registered):
     registered.append("t_coco_fail")
     # an image id json cannot serialize makes json.dump fail half-way
-    DatasetCatalog.register("t_coco_fail", lambda: [{"file_name": "x", "image_id": object(), "height": 1,
-        "width": 1, "annotations": []}])
+    DatasetCatalog.register(
+        "t_coco_fail", lambda: [{"file_name": "x", "image_id": object(), "height": 1, "width": 1, "annotations": []}]
+    )
     MetadataCatalog.get("t_coco_fail").thing_classes = ["a"]
     out = tmp_path / "o.json"
     out.write_text("old")
@@ -201,8 +249,10 @@ def test_load_sem_seg(tmp_path):
     dicts = load_sem_seg(str(tmp_path / "gt"), str(tmp_path / "img"))
     assert dicts == [
         {"file_name": str(tmp_path / "img" / "a.jpg"), "sem_seg_file_name": str(tmp_path / "gt" / "a.png")},
-        {"file_name": str(tmp_path / "img" / "sub" / "b.jpg"),
-         "sem_seg_file_name": str(tmp_path / "gt" / "sub" / "b.png")},
+        {
+            "file_name": str(tmp_path / "img" / "sub" / "b.jpg"),
+            "sem_seg_file_name": str(tmp_path / "gt" / "sub" / "b.png"),
+        },
     ]
     (tmp_path / "img" / "c.jpg").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"c\.png"):

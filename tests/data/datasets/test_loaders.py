@@ -75,8 +75,14 @@ def test_voc_errors(tmp_path):
 def _lvis_dict():
     return {
         "images": [
-            {"id": 1, "coco_url": "http://images.cocodataset.org/train2017/000000000001.jpg", "height": 30,
-             "width": 40, "not_exhaustive_category_ids": [2], "neg_category_ids": [1]},
+            {
+                "id": 1,
+                "coco_url": "http://images.cocodataset.org/train2017/000000000001.jpg",
+                "height": 30,
+                "width": 40,
+                "not_exhaustive_category_ids": [2],
+                "neg_category_ids": [1],
+            },
             {"id": 2, "file_name": "COCO_val2014_000000000002.jpg", "height": 20, "width": 20},
         ],
         "categories": [
@@ -84,10 +90,22 @@ def _lvis_dict():
             {"id": 1, "name": "apple", "image_count": 2, "frequency": "c"},
         ],
         "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5], "area": 25,
-             "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]},
-            {"id": 11, "image_id": 2, "category_id": 1, "bbox": [2, 2, 3, 3], "area": 9,
-             "segmentation": [[2, 2, 5, 2, 5, 5]]},
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [1, 1, 5, 5],
+                "area": 25,
+                "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]],
+            },
+            {
+                "id": 11,
+                "image_id": 2,
+                "category_id": 1,
+                "bbox": [2, 2, 3, 3],
+                "area": 9,
+                "segmentation": [[2, 2, 5, 2, 5, 5]],
+            },
         ],
     }
 
@@ -132,16 +150,33 @@ def _panoptic(tmp_path):
     Image.new("L", (8, 6)).save(tmp_path / "stuff" / "000001.png")
     pan = {
         "images": [{"id": 1, "file_name": "000001.jpg", "height": 6, "width": 8}],
-        "annotations": [{"image_id": 1, "file_name": "000001.png", "segments_info": [
-            {"id": 5, "category_id": 3, "iscrowd": 0, "bbox": [0, 0, 2, 2], "area": 4},
-            {"id": 6, "category_id": 92, "iscrowd": 0, "bbox": [2, 2, 2, 2], "area": 4},
-        ]}],
+        "annotations": [
+            {
+                "image_id": 1,
+                "file_name": "000001.png",
+                "segments_info": [
+                    {"id": 5, "category_id": 3, "iscrowd": 0, "bbox": [0, 0, 2, 2], "area": 4},
+                    {"id": 6, "category_id": 92, "iscrowd": 0, "bbox": [2, 2, 2, 2], "area": 4},
+                ],
+            }
+        ],
         "categories": cats,
     }
     (tmp_path / "pan.json").write_text(json.dumps(pan))
-    inst = {"images": pan["images"], "categories": [c for c in cats if c["isthing"]], "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 0,
-         "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]]}]}
+    inst = {
+        "images": pan["images"],
+        "categories": [c for c in cats if c["isthing"]],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "bbox": [0, 0, 2, 2],
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]],
+            }
+        ],
+    }
     (tmp_path / "inst.json").write_text(json.dumps(inst))
     return pan
 
@@ -185,8 +220,11 @@ def test_coco_panoptic_unknown_category(tmp_path):
 Label = collections.namedtuple("Label", "name id trainId hasInstances ignoreInEval")
 # A subset of Cityscapes' label table, enough for the tests (the real one comes from cityscapesscripts).
 _LABELS = [
-    Label("road", 7, 0, False, False), Label("person", 24, 11, True, False), Label("car", 26, 13, True, False),
-    Label("caravan", 29, 255, True, True), Label("license plate", -1, -1, False, True),
+    Label("road", 7, 0, False, False),
+    Label("person", 24, 11, True, False),
+    Label("car", 26, 13, True, False),
+    Label("caravan", 29, 255, True, True),
+    Label("license plate", -1, -1, False, True),
 ]
 
 
@@ -201,12 +239,16 @@ def _cityscapes(tmp_path):
     inst[6:10, 1:4] = 24  # person crowd region
     inst[0:2, 10:14] = 29001  # caravan: ignored in evaluation
     Image.fromarray(inst.astype(np.uint16)).save(gt_dir / f"{stem}_gtFine_instanceIds.png")  # 16-bit like Cityscapes
-    polygons = {"imgHeight": 12, "imgWidth": 16, "objects": [
-        {"label": "road", "polygon": [[0, 0], [15, 0], [15, 11], [0, 11]]},
-        {"label": "car", "polygon": [[2, 2], [9, 2], [9, 6], [2, 6]]},
-        {"label": "persongroup", "polygon": [[1, 6], [4, 6], [4, 10], [1, 10]]},
-        {"label": "person", "polygon": [[6, 1], [11, 1], [11, 4], [6, 4]]},  # on top of the car
-    ]}
+    polygons = {
+        "imgHeight": 12,
+        "imgWidth": 16,
+        "objects": [
+            {"label": "road", "polygon": [[0, 0], [15, 0], [15, 11], [0, 11]]},
+            {"label": "car", "polygon": [[2, 2], [9, 2], [9, 6], [2, 6]]},
+            {"label": "persongroup", "polygon": [[1, 6], [4, 6], [4, 10], [1, 10]]},
+            {"label": "person", "polygon": [[6, 1], [11, 1], [11, 4], [6, 4]]},  # on top of the car
+        ],
+    }
     (gt_dir / f"{stem}_gtFine_polygons.json").write_text(json.dumps(polygons))
     return tmp_path / "leftImg8bit" / "train", tmp_path / "gtFine" / "train", gt_dir, stem
 

@@ -164,7 +164,12 @@ def test_make_default_stages_custom_widths():
     assert [out[k].shape[1] for k in ("res2", "res3", "res4", "res5")] == [32, 64, 128, 256]
     assert r.res2[0].shortcut is None  # 32 -> 32: no projection
     stages = ResNet.make_default_stages(50, stem_out_channels=32, res2_out_channels=128)
-    assert [(st[0].in_channels, st[0].out_channels) for st in stages] == [(32, 128), (128, 256), (256, 512), (512, 1024)]
+    assert [(st[0].in_channels, st[0].out_channels) for st in stages] == [
+        (32, 128),
+        (128, 256),
+        (256, 512),
+        (512, 1024),
+    ]
 
 
 def test_make_default_stages_depths_and_errors():
