@@ -1,7 +1,7 @@
 """Packaging hook: ship the C++/CUDA sources of ``csrc/`` and the model-zoo ``configs/`` inside the package.
 
 All metadata lives in ``pyproject.toml``. Nothing is compiled at install time, so ``pip install .`` works
-without a C++ compiler; the ops are compiled on first use (see ``libdet/layers/_ops.py``), which needs
+without a C++ compiler; the ops are compiled on first use (see ``libdet/utils/compiled_ops.py``), which needs
 the sources at ``libdet/_csrc`` in an installed package. ``libdet.model_zoo`` finds the configs at
 ``libdet/model_zoo/configs`` in an installed package (in an editable install, at the repository's ``configs/``).
 """

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from libdet.layers import _ops  # noqa: E402
+from libdet.utils import compiled_ops  # noqa: E402
 
 rotated_boxes = importlib.import_module("libdet.layers.rotated_boxes")
 nms = importlib.import_module("libdet.layers.nms")
@@ -88,7 +88,7 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
     # box_iou_rotated
     n = 500 if quick else 2000
     boxes = _random_boxes(n, generator).to(device)
-    use = _ops.use_kernel("box_iou_rotated", device)
+    use = compiled_ops.use_kernel("box_iou_rotated", device)
     kernel = (lambda: torch.ops.libdet.box_iou_rotated(boxes, boxes)) if use else None
     overlap = float((rotated_boxes._box_iou_rotated_twin(boxes[:200], boxes) > 0).double().mean())
     _row(
@@ -104,7 +104,7 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
     # nms_rotated
     boxes, scores = _clustered_boxes(n, generator)
     boxes, scores = boxes.to(device), scores.to(device)
-    use = _ops.use_kernel("nms_rotated", device)
+    use = compiled_ops.use_kernel("nms_rotated", device)
     kernel = (lambda: torch.ops.libdet.nms_rotated(boxes, scores, 0.5)) if use else None
     kept = nms._nms_rotated_twin(boxes, scores, 0.5).numel()
     _row(
@@ -132,7 +132,7 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
 
         return run
 
-    use = _ops.use_kernel("roi_align_rotated", device)
+    use = compiled_ops.use_kernel("roi_align_rotated", device)
     kernel = forward_backward(roi_align_rotated._ROIAlignRotatedFunction.apply) if use else None
     _row(
         "roi_align_rotated",
@@ -152,9 +152,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per kernel measurement")
     args = parser.parse_args()
 
-    for name in _ops.OP_NAMES:
-        _ops.load_op(name)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ops: {_ops.ops_status()}")
+    for op in compiled_ops.register_core_ops():
+        op.load()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ops: {compiled_ops.ops_status()}")
     devices = []
     if args.device in ("cpu", "all"):
         devices.append(torch.device("cpu"))

@@ -12,7 +12,8 @@ Usage::
     python tools/submit_slurm.py --executor local --tasks-per-node 2 --config-file cfg.py --wait \\
         train.max_iter=20 train.output_dir=/tmp/run
 
-Each task runs ``tools/lazyconfig_train_net.py``'s ``main`` with ``--resume`` semantics: the job continues from the
+Each task runs ``tools/lazyconfig_train_net.py``'s ``main`` with ``--resume`` (through ``launch(main,
+SubmititWorld(...))``): the job continues from the
 last checkpoint in ``train.output_dir`` (so resubmitting the same command continues a run). Submitit's logs (one
 ``<jobid>_<task>_log.out``/``.err`` per task) go to ``--job-dir`` (default ``<train.output_dir>/submitit``), with
 ``config.yaml``, the resolved config as submitted. Works for any lazy config path (core or ``projects/``); submit
@@ -23,17 +24,21 @@ the compute nodes share.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
-from libdet.engine.slurm import EXECUTORS, ScriptFunction, submit_training
+from libdet.config import LazyConfig
+from libdet.engine import launch
+from libdet.engine.slurm import EXECUTORS, SubmititWorld, resolve_job_config
 from libdet.utils.logger import setup_logger
 
 TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazyconfig_train_net.py")
 
-__all__ = ["build_parser", "main", "parse_slurm_opts"]
+__all__ = ["build_parser", "load_train_net", "main", "parse_slurm_opts"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,16 +106,31 @@ def parse_slurm_opts(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def load_train_net() -> ModuleType:
+    """``tools/lazyconfig_train_net.py``, the script whose ``main`` each task runs, as a module pickled by value.
+
+    Scripts are not importable where the job runs, so cloudpickle ships the module's functions with the job.
+    """
+    import cloudpickle
+
+    name = "libdet_tool_lazyconfig_train_net"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, TRAIN_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        cloudpickle.register_pickle_by_value(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Parse ``argv``, submit the job and return it (after it finished with ``--wait``)."""
     args = build_parser().parse_args(argv)
     setup_logger(name="libdet.engine.slurm", abbrev_name="ld.slurm", color=False)
-    job = submit_training(
-        config_file=args.config_file,
-        main_func=ScriptFunction(TRAIN_SCRIPT, "main"),
-        overrides=list(args.opts or []),
-        job_dir=args.job_dir,
-        eval_only=args.eval_only,
+    cfg, overrides = resolve_job_config(args.config_file, list(args.opts or []))
+    world = SubmititWorld(
+        job_dir=os.path.abspath(args.job_dir or os.path.join(cfg.train.output_dir, "submitit")),
         executor=args.executor,
         nodes=args.nodes,
         tasks_per_node=args.tasks_per_node,
@@ -123,7 +143,27 @@ def main(argv: list[str] | None = None) -> Any:
         slurm_opts=parse_slurm_opts(args.slurm_opt),
         max_num_timeout=args.max_requeues,
     )
-    print(f"Submitted job {job.job_id}; logs: {job.paths.folder}")
+    train_net = load_train_net()
+    # every start of the job (first, requeued, restarted after a node failure) resumes from the last checkpoint in
+    # train.output_dir when there is one, and starts from train.init_checkpoint otherwise
+    train_args = train_net.default_argument_parser().parse_args(
+        [
+            "--config-file",
+            os.path.abspath(args.config_file),
+            "--eval-only" if args.eval_only else "--resume",
+            "--num-gpus",
+            str(world.tasks_per_node),
+            "--num-machines",
+            str(world.nodes),
+            "--dist-url",
+            "env://",
+            *overrides,
+        ]
+    )
+    os.makedirs(world.job_dir, exist_ok=True)
+    written = LazyConfig.save(cfg, os.path.join(world.job_dir, "config.yaml"))  # the config as submitted
+    job = launch(train_net.main, world, args=(train_args,))
+    print(f"Submitted job {job.job_id}; logs: {job.paths.folder}; submitted config: {written}")
     if args.wait:
         results = job.results()  # one per task; rank 0's holds the training's latest metrics
         print(f"Job {job.job_id} finished: {results[0]}")

@@ -29,6 +29,15 @@ train = dict(
     best_checkpointer=dict(val_metric=None, mode="max"),
     # stop when `metric` has not improved for `patience` evaluations; metric None disables it
     early_stopping=dict(metric=None, mode="max", patience=3, min_delta=0.0),
-    # global gradient-norm clipping (None: off)
-    clip_grad_norm=None,
+    # gradient transforms applied in order between the backward and the optimizer step (libdet.engine.optimizer_step),
+    # e.g. [L(ClipGradNorm)(max_norm=1.0)] (one norm over all parameters) or, DETR-style,
+    # [L(ClipGradNormPerGroup)(max_norm=0.1)] (one norm per optimizer parameter group)
+    grad_transforms=[],
+    # batches whose gradients make one optimizer step (each batch's loss divided by it); 1: no accumulation
+    grad_accumulation_steps=1,
+    # experiment trackers beside the terminal, metrics.json and TensorBoard (off unless listed): "wandb", "mlflow"
+    # (MLflow's default tracking URI, e.g. from $MLFLOW_TRACKING_URI), or lazy calls such as
+    # L(WandbWriter)(project="detection") / L(MLflowWriter)(tracking_uri=..., experiment_name=...) from
+    # libdet.utils.tracking_writers; needs the extra: pip install 'libdet[wandb]' / 'libdet[mlflow]'
+    writers=[],
 )

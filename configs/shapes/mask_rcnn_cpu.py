@@ -30,7 +30,7 @@ from ..common.models.mask_rcnn_fpn import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
-# ---- model: half-width ResNet-18 + FPN, 3 classes
+# Model: half-width ResNet-18 + FPN, 3 classes
 model.backbone.bottom_up.stem.update(out_channels=32, norm="BN")
 model.backbone.bottom_up.stages.update(depth=18, norm="BN", stem_out_channels=32, res2_out_channels=32)
 model.backbone.bottom_up.stages.pop("stride_in_1x1")  # BasicBlock has a single 3x3 conv per branch
@@ -49,7 +49,7 @@ model.roi_heads.box_head.fc_dims = [256, 256]
 model.roi_heads.box_predictor.input_shape.channels = "${...box_head.fc_dims[1]}"
 model.roi_heads.mask_head.conv_dims = [64, 64]
 
-# ---- optimization: AdamW, warmup then cosine decay
+# Optimization: AdamW, warmup then cosine decay
 optimizer.lr = 2e-3
 optimizer.weight_decay = 0.05
 lr_multiplier = L(WarmupParamScheduler)(

@@ -18,7 +18,7 @@ from ..common.models.mask_rcnn_fpn import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
-# ---- model: R18-FPN, 3 classes, sized for 224-256 px images with objects of about 12-140 px
+# Model: R18-FPN, 3 classes, sized for 224-256 px images with objects of about 12-140 px
 model.backbone.bottom_up.stem.norm = "BN"
 model.backbone.bottom_up.stages.update(depth=18, norm="BN")
 model.backbone.bottom_up.stages.pop("stride_in_1x1")  # BasicBlock has a single 3x3 conv per branch
@@ -37,7 +37,7 @@ model.roi_heads.box_head.fc_dims = [256, 256]
 model.roi_heads.box_predictor.input_shape.channels = "${...box_head.fc_dims[1]}"
 model.roi_heads.mask_head.conv_dims = [64, 64]
 
-# ---- optimization: AdamW, 1e-3, warmup then cosine decay to 5%
+# Optimization: AdamW, 1e-3, warmup then cosine decay to 5%
 optimizer.lr = 1e-3
 optimizer.weight_decay = 0.05
 lr_multiplier = L(WarmupParamScheduler)(

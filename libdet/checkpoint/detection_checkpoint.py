@@ -15,7 +15,7 @@ from torch import nn
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager, atomic_write
 
-from .c2_model_loading import align_and_update_state_dicts
+from .c2_model_loading import align_and_update_state_dicts, looks_like_c2_names
 from .restricted_unpickler import restricted_load
 
 __all__ = ["DetectionCheckpointer"]
@@ -59,12 +59,47 @@ def _weights_only_safe(value: Any, key: str) -> Any:
     )
 
 
+def _check_enough_loaded(
+    model_state: dict[str, torch.Tensor], checkpoint_state: dict[str, Any], *, path: str, allow_partial: bool
+) -> None:
+    """Raise unless the checkpoint's tensors (name and shape) fit at least half of the model's values, or, with
+    ``allow_partial``, at least one of its tensors. Runs before anything is copied into the model."""
+    ckpt_shapes = {}
+    for key, value in checkpoint_state.items():
+        name = key[len("module.") :] if key.startswith("module.") else key  # DDP-wrapped when saved
+        ckpt_shapes[name] = tuple(value.shape)
+    sizes = {k: v.numel() for k, v in model_state.items() if not isinstance(v, nn.parameter.UninitializedTensorMixin)}
+    total = sum(sizes.values())
+    if total == 0:
+        return
+    fitting = [k for k in sizes if ckpt_shapes.get(k) == tuple(model_state[k].shape)]
+    loaded = sum(sizes[k] for k in fitting)
+    if (fitting and allow_partial) or loaded * 2 >= total:
+        return
+    mismatched = [f"{k}: {ckpt_shapes[k]} vs {tuple(model_state[k].shape)}" for k in sizes if k in ckpt_shapes][:3]
+    missing = [k for k in sizes if k not in ckpt_shapes][:3]
+    hint = (
+        "No tensor of it fits the model; is it a checkpoint of another architecture?"
+        if not fitting
+        else "If this is intended (ImageNet backbone weights, fine-tuning new heads), load with allow_partial=True."
+    )
+    raise ValueError(
+        f"Checkpoint {path!r} fits only {len(fitting)} of the model's {len(sizes)} tensors "
+        f"({100.0 * loaded / total:.1f}% of its {total} values; at least 50% needed). {hint} "
+        f"Sample checkpoint keys: {list(ckpt_shapes)[:3]}; model keys it lacks: {missing}; shape mismatches "
+        f"(checkpoint vs model): {mismatched}."
+    )
+
+
 class DetectionCheckpointer(Checkpointer):
     """Save and load a model with its optimizer, scheduler and other checkpointables.
 
     Loads libdet ``.pth`` files with ``torch.load(weights_only=True)`` and detectron2 model-zoo ``.pkl``
     files (``{"model": {name: ndarray}, "__author__": ...}`` or a bare ``{name: ndarray}``) with an
-    unpickler that refuses anything but numpy arrays and containers. Paths may be URLs understood by
+    unpickler that refuses anything but numpy arrays and containers. Caffe2 weights (detectron2's
+    ``ImageNetPretrained`` backbones: bare blob names such as ``res2_0_branch2a_w``; Detectron1 model files: a
+    ``blobs`` dict) get detectron2 names and class order from
+    :func:`~libdet.checkpoint.c2_model_loading.convert_c2_detectron_names`. Paths may be URLs understood by
     :data:`libdet.utils.file_io.PathManager` (``https://``, ``libdet://``, ``detectron2://``).
 
     Saves are atomic: a crash mid-save leaves the previous checkpoint and ``last_checkpoint`` intact.
@@ -85,7 +120,6 @@ class DetectionCheckpointer(Checkpointer):
         self.path_manager = PathManager
         self.logger = logging.getLogger(__name__)
 
-    # ----------------------------------------------------------------------------------------- saving
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``<save_dir>/<name>.pth`` (model, checkpointables and ``kwargs``) and tag it as the last one.
 
@@ -117,21 +151,33 @@ class DetectionCheckpointer(Checkpointer):
         with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
 
-    # ---------------------------------------------------------------------------------------- loading
-    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+    def load(
+        self, path: str, checkpointables: list[str] | None = None, *, allow_partial: bool = False
+    ) -> dict[str, Any]:
         """Load weights (and the named checkpointables, default all) from ``path``.
 
         Args:
             path: a local file or URL; "" loads nothing.
             checkpointables: names of checkpointables to restore (``[]``: the model only).
+            allow_partial: accept a checkpoint that fits less than half of the model (counted in parameter
+                values: tensors whose name and shape match), e.g. ImageNet backbone weights for a detector or a
+                detector for fine-tuning with new heads. Even then, a checkpoint of which no tensor fits is an
+                error.
 
         Returns:
             The checkpoint's remaining entries (e.g. ``iteration``), not consumed by the model or checkpointables.
+
+        Raises:
+            ValueError: the checkpoint fits less than half of the model and ``allow_partial`` is False, or no
+                tensor fits at all; names the file and sample keys. The model is left unchanged.
         """
         if not path:
             self.logger.info("No checkpoint given; the model keeps its initialisation.")
             return {}
         self.logger.info("[DetectionCheckpointer] Loading from %s ...", path)
+        # detectron2 configs append "?matching_heuristics=True" to files whose names need suffix matching
+        # (e.g. MAE backbones: "blocks.0.attn.qkv.weight" -> "backbone.net.blocks.0.attn.qkv.weight")
+        path, force_heuristics = _pop_matching_heuristics_query(path)
         local_path = path
         if not os.path.isfile(path):
             try:
@@ -144,9 +190,11 @@ class DetectionCheckpointer(Checkpointer):
             if not os.path.isfile(local_path):
                 raise FileNotFoundError(f"Checkpoint {path!r} not found.")
         checkpoint = self._load_file(local_path)
+        if force_heuristics:
+            checkpoint["matching_heuristics"] = True
         if not isinstance(checkpoint.get("model"), dict):
             raise ValueError(f"Checkpoint {path!r}: 'model' must be a dict of {{name: tensor}}.")
-        incompatible = self._load_model(checkpoint)
+        incompatible = self._load_model(checkpoint, path=path, allow_partial=allow_partial)
         self._log_incompatible_keys(incompatible)
         names = self.checkpointables if checkpointables is None else checkpointables
         for key in names:
@@ -182,11 +230,12 @@ class DetectionCheckpointer(Checkpointer):
             data = restricted_load(f, filename=filename)
         if not isinstance(data, dict):
             raise ValueError(f"Checkpoint {filename!r} holds a {type(data).__name__}, expected a dict.")
-        if "blobs" in data:
-            raise ValueError(
-                f"{filename!r} is a Caffe2 Detectron checkpoint ('blobs'); its names need Caffe2 name conversion, "
-                "which libdet does not implement. Use a detectron2 model-zoo checkpoint instead."
-            )
+        if "blobs" in data:  # a Detectron1 model file: Caffe2 blob names
+            blobs = data["blobs"]
+            if not isinstance(blobs, dict):
+                raise ValueError(f"Checkpoint {filename!r}: 'blobs' holds a {type(blobs).__name__}, expected a dict.")
+            self.logger.info("Reading a Caffe2 Detectron model file; converting its blob names.")
+            return self._caffe2_checkpoint(blobs)
         if "model" in data and "__author__" in data:
             self.logger.info("Reading a file from '%s'", data["__author__"])
             return {
@@ -196,9 +245,20 @@ class DetectionCheckpointer(Checkpointer):
             }
         # a bare {name: array} dict: its names may not follow the model's tree
         model = data.get("model", data)
+        if isinstance(model, dict) and looks_like_c2_names(list(model)):  # e.g. ImageNetPretrained/MSRA/R-50.pkl
+            self.logger.info("Reading Caffe2 blobs (names without dots); converting their names.")
+            return self._caffe2_checkpoint(model)
         return {"model": dict(model), "__author__": "pickle", "matching_heuristics": True}
 
-    def _load_model(self, checkpoint: dict[str, Any]) -> Any:
+    def _caffe2_checkpoint(self, blobs: dict[str, Any]) -> dict[str, Any]:
+        # Momentum buffers and scalars (learning rate, iteration) are solver state of the Caffe2 run, not weights.
+        weights = {k: v for k, v in blobs.items() if isinstance(v, np.ndarray) and not k.endswith("_momentum")}
+        skipped = sorted(k for k in blobs if k not in weights and not k.endswith("_momentum"))
+        if skipped:
+            self.logger.info("Skipping Caffe2 blobs that are not weight arrays: %s", ", ".join(skipped))
+        return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+    def _load_model(self, checkpoint: dict[str, Any], *, path: str = "", allow_partial: bool = True) -> Any:
         state_dict = checkpoint["model"]
         for key, value in state_dict.items():
             if isinstance(value, np.ndarray) and value.dtype == object:
@@ -207,13 +267,17 @@ class DetectionCheckpointer(Checkpointer):
                 raise ValueError(f"Checkpoint key '{key}' holds a {type(value).__name__}, expected a tensor or array.")
         if checkpoint.get("matching_heuristics", False):
             self._convert_ndarray_to_tensor(state_dict)
-            checkpoint["model"] = align_and_update_state_dicts(self.model.state_dict(), state_dict)
+            checkpoint["model"] = align_and_update_state_dicts(
+                self.model.state_dict(), state_dict, c2_conversion=checkpoint.get("__author__") == "Caffe2"
+            )
+        _check_enough_loaded(self.model.state_dict(), checkpoint["model"], path=path, allow_partial=allow_partial)
         return super()._load_model(checkpoint)
 
-    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+    def resume_or_load(self, path: str, *, resume: bool = True, allow_partial: bool = False) -> dict[str, Any]:
         """Resume from ``<save_dir>/last_checkpoint`` when ``resume`` and it exists, else load ``path``.
 
-        Resuming restores the model and every checkpointable; loading ``path`` restores model weights only.
+        Resuming restores the model and every checkpointable (the checkpoint must fit the whole model);
+        loading ``path`` restores model weights only, partially with ``allow_partial`` (see :meth:`load`).
 
         Returns:
             The checkpoint's remaining entries (e.g. ``{"iteration": 999}``).
@@ -225,4 +289,16 @@ class DetectionCheckpointer(Checkpointer):
             self.logger.warning(
                 "last_checkpoint in %s names a missing file %r; loading %r instead.", self.save_dir, last, path
             )
-        return self.load(path, checkpointables=[])
+        return self.load(path, checkpointables=[], allow_partial=allow_partial)
+
+
+def _pop_matching_heuristics_query(path: str) -> tuple[str, bool]:
+    """Split detectron2's ``"<file>?matching_heuristics=True"`` into the file and the flag (other queries stay)."""
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    parsed = urlparse(path)
+    if not parsed.query:
+        return path, False
+    queries = parse_qs(parsed.query)
+    flag = queries.pop("matching_heuristics", ["False"]) == ["True"]
+    return parsed._replace(query=urlencode(queries, doseq=True)).geturl(), flag

@@ -161,13 +161,18 @@ def _exec_config_module(filename: str, as_import: bool = False) -> types.ModuleT
     return module
 
 
-def _select_keys(cfg: DictConfig, keys: str | Sequence[str], filename: str) -> Any:
+def _select_keys(cfg: abc.Mapping, keys: str | Sequence[str], filename: str) -> Any:
     def one(key: str) -> Any:
         if key not in cfg:
             raise ConfigKeyError(
                 f"Config file {filename!r} defines no key {key!r}; it has: {', '.join(map(str, cfg.keys()))}."
             )
-        return cfg[key]
+        value = cfg[key]
+        if type(value) is dict:
+            return DictConfig(value, flags={"allow_objects": True})
+        if type(value) is list:
+            return ListConfig(value, flags={"allow_objects": True})
+        return value
 
     if isinstance(keys, str):
         return one(keys)
@@ -246,6 +251,17 @@ class LazyConfig:
             raise FileNotFoundError(f"Config file {filename!r} does not exist.")
         if ext == ".py":
             namespace = vars(_exec_config_module(filename))
+            if keys is not None:
+                # As detectron2: a requested key may be any public name of the file, e.g. a plain value
+                # (``lr = 0.02``) or one the file imported from another config.
+                public = {
+                    name: value
+                    for name, value in namespace.items()
+                    if not name.startswith("_") and not isinstance(value, types.ModuleType)
+                }
+                return _select_keys(public, keys, filename)
+            # Only the file's config objects make up the config; plain values (numbers, strings, also those
+            # imported from other config files with ``from .base import lr``) are the file's own business.
             content = {
                 name: value
                 for name, value in namespace.items()

@@ -10,8 +10,10 @@ from . import (
     dataset_mapper,
     datasets,  # registers the built-in dataset names; reads no file
     detection_utils,
+    errors,
     samplers,
     transforms,
+    validation,
 )
 from .build import (
     TrainDataLoader,
@@ -25,8 +27,14 @@ from .build import (
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
+from .errors import AnnotationError, DataError, ImageNotFoundError, ImageReadError, SizeMismatchError
 
 __all__ = [
+    "AnnotationError",
+    "DataError",
+    "ImageNotFoundError",
+    "ImageReadError",
+    "SizeMismatchError",
     "DatasetCatalog",
     "DatasetFromList",
     "DatasetMapper",
@@ -44,9 +52,11 @@ __all__ = [
     "dataset_mapper",
     "datasets",
     "detection_utils",
+    "errors",
     "get_detection_dataset_dicts",
     "load_proposals_into_dataset",
     "print_instances_class_histogram",
     "samplers",
     "transforms",
+    "validation",
 ]

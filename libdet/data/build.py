@@ -44,6 +44,7 @@ import torch.utils.data as torchdata
 from tabulate import tabulate
 from termcolor import colored
 
+from libdet.config.yaml_translate import test_loader_from_yaml, train_loader_from_yaml, yaml_config_entry
 from libdet.structures import BoxMode
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager
@@ -52,7 +53,9 @@ from libdet.utils.logger import log_first_n
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import DatasetFromList, MapDataset, SeededIndex, derive_seed
 from .detection_utils import check_metadata_consistency
+from .errors import AnnotationError
 from .samplers import InferenceSampler, TrainingSampler
+from .validation import describe_annotation
 
 __all__ = [
     "TrainDataLoader",
@@ -69,11 +72,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# dataset dicts
-# --------------------------------------------------------------------------------------------------------------
 
 
 def filter_images_with_only_crowd_annotations(dataset_dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -145,18 +143,21 @@ def print_instances_class_histogram(dataset_dicts: list[dict[str, Any]], class_n
     """Log a table of the number of (non-crowd) instances per class.
 
     Raises:
-        ValueError: if an annotation's ``category_id`` is not a valid index into ``class_names``.
+        AnnotationError: (a ``ValueError``) if an annotation's ``category_id`` is not a valid index into
+            ``class_names``; names the image and the annotation.
     """
     num_classes = len(class_names)
     histogram = np.zeros(num_classes, dtype=np.int64)
     for entry in dataset_dicts:
-        classes = [int(x["category_id"]) for x in entry.get("annotations", []) if not x.get("iscrowd", 0)]
-        for c in classes:
-            if not 0 <= c < num_classes:
-                raise ValueError(
-                    f"Image '{entry.get('file_name', '?')}' has category_id={c}, outside "
-                    f"[0, {num_classes}) of the dataset's {num_classes} classes."
+        annos = [x for x in entry.get("annotations", []) if not x.get("iscrowd", 0)]
+        for i, x in enumerate(annos):
+            c = x["category_id"]
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes:
+                where = describe_annotation(x.get("id"), entry.get("file_name", "?"), index=i)
+                raise AnnotationError(
+                    f"{where} has category_id={c!r}, outside [0, {num_classes}) of the dataset's {num_classes} classes."
                 )
+        classes = [int(x["category_id"]) for x in annos]
         histogram += np.bincount(np.asarray(classes, dtype=np.int64), minlength=num_classes)[:num_classes]
 
     n_cols = min(6, len(class_names) * 2)
@@ -240,11 +241,6 @@ def get_detection_dataset_dicts(
     if len(all_dicts) == 0:
         raise ValueError(f"No images left in datasets {list(names)} after filtering.")
     return all_dicts
-
-
-# --------------------------------------------------------------------------------------------------------------
-# loaders
-# --------------------------------------------------------------------------------------------------------------
 
 
 def trivial_batch_collator(batch: list[Any]) -> list[Any]:
@@ -504,6 +500,7 @@ def build_batch_data_loader(
     )
 
 
+@yaml_config_entry(train_loader_from_yaml)  # detectron2's build_detection_train_loader(cfg, mapper=None)
 def build_detection_train_loader(
     dataset: list[dict[str, Any]] | torchdata.Dataset,
     *,
@@ -515,6 +512,7 @@ def build_detection_train_loader(
     collate_fn: Callable | None = None,
     seed: int | None = None,
     serialize: bool = True,
+    max_failed_fraction: float = 0.01,
     **kwargs: Any,
 ) -> TrainDataLoader:
     """The resumable, infinite training loader (see the module docstring).
@@ -530,6 +528,8 @@ def build_detection_train_loader(
         collate_fn: default keeps each batch as a list of dicts.
         seed: base seed for the default sampler and the per-sample seeds (``None``: a seed shared by ranks).
         serialize: store a list dataset pickled in one buffer (:class:`DatasetFromList`).
+        max_failed_fraction: fraction of the samples that may fail with bad data (a ``DataError``: unreadable
+            image, malformed annotation) before loading stops with a summary; see :class:`MapDataset`.
         kwargs: ``pin_memory``, ``prefetch_factor``, ``timeout``.
 
     Returns:
@@ -551,7 +551,7 @@ def build_detection_train_loader(
         seed = comm.shared_random_seed()
     if sampler is None:
         sampler = TrainingSampler(len(dataset), seed=seed)
-    dataset = MapDataset(dataset, mapper if mapper is not None else _identity)
+    dataset = MapDataset(dataset, mapper if mapper is not None else _identity, max_failed_fraction=max_failed_fraction)
     return build_batch_data_loader(
         dataset,
         sampler,
@@ -565,6 +565,7 @@ def build_detection_train_loader(
     )
 
 
+@yaml_config_entry(test_loader_from_yaml)  # detectron2's build_detection_test_loader(cfg, dataset_name)
 def build_detection_test_loader(
     dataset: list[dict[str, Any]] | torchdata.Dataset,
     *,
@@ -583,11 +584,17 @@ def build_detection_test_loader(
         batch_size: images per batch on this rank.
         num_workers: data-loader workers.
         collate_fn: default keeps each batch as a list.
+
+    Raises:
+        RuntimeError: (when iterated) an image failed with bad data (a ``DataError``, e.g. an unreadable file);
+            names the file. Unlike training, inference never replaces an image by another.
     """
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
-        dataset = MapDataset(dataset, mapper)
+        # Evaluating another image in place of a bad one would silently skew the metrics: the first sample that
+        # fails with bad data stops inference, naming its file.
+        dataset = MapDataset(dataset, mapper, max_failed_fraction=0.0)
     if isinstance(dataset, torchdata.IterableDataset):
         if sampler is not None:
             raise ValueError("build_detection_test_loader: a sampler cannot be used with an IterableDataset.")

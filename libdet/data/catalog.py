@@ -14,7 +14,7 @@ from collections import UserDict
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
+__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "register_dataset_spec_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,48 @@ def _close_names(name: str, names: list[str]) -> str:
     return f"Registered datasets: {shown}{more}."
 
 
+# kind -> function registering the dataset named by a spec "kind:..." (see libdet.data.datasets.specs)
+_SPEC_RESOLVERS: dict[str, Callable[[str], None]] = {}
+
+
+def register_dataset_spec_kind(kind: str, resolver: Callable[[str], None]) -> None:
+    """Let names ``"<kind>:..."`` stand for datasets registered on first use by ``resolver(name)``."""
+    _SPEC_RESOLVERS[kind] = resolver
+
+
+_RESOLVING: set[str] = set()
+
+
+def _resolve_spec(name: Any) -> None:
+    """Register the dataset of spec ``name`` (e.g. ``"coco:train.json@images"``) if it is one, on first use.
+
+    Errors (a missing file, a malformed spec) propagate, naming the spec: they say more than "not registered".
+    """
+    if not isinstance(name, str) or ":" not in name or name in DatasetCatalog.data or name in _RESOLVING:
+        return
+    kind = name.split(":", 1)[0]
+    if kind in _SPEC_RESOLVERS:
+        _RESOLVING.add(name)  # the resolver uses the catalogs itself
+        try:
+            _SPEC_RESOLVERS[kind](name)
+        finally:
+            _RESOLVING.discard(name)
+
+
 class _DatasetCatalog(UserDict):
     """Maps a dataset name to a function returning its ``list[dict]`` in libdet's dataset format.
 
     Registration stores the function only: nothing is loaded until :meth:`get` is called, so registering
     many datasets is free. Each :meth:`get` calls the function again (no caching).
+
+    Besides registered names, dataset specs such as ``coco:<annotations.json>@<image_dir>`` or ``yolo:<dir>``
+    are accepted wherever a name is (see :mod:`libdet.data.datasets.specs`): they register themselves, under
+    the spec as their name, on first use.
     """
+
+    def __contains__(self, name: object) -> bool:
+        _resolve_spec(name)
+        return name in self.data
 
     def register(self, name: str, func: Callable[[], list[dict]]) -> None:
         """Register ``func`` (no arguments, returns ``list[dict]``) under ``name``.
@@ -58,6 +94,7 @@ class _DatasetCatalog(UserDict):
             KeyError: ``name`` is not registered (the message lists close names).
             TypeError: the function did not return a list.
         """
+        _resolve_spec(name)
         try:
             func = self.data[name]
         except KeyError:
@@ -155,6 +192,7 @@ class _MetadataCatalog(UserDict):
         """The metadata of dataset ``name`` (created empty, with ``name`` set, if it does not exist yet)."""
         if not name:
             raise ValueError("MetadataCatalog.get: dataset name must be a non-empty string.")
+        _resolve_spec(name)
         m = self.data.get(name)
         if m is None:
             m = self.data[name] = Metadata(name=name)

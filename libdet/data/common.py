@@ -24,6 +24,8 @@ from torch.utils.data.sampler import Sampler
 
 from libdet.utils.logger import log_first_n
 
+from .errors import DataError
+
 __all__ = [
     "AspectRatioGroupedDataset",
     "DatasetFromList",
@@ -83,33 +85,59 @@ class _SeededRNGs:
 
 
 class MapDataset(data.Dataset):
-    """Map ``map_func`` over a map-style dataset, retrying other samples when mapping fails.
+    """Map ``map_func`` over a map-style dataset, replacing samples whose data is bad by other samples.
 
-    When ``map_func`` returns ``None`` (the sample should be skipped) or raises, another index is drawn
-    at random and mapped instead; each failure is logged with the image's file name / id. After
-    ``max_consecutive_failures`` failures in a row a ``RuntimeError`` names the last image and exception.
+    When ``map_func`` returns ``None`` (the sample should be skipped) or raises a
+    :class:`~libdet.data.errors.DataError` (an unreadable image, a malformed annotation, ...), another index
+    is drawn at random and mapped instead; each failure is logged with the image's file name / id. Any other
+    exception is a programming error and propagates at once (with a note naming the sample), so that a bug
+    which breaks some of the images stops training instead of biasing it.
+
+    Two bounds stop a run whose data is broken, with a ``RuntimeError`` summarising the failures:
+
+    * more than ``max_failed_fraction`` of the dataset's samples raised a ``DataError`` (distinct samples, counted
+      in this process: each data-loader worker counts the samples it mapped);
+    * ``max_consecutive_failures`` failed attempts (``None`` or ``DataError``) in a row for one ``__getitem__``.
 
     Args:
         dataset: a map-style dataset (anything with ``__len__`` and ``__getitem__``, e.g. a list).
         map_func: callable applied to each item.
         max_consecutive_failures: bound on consecutive failed mapping attempts for one ``__getitem__``.
+        max_failed_fraction: fraction of the dataset that may fail with a ``DataError`` (default 1 %; a dataset
+            of fewer than 100 samples thus tolerates none). 1.0 disables the bound.
 
     ``__getitem__`` accepts an int, or a :class:`SeededIndex` for reproducible mapping (module docstring).
     """
 
-    def __init__(self, dataset: Any, map_func: Callable[[Any], Any], *, max_consecutive_failures: int = 10):
+    def __init__(
+        self,
+        dataset: Any,
+        map_func: Callable[[Any], Any],
+        *,
+        max_consecutive_failures: int = 10,
+        max_failed_fraction: float = 0.01,
+    ):
         if max_consecutive_failures < 1:
             raise ValueError(f"MapDataset: max_consecutive_failures must be >= 1, got {max_consecutive_failures}.")
+        if not 0.0 <= max_failed_fraction <= 1.0:
+            raise ValueError(f"MapDataset: max_failed_fraction must lie in [0, 1], got {max_failed_fraction}.")
         self._dataset = dataset
         self._map_func = map_func
         self._max_failures = max_consecutive_failures
+        self._max_failed_fraction = max_failed_fraction
         self._rng = random.Random(42)  # retries for plain int indices, as detectron2
         self._known_bad: set = set()  # plain-int path only: avoid re-picking samples that failed before
+        self._data_errors: dict[int, str] = {}  # index -> "where: error" of samples that raised a DataError
 
     @property
     def dataset(self) -> Any:
         """The wrapped (unmapped) dataset."""
         return self._dataset
+
+    @property
+    def failed_samples(self) -> dict[int, str]:
+        """``{index: description}`` of the samples that raised a ``DataError`` in this process."""
+        return dict(self._data_errors)
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -124,6 +152,34 @@ class MapDataset(data.Dataset):
                 idx = rng.randrange(n)
         return idx
 
+    def _map(self, item: Any, where: str, seed: int | None) -> Any:
+        try:
+            if seed is None:
+                return self._map_func(item)
+            with _SeededRNGs(seed):
+                return self._map_func(item)
+        except DataError:
+            raise
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python >= 3.11
+                e.add_note(
+                    f"MapDataset: raised while mapping {where}. Only libdet.data.errors.DataError (bad data) makes "
+                    "MapDataset try another sample; other exceptions are bugs and stop the run."
+                )
+            raise
+
+    def _record_data_error(self, idx: int, where: str, error: DataError) -> None:
+        self._data_errors[idx] = f"{where}: {type(error).__name__}: {error}"
+        n, allowed = len(self._data_errors), self._max_failed_fraction * len(self._dataset)
+        if n > allowed:
+            listed = "\n  ".join(list(self._data_errors.values())[:10])
+            more = f"\n  ... and {n - 10} more" if n > 10 else ""
+            raise RuntimeError(
+                f"MapDataset: {n} of {len(self._dataset)} samples failed with bad data, more than "
+                f"max_failed_fraction={self._max_failed_fraction} allows; fix or remove them (or raise "
+                f"max_failed_fraction). Failed samples:\n  {listed}{more}"
+            ) from error
+
     def __getitem__(self, idx: int | SeededIndex) -> Any:
         seeded = isinstance(idx, SeededIndex)
         if seeded:
@@ -136,26 +192,23 @@ class MapDataset(data.Dataset):
         failures = 0
         while True:
             item = self._dataset[cur_idx]
-            error: BaseException | None = None
+            where = _describe(item, cur_idx)
+            error: DataError | None = None
+            attempt_seed = None if not seeded else seed if failures == 0 else derive_seed(seed, 2, failures)
             try:
-                if not seeded:
-                    data_out = self._map_func(item)
-                else:
-                    attempt_seed = seed if failures == 0 else derive_seed(seed, 2, failures)
-                    with _SeededRNGs(attempt_seed):
-                        data_out = self._map_func(item)
-            except Exception as e:
+                data_out = self._map(item, where, attempt_seed)
+            except DataError as e:
                 error, data_out = e, None
             if data_out is not None:
                 self._known_bad.discard(cur_idx)
                 return data_out
             failures += 1
             self._known_bad.add(cur_idx)
-            where = _describe(item, cur_idx)
             if error is not None:
                 logger.warning(
                     f"MapDataset: mapping {where} raised {type(error).__name__}: {error}; trying another sample."
                 )
+                self._record_data_error(cur_idx, where, error)
             else:
                 log_first_n(
                     logging.WARNING,

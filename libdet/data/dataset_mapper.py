@@ -14,6 +14,7 @@ from libdet.structures import BoxMode
 
 from . import detection_utils as utils
 from . import transforms as T
+from .validation import AnnotationValidator
 
 __all__ = ["DatasetMapper"]
 
@@ -31,7 +32,10 @@ class DatasetMapper:
     - ``"sem_seg"``: ``(H, W)`` int64 tensor, when the dict has ``sem_seg_file_name``.
     - ``"proposals"``: when ``precomputed_proposal_topk`` is set and the dict has ``proposal_boxes``.
 
-    At test time annotations are removed (the model must not see them).
+    At test time annotations are removed (the model must not see them). In training the non-crowd annotations
+    are checked by :attr:`validator` (:class:`~libdet.data.validation.AnnotationValidator`): a malformed one
+    raises :class:`~libdet.data.errors.AnnotationError` naming the image file and the annotation, so that
+    :class:`~libdet.data.MapDataset` skips the image and counts it as failed.
 
     Args:
         is_train: training or inference mode.
@@ -73,17 +77,30 @@ class DatasetMapper:
         self.keypoint_hflip_indices = keypoint_hflip_indices
         self.proposal_topk = precomputed_proposal_topk
         self.recompute_boxes = recompute_boxes
+        num_keypoints = len(keypoint_hflip_indices) if use_keypoint and keypoint_hflip_indices is not None else None
+        self.validator = AnnotationValidator(num_keypoints=num_keypoints)
         mode = "training" if is_train else "inference"
         logger.info(f"[DatasetMapper] Augmentations used in {mode}: {self.augmentations}")
 
-    def _transform_annotations(
-        self, dataset_dict: dict[str, Any], transforms: T.TransformList, image_shape: tuple
-    ) -> None:
-        for anno in dataset_dict["annotations"]:
+    def _checked_annotations(self, dataset_dict: dict[str, Any], image_size: tuple[int, int]) -> list[dict[str, Any]]:
+        """The image's non-crowd annotations, without the fields this mapper does not use, checked by
+        :attr:`validator` (malformed ones raise :class:`AnnotationError`; some are dropped, see
+        :mod:`libdet.data.validation`)."""
+        kept = []
+        for i, anno in enumerate(dataset_dict["annotations"]):
+            if anno.get("iscrowd", 0) != 0:
+                continue
             if not self.use_instance_mask:
                 anno.pop("segmentation", None)
             if not self.use_keypoint:
                 anno.pop("keypoints", None)
+            if self.validator.check(anno, file_name=dataset_dict["file_name"], image_size=image_size, index=i):
+                kept.append(anno)
+        return kept
+
+    def _transform_annotations(
+        self, dataset_dict: dict[str, Any], transforms: T.TransformList, image_shape: tuple
+    ) -> None:
         annos = [
             utils.transform_instance_annotations(
                 obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
@@ -115,6 +132,8 @@ class DatasetMapper:
                     f"the image has {image.shape[:2]}."
                 )
 
+        if self.is_train and "annotations" in dataset_dict:
+            dataset_dict["annotations"] = self._checked_annotations(dataset_dict, image.shape[:2])
         boxes = None
         annos = dataset_dict.get("annotations")
         if annos:

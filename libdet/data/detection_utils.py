@@ -29,6 +29,7 @@ from libdet.utils.file_io import PathManager
 
 from . import transforms as T
 from .catalog import Metadata, MetadataCatalog
+from .errors import ImageNotFoundError, ImageReadError, SizeMismatchError
 
 __all__ = [
     "SizeMismatchError",
@@ -53,10 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class SizeMismatchError(ValueError):
-    """An image's decoded size differs from the ``width``/``height`` recorded in its dataset dict."""
 
 
 # ITU-R BT.601 (https://en.wikipedia.org/wiki/YUV#SDTV_with_BT.601)
@@ -114,8 +111,8 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
         ``format=None``.
 
     Raises:
-        FileNotFoundError: if the file does not exist.
-        OSError: if the file cannot be decoded as an image.
+        ImageNotFoundError: (a ``FileNotFoundError``) if the file does not exist.
+        ImageReadError: (an ``OSError``) if the file cannot be decoded as an image.
     """
     from PIL import ImageOps, UnidentifiedImageError
 
@@ -123,11 +120,11 @@ def read_image(file_name: str, format: str | None = None) -> np.ndarray:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image.load()  # decode now, inside the with-block, so a truncated file fails here
+        image = ImageOps.exif_transpose(image)  # a corrupt EXIF block fails here
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"read_image: image file '{file_name}' does not exist.") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise OSError(f"read_image: cannot decode image file '{file_name}': {type(e).__name__}: {e}") from e
-    image = ImageOps.exif_transpose(image)
+        raise ImageNotFoundError(f"read_image: image file '{file_name}' does not exist.") from e
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"read_image: cannot decode image file '{file_name}': {type(e).__name__}: {e}") from e
     return convert_PIL_to_numpy(image, format)
 
 

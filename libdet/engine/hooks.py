@@ -26,12 +26,13 @@ from fvcore.common.checkpoint import PeriodicCheckpointer as _PeriodicCheckpoint
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
-from libdet.evaluation.testing import flatten_results_dict
-from libdet.modeling.model_ema import EMAState, EMAUpdater
+from libdet.evaluation.results import flatten_results_dict
 from libdet.solver import LRMultiplier
 from libdet.solver import LRScheduler as _TorchLRScheduler
+from libdet.solver.ema import EMAState, EMAUpdater
 from libdet.utils import comm
 from libdet.utils.events import EventStorage, EventWriter
+from libdet.utils.fvcore_nn import fvcore_nn
 
 from .train_loop import HookBase, _preserve_cpu_rng
 
@@ -665,8 +666,6 @@ class PreciseBN(HookBase):
     """
 
     def __init__(self, period: int, model: nn.Module, data_loader: Iterable, num_iter: int):
-        from libdet.layers._fvcore import fvcore_nn
-
         self._bn_layers = fvcore_nn.get_bn_modules(model)
         if len(self._bn_layers) == 0:
             logger.info("PreciseBN is disabled: the model has no BatchNorm layer in training mode.")
@@ -689,8 +688,6 @@ class PreciseBN(HookBase):
         """Recompute the statistics now."""
         if self._disabled:
             return
-        from libdet.layers._fvcore import fvcore_nn
-
         logger.info(f"Running precise-BN for {self._num_iter} iterations ...")
         with _preserve_cpu_rng(), EventStorage():  # the model may log scalars in its forward
             fvcore_nn.update_bn_stats(self._model, iter(self._data_loader), self._num_iter)

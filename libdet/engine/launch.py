@@ -1,13 +1,19 @@
-"""Start a (possibly multi-process, multi-machine) job: one process per GPU, or CPU processes over gloo.
+"""Start a job's processes: ``launch(main, world, args=...)`` runs ``main(*args)`` in every process of the world.
 
-Three ways to get a job's processes into one ``torch.distributed`` group:
+A world description says where the processes come from:
 
-* :func:`launch` with ``num_gpus_per_machine > 1`` spawns the processes of this machine and joins them to the
-  group at ``dist_url`` (``"auto"``: a free local port; ``"tcp://host:port"`` for several machines, each run
-  with its ``machine_rank``). A worker that raises stops the others and the error names its rank.
-* :func:`launch` with ``dist_url="env://"``: the processes were started by someone else (``srun``, ``torchrun``,
-  submitit); each one joins the group described by its environment (:meth:`DistributedEnv.from_environ`).
-* :func:`run_in_process_group`: join a group described explicitly (used by :mod:`libdet.engine.slurm`).
+* :class:`LocalWorld`: spawn ``num_gpus_per_machine`` processes on this machine and join them to the group at
+  ``dist_url`` (``"auto"``: a free local port; ``"tcp://host:port"`` for several machines, each run with its
+  ``machine_rank``). One process in all runs ``main`` in this process. A worker that raises stops the others and the
+  error names its rank.
+* :class:`EnvWorld`: the processes were started by someone else (``srun``, ``torchrun``); this one joins the group
+  its environment describes (:meth:`DistributedEnv.from_environ`).
+* :class:`libdet.engine.slurm.SubmititWorld`: submit ``main`` as a submitit job (SLURM, or local processes); the
+  job requeues itself on preemption or time-out and calls ``main`` again. ``launch`` returns the submitit job.
+
+detectron2's form ``launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
+args=(), timeout=...)`` describes a :class:`LocalWorld` (or an :class:`EnvWorld` with ``dist_url="env://"``).
+:func:`run_in_process_group` joins a group described explicitly.
 """
 
 from __future__ import annotations
@@ -17,12 +23,11 @@ import functools
 import logging
 import os
 import pickle
-import re
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +36,9 @@ import torch.distributed as dist
 
 from libdet.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "DistributedEnv", "launch", "run_in_process_group"]
+from .dist_env import DistributedEnv
+
+__all__ = ["DEFAULT_TIMEOUT", "DistributedEnv", "EnvWorld", "LocalWorld", "World", "launch", "run_in_process_group"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 """Default timeout of collective operations."""
@@ -52,198 +59,144 @@ def _find_free_port() -> int:
         sock.close()
 
 
-def _first_slurm_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: ``"gpu[003-005,010],cpu1"`` -> ``"gpu003"``."""
-    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?([^,]*)", nodelist.strip())
-    if match is None or not match.group(1):
-        raise ValueError(f"SLURM_JOB_NODELIST={nodelist!r} is not a SLURM node list.")
-    prefix, ranges, suffix = match.groups()
-    if ranges is None:
-        return prefix + suffix
-    first = ranges.split(",")[0].split("-")[0]  # zero padding is kept: "003" stays "003"
-    return prefix + first + suffix
-
-
-@dataclasses.dataclass(frozen=True)
-class DistributedEnv:
-    """Where one process sits in a job: its ranks and the address of rank 0.
-
-    Attributes:
-        rank: global rank, in ``[0, world_size)``.
-        world_size: number of processes in the job.
-        local_rank: rank among the processes of this machine.
-        local_world_size: processes per machine (the same on every machine).
-        master_addr: host name or IP address of the machine of rank 0.
-        master_port: TCP port rank 0 listens on.
-    """
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    master_addr: str
-    master_port: int
-
-    def __post_init__(self) -> None:
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"DistributedEnv: rank={self.rank} is not in [0, world_size={self.world_size}).")
-        if self.local_world_size < 1 or not 0 <= self.local_rank < self.local_world_size:
-            raise ValueError(
-                f"DistributedEnv: local_rank={self.local_rank} is not in [0, local_world_size={self.local_world_size})."
-            )
-        if self.world_size % self.local_world_size != 0:
-            raise ValueError(
-                f"DistributedEnv: world_size={self.world_size} is not a multiple of "
-                f"local_world_size={self.local_world_size} (every machine must run as many processes)."
-            )
-
-    @property
-    def dist_url(self) -> str:
-        """``tcp://master_addr:master_port``."""
-        return f"tcp://{self.master_addr}:{self.master_port}"
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> DistributedEnv:
-        """Read the process layout from environment variables.
-
-        ``torchrun`` style (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
-        ``MASTER_PORT``) when ``RANK`` and ``WORLD_SIZE`` are set; otherwise SLURM's (one task per process:
-        ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_NNODES``, the first host of
-        ``SLURM_JOB_NODELIST``; ``MASTER_ADDR``/``MASTER_PORT`` override, and the port otherwise derives from
-        ``SLURM_JOB_ID`` so that every task picks the same one).
-
-        Args:
-            environ: the variables (default: ``os.environ``).
-
-        Raises:
-            ValueError: naming the variables that are missing or malformed.
-        """
-        env = os.environ if environ is None else environ
-
-        def integer(name: str, default: int | None = None) -> int:
-            value = env.get(name)
-            if value is None or value == "":
-                if default is None:
-                    raise ValueError(f"DistributedEnv.from_environ: environment variable {name} is not set.")
-                return default
-            try:
-                return int(value)
-            except ValueError:
-                raise ValueError(f"DistributedEnv.from_environ: {name}={value!r} is not an integer.") from None
-
-        if "RANK" in env and "WORLD_SIZE" in env:
-            world_size = integer("WORLD_SIZE")
-            local_world_size = integer("LOCAL_WORLD_SIZE", world_size)
-            return cls(
-                rank=integer("RANK"),
-                world_size=world_size,
-                local_rank=integer("LOCAL_RANK", 0),
-                local_world_size=local_world_size,
-                master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                master_port=integer("MASTER_PORT", 29500),
-            )
-        if "SLURM_PROCID" in env:
-            world_size = integer("SLURM_NTASKS")
-            num_nodes = integer("SLURM_NNODES", 1)
-            if world_size % num_nodes != 0:
-                raise ValueError(
-                    f"DistributedEnv.from_environ: SLURM_NTASKS={world_size} is not a multiple of "
-                    f"SLURM_NNODES={num_nodes}; request the same number of tasks on every node."
-                )
-            if "MASTER_ADDR" in env:
-                master_addr = env["MASTER_ADDR"]
-            elif num_nodes == 1:
-                master_addr = "127.0.0.1"
-            else:
-                nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-                if not nodelist:
-                    raise ValueError("DistributedEnv.from_environ: neither MASTER_ADDR nor SLURM_JOB_NODELIST is set.")
-                master_addr = _first_slurm_host(nodelist)
-            master_port = integer("MASTER_PORT", 20000 + integer("SLURM_JOB_ID", 0) % 40000)
-            return cls(
-                rank=integer("SLURM_PROCID"),
-                world_size=world_size,
-                local_rank=integer("SLURM_LOCALID", 0),
-                local_world_size=world_size // num_nodes,
-                master_addr=master_addr,
-                master_port=master_port,
-            )
-        raise ValueError(
-            "DistributedEnv.from_environ: found neither RANK/WORLD_SIZE (torchrun) nor SLURM_PROCID "
-            "(srun) in the environment; start the processes with torchrun or srun, or use "
-            "launch(..., dist_url='auto'/'tcp://host:port') to spawn them."
-        )
-
-
-def launch(
-    main_func: Callable[..., Any],
-    num_gpus_per_machine: int,
-    num_machines: int = 1,
-    machine_rank: int = 0,
-    dist_url: str | None = None,
-    args: Sequence[Any] = (),
-    timeout: timedelta = DEFAULT_TIMEOUT,
-) -> None:
-    """Run ``main_func(*args)`` in every process of the job.
-
-    With a world size of 1 the function runs in this process. Otherwise ``num_gpus_per_machine``
-    processes are spawned on this machine, each joins the process group (NCCL on GPUs, gloo on CPU) and
-    the per-machine group (:func:`libdet.utils.comm.create_local_process_group`) before calling
-    ``main_func``; ``main_func`` and ``args`` must be picklable. When a worker raises (or dies), the other
-    workers of this machine are stopped within seconds and a ``RuntimeError`` names the rank that failed
-    first and carries its traceback.
-
-    With ``dist_url="env://"`` nothing is spawned: this process is one of the job's processes, started by
-    ``srun``/``torchrun``, and joins the group its environment describes (:meth:`DistributedEnv.from_environ`).
-
-    Args:
-        main_func: the function to run (module-level, so that spawned processes can import it).
-        num_gpus_per_machine: processes per machine (one per GPU; on a CPU-only machine, CPU workers).
-        num_machines: number of machines.
-        machine_rank: rank of this machine, in ``[0, num_machines)``.
-        dist_url: ``torch.distributed`` init method, e.g. ``"tcp://10.0.0.1:29500"``; ``"auto"`` or ``None``
-            picks a free local port (single machine only); ``"env://"``: see above.
-        args: positional arguments for ``main_func``.
-        timeout: timeout of collective operations.
-
-    Raises:
-        ValueError: for inconsistent arguments.
-        RuntimeError: when a spawned worker fails (the message names its global rank).
-    """
+def _check_layout(num_gpus_per_machine: int, num_machines: int, machine_rank: int) -> None:
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ValueError(
             f"launch: num_gpus_per_machine ({num_gpus_per_machine}) and num_machines ({num_machines}) must be >= 1."
         )
     if not 0 <= machine_rank < num_machines:
         raise ValueError(f"launch: machine_rank={machine_rank} is not in [0, num_machines={num_machines}).")
-    world_size = num_machines * num_gpus_per_machine
-    if dist_url == "env://":
+
+
+class World:
+    """Where a job's processes come from. :func:`launch` calls :meth:`start`."""
+
+    def start(self, main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> Any:
+        """Run ``main_func(*args)`` in every process of this world (collective timeout ``timeout``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement start().")
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalWorld(World):
+    """Processes spawned on this machine, one per GPU (CPU processes over gloo on a machine without GPU).
+
+    Args:
+        num_gpus_per_machine: processes per machine.
+        num_machines: number of machines (each runs ``launch`` with its ``machine_rank``).
+        machine_rank: rank of this machine, in ``[0, num_machines)``.
+        dist_url: ``torch.distributed`` init method, e.g. ``"tcp://10.0.0.1:29500"``; ``"auto"`` or ``None`` picks a
+            free local port (one machine only).
+    """
+
+    num_gpus_per_machine: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str | None = "auto"
+
+    def __post_init__(self) -> None:
+        _check_layout(self.num_gpus_per_machine, self.num_machines, self.machine_rank)
+        if self.dist_url in (None, "auto") and self.num_machines != 1:
+            raise ValueError('launch: dist_url="auto" only works on one machine; pass the main machine\'s URL.')
+        if self.dist_url == "env://":
+            raise ValueError("LocalWorld: dist_url='env://' means the processes exist already; use EnvWorld().")
+
+    @property
+    def world_size(self) -> int:
+        return self.num_machines * self.num_gpus_per_machine
+
+    def start(self, main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> None:
+        if self.world_size == 1:
+            main_func(*args)
+            return
+        dist_url = self.dist_url
+        if dist_url in (None, "auto"):
+            dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        if self.num_machines > 1 and dist_url.startswith("file://"):
+            logger.warning("file:// is not a reliable init method across machines; prefer a tcp:// URL.")
+        _spawn(main_func, self, dist_url, args, timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvWorld(World):
+    """This process is one of a job's processes started by ``torchrun`` or ``srun``: it joins the group its
+    environment describes (:meth:`DistributedEnv.from_environ`) and runs ``main_func`` there.
+
+    Args:
+        world_size: the number of processes the caller expects (checked against the environment); ``None``: any.
+    """
+
+    world_size: int | None = None
+
+    def start(self, main_func: Callable[..., Any], args: tuple, timeout: timedelta) -> None:
         env = DistributedEnv.from_environ()
-        if world_size not in (1, env.world_size):
+        if self.world_size is not None and self.world_size != env.world_size:
             raise ValueError(
-                f"launch: num_machines * num_gpus_per_machine = {world_size} but the environment "
+                f"launch: num_machines * num_gpus_per_machine = {self.world_size} but the environment "
                 f"describes {env.world_size} processes; pass 1 (or the same count) with env://."
             )
         run_in_process_group(main_func, env, args=args, timeout=timeout)
-        return
-    if world_size == 1:
-        main_func(*args)
-        return
-    if dist_url in (None, "auto"):
-        if num_machines != 1:
-            raise ValueError('launch: dist_url="auto" only works on one machine; pass the main machine\'s URL.')
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    if num_machines > 1 and dist_url.startswith("file://"):
-        logger.warning("file:// is not a reliable init method across machines; prefer a tcp:// URL.")
 
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int | World = 1,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = None,
+    args: Sequence[Any] = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> Any:
+    """Run ``main_func(*args)`` in every process of a world: ``launch(main, LocalWorld(...) | EnvWorld() |
+    SubmititWorld(...), args=(cfg_or_args,))``, or detectron2's ``launch(main, num_gpus_per_machine, num_machines,
+    machine_rank, dist_url, args)``.
+
+    Spawned and submitted processes receive ``main_func`` and ``args`` pickled (``main_func`` at module level).
+    Each process of a multi-process world joins the process group (NCCL on GPUs, gloo on CPU) and the per-machine
+    group (:func:`libdet.utils.comm.create_local_process_group`) before ``main_func`` runs.
+
+    Args:
+        main_func: the function to run.
+        num_gpus_per_machine: a :class:`World`, or detectron2's processes per machine (then ``num_machines``,
+            ``machine_rank`` and ``dist_url`` describe a :class:`LocalWorld`; ``dist_url="env://"`` an
+            :class:`EnvWorld` whose size is checked when it is not 1).
+        num_machines, machine_rank, dist_url: see :class:`LocalWorld` (only with a process count).
+        args: positional arguments for ``main_func``.
+        timeout: timeout of collective operations.
+
+    Returns:
+        ``None``, or what the world's ``start`` returns (the submitit ``Job`` of a ``SubmititWorld``).
+
+    Raises:
+        ValueError: for inconsistent arguments.
+        RuntimeError: when a spawned worker fails (the message names its global rank).
+    """
+    if isinstance(num_gpus_per_machine, World):
+        if (num_machines, machine_rank, dist_url) != (1, 0, None):
+            raise ValueError(
+                "launch: num_machines, machine_rank and dist_url belong to the world description; "
+                f"got them next to {num_gpus_per_machine!r}."
+            )
+        world = num_gpus_per_machine
+    elif dist_url == "env://":
+        _check_layout(num_gpus_per_machine, num_machines, machine_rank)
+        size = num_machines * num_gpus_per_machine
+        world = EnvWorld(world_size=None if size == 1 else size)
+    else:
+        world = LocalWorld(num_gpus_per_machine, num_machines, machine_rank, dist_url)
+    return world.start(main_func, tuple(args), timeout)
+
+
+def _spawn(main_func: Callable[..., Any], world: LocalWorld, dist_url: str, args: tuple, timeout: timedelta) -> None:
+    """Start this machine's processes of ``world``; a worker that fails stops the others (see :func:`launch`)."""
     import torch.multiprocessing as mp
 
+    num_gpus_per_machine, machine_rank = world.num_gpus_per_machine, world.machine_rank
     stamp_dir = tempfile.mkdtemp(prefix="libdet-launch-")  # workers record when main_func raised
     try:
         context = mp.start_processes(
             _distributed_worker,
             nprocs=num_gpus_per_machine,
-            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout, stamp_dir),
+            args=(main_func, world.world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, stamp_dir),
             daemon=False,
             start_method="spawn",
             join=False,

@@ -1,5 +1,33 @@
-"""The training loop: :class:`TrainerBase` (iterations + hooks), :class:`SimpleTrainer` (one optimizer step per
-iteration) and :class:`AMPTrainer` (the same under ``torch.autocast``).
+"""The training loop: :class:`TrainerBase` (iterations + hooks), :class:`SimpleTrainer` (batches -> one optimizer
+step per iteration) and :class:`AMPTrainer` (detectron2's name for a mixed-precision :class:`SimpleTrainer`).
+
+The step seam
+-------------
+What an iteration does to the weights is one public object, an
+:class:`~libdet.engine.optimizer_step.OptimizerStep` given to :class:`SimpleTrainer` as ``step=``. It is composed
+of a precision (``FullPrecision`` / ``MixedPrecision``), gradient transforms (``ClipGradNorm``,
+``ClipGradNormPerGroup`` or any ``transform(optimizer) -> metrics`` callable) and ``accumulation_steps``; weight
+averaging composes as the :class:`~libdet.engine.hooks.EMAHook`. For example, DETR-style training (AdamW with a
+10x lower backbone lr, gradients clipped to 0.1, bf16)::
+
+    from libdet.engine.optimizer_step import ClipGradNormPerGroup, MixedPrecision, OptimizerStep
+    from libdet.solver import get_default_optimizer_params
+
+    params = get_default_optimizer_params(
+        model, base_lr=1e-4, lr_factor_func=lambda name: 0.1 if name.startswith("backbone.") else 1.0)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+    step = OptimizerStep(
+        precision=MixedPrecision(torch.bfloat16, device_type="cuda"),
+        grad_transforms=[ClipGradNormPerGroup(max_norm=0.1)],  # or ClipGradNorm(0.1): one norm over all groups
+    )
+    trainer = SimpleTrainer(model, loader, optimizer, step=step, gather_metric_period=20)
+
+In a lazy config the same is ``train.amp``, ``train.grad_transforms = [L(ClipGradNormPerGroup)(max_norm=0.1)]`` and
+``train.grad_accumulation_steps`` (``tools/lazyconfig_train_net.py`` composes the step). Another kind of step is a
+subclass of ``OptimizerStep`` overriding ``forward_backward`` / ``update``.
+
+Losses are not read from the device every iteration: :class:`SimpleTrainer` reads, checks (finite) and writes
+them every ``gather_metric_period`` iterations.
 
 Exact resume
 ------------
@@ -17,7 +45,9 @@ reproduces the uninterrupted one exactly (on CPU) as long as the loader is resum
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import random
 import time
 import weakref
@@ -32,6 +62,8 @@ from torch import nn
 
 from libdet.utils import comm
 from libdet.utils.events import EventStorage, get_event_storage
+
+from .optimizer_step import MixedPrecision, OptimizerStep
 
 __all__ = ["AMPTrainer", "HookBase", "SimpleTrainer", "TrainerBase"]
 
@@ -251,33 +283,27 @@ class TrainerBase:
             _set_rng_state(state["rng"])
 
 
-def _loss_dict_of(output: Any) -> dict[str, torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return {"total_loss": output}
-    if not isinstance(output, Mapping):
-        raise TypeError(
-            f"SimpleTrainer: the model in training mode must return a dict of losses or a loss tensor, "
-            f"got {type(output).__name__}."
-        )
-    return dict(output)
-
-
 class SimpleTrainer(TrainerBase):
     """Each iteration: load a batch, ``loss_dict = model(batch)``, backward the sum of the losses, step the
-    optimizer. Logs every loss, ``total_loss`` and ``data_time`` (averaged / maxed over processes).
+    optimizer, as composed by ``step`` (an :class:`~libdet.engine.optimizer_step.OptimizerStep`: precision, gradient
+    transforms such as clipping, gradient accumulation). Logs every loss, ``total_loss``, ``data_time`` (averaged /
+    maxed over processes) and the step's metrics (e.g. ``grad_norm``).
+
+    Losses stay on their device until metrics are written (every ``gather_metric_period`` iterations, at the last
+    iteration and when training stops on request): then the losses of every iteration since the last write are
+    read at once (one device synchronisation), checked to be finite, and put into the event storage under their
+    own iterations. The check runs before that iteration's optimizer step: a non-finite loss raises
+    ``FloatingPointError`` naming the iteration and the losses, at most ``gather_metric_period - 1`` optimizer
+    steps after it appeared (none with the default period of 1).
 
     Args:
         model: in training mode, returns a dict of scalar losses (or one loss tensor).
         data_loader: an iterable of batches; infinite for iteration-based training. Its ``state_dict()`` (if any)
             is part of the trainer state.
         optimizer: a ``torch.optim.Optimizer``.
-        gather_metric_period: log metrics every this many iterations.
-        zero_grad_before_forward: zero the gradients before the forward instead of between forward and
-            backward (frees the previous gradients' memory before the forward's activations are allocated).
-        grad_accumulation_steps: batches per iteration; the gradients of ``k`` batches (each loss divided by
-            ``k``) are accumulated before one optimizer step.
-        clip_grad_norm: clip the global gradient norm (over all parameters) to this value; its value before
-            clipping is logged as ``grad_norm``.
+        step: how the batches become a weight update (default: ``OptimizerStep()``, float32, one batch, no
+            gradient transform).
+        gather_metric_period: write metrics every this many iterations (e.g. the log period).
     """
 
     def __init__(
@@ -286,27 +312,22 @@ class SimpleTrainer(TrainerBase):
         data_loader: Iterable,
         optimizer: torch.optim.Optimizer,
         *,
+        step: OptimizerStep | None = None,
         gather_metric_period: int = 1,
-        zero_grad_before_forward: bool = False,
-        grad_accumulation_steps: int = 1,
-        clip_grad_norm: float | None = None,
     ):
         super().__init__()
         model.train()
-        if grad_accumulation_steps < 1:
-            raise ValueError(f"SimpleTrainer: grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}.")
         if gather_metric_period < 1:
             raise ValueError(f"SimpleTrainer: gather_metric_period must be >= 1, got {gather_metric_period}.")
-        if clip_grad_norm is not None and clip_grad_norm <= 0:
-            raise ValueError(f"SimpleTrainer: clip_grad_norm must be positive or None, got {clip_grad_norm}.")
+        if step is not None and not isinstance(step, OptimizerStep):
+            raise TypeError(f"SimpleTrainer: step must be an OptimizerStep, got {type(step).__name__}.")
         self.model = model
         self.data_loader = data_loader
         self._data_loader_iter_obj: Iterator | None = None
         self.optimizer = optimizer
+        self.step = step if step is not None else OptimizerStep()
         self.gather_metric_period = gather_metric_period
-        self.zero_grad_before_forward = zero_grad_before_forward
-        self.grad_accumulation_steps = grad_accumulation_steps
-        self.clip_grad_norm = clip_grad_norm
+        self._pending: list[_StepRecord] = []
 
     @property
     def _data_loader_iter(self) -> Iterator:
@@ -335,76 +356,75 @@ class SimpleTrainer(TrainerBase):
                     f"iteration-based training needs an infinite loader (e.g. TrainingSampler)."
                 ) from None
 
-    def _forward(self, data: Any) -> dict[str, torch.Tensor]:
-        return _loss_dict_of(self.model(data))
-
-    def _check_finite(self, loss_dict: Mapping[str, torch.Tensor]) -> None:
-        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            bad = [k for k, ok in zip(loss_dict.keys(), finite.tolist()) if not ok]
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration={self.iter}! Non-finite losses: {bad} "
-                f"(loss_dict = { {k: float(v.detach()) for k, v in loss_dict.items()} })"
-            )
-
-    def _backward(self, losses: torch.Tensor) -> None:
-        losses.backward()
-
-    def _unscale(self) -> None:
-        """Hook for subclasses: make ``.grad`` hold true gradients before clipping."""
-
-    def _optimizer_step(self) -> None:
-        self.optimizer.step()
-
-    def _clip(self) -> float | None:
-        if self.clip_grad_norm is None:
-            return None
-        self._unscale()
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        return float(norm)
-
-    def _autocast(self) -> Any:
-        return nullcontext()
-
     def run_step(self) -> None:
-        """One iteration: ``grad_accumulation_steps`` forward/backward passes and one optimizer step."""
+        """One iteration: ``step.accumulation_steps`` forward/backward passes and one optimizer step."""
         if not self.model.training:
             raise RuntimeError(
                 "SimpleTrainer: the model was switched to eval mode during training; hooks that "
                 "evaluate must restore training mode."
             )
-        steps = self.grad_accumulation_steps
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
-        data_time = 0.0
-        summed: dict[str, float] = {}
-        for micro in range(steps):
+        self.step.zero_grad(self.optimizer)
+        record = _StepRecord(self.iter)
+        for _ in range(self.step.accumulation_steps):
             start = time.perf_counter()
             data = self._next_batch()
-            data_time += time.perf_counter() - start
-            with self._autocast():
-                loss_dict = self._forward(data)
-            self._check_finite(loss_dict)
-            losses = sum(loss_dict.values())
-            if steps > 1:
-                losses = losses / steps
-            if not self.zero_grad_before_forward and micro == 0:
-                self.optimizer.zero_grad()
-            self._backward(losses)
-            for k, v in loss_dict.items():
-                summed[k] = summed.get(k, 0.0) + float(v.detach()) / steps
+            record.data_time += time.perf_counter() - start
+            record.losses.append(self.step.forward_backward(self.model, data))
+        self._pending.append(record)
         self.after_backward()
-        grad_norm = self._clip()
-        self._optimizer_step()
-        if (self.iter + 1) % self.gather_metric_period == 0 or self.iter == self.max_iter - 1:
-            self._write_metrics(summed, data_time)
-            if grad_norm is not None and comm.is_main_process():
-                self.storage.put_scalar("grad_norm", grad_norm)
+        write = (self.iter + 1) % self.gather_metric_period == 0 or self.iter == self.max_iter - 1
+        if write:
+            self._read_pending_losses()  # raises before the optimizer steps on a non-finite loss
+        record.step_metrics = self.step.update(self.optimizer)
+        if write:
+            self._write_pending()
 
-    def _write_metrics(self, loss_dict: Mapping[str, float], data_time: float, prefix: str = "") -> None:
-        SimpleTrainer.write_metrics(loss_dict, data_time, self.iter, prefix)
+    def after_step(self) -> None:
+        super().after_step()
+        if self._stop_requested and self._pending:
+            # training ends before the next metric write: write what the last iterations logged (the writers'
+            # after_train still runs after this)
+            self._read_pending_losses()
+            self._write_pending()
+
+    def _read_pending_losses(self) -> None:
+        """Read the pending losses to floats (one synchronisation per device) and check that they are finite."""
+        tensors = [v for r in self._pending if r.loss_values is None for d in r.losses for v in d.values()]
+        values = iter(_to_floats(tensors))
+        for r in self._pending:
+            if r.loss_values is None:
+                r.loss_values = [{k: next(values) for k in d} for d in r.losses]
+                r.losses = []  # the device tensors are no longer needed
+        for r in self._pending:
+            bad = sorted({k for d in r.loss_values for k, v in d.items() if not math.isfinite(v)})
+            if bad:
+                self._pending.clear()
+                raise FloatingPointError(
+                    f"Loss became infinite or NaN at iteration={r.iteration}! Non-finite losses: {bad} "
+                    f"(loss_dict = {r.loss_values[0] if len(r.loss_values) == 1 else r.loss_values})"
+                )
+
+    def _write_pending(self) -> None:
+        """Put the pending iterations' metrics into the event storage (gathered over processes) and clear them."""
+        records, self._pending = self._pending, []
+        step_values = iter(_to_floats([v for r in records for v in r.step_metrics.values()]))
+        per_iter = []
+        for r in records:
+            steps = len(r.loss_values)
+            summed: dict[str, float] = {}
+            for d in r.loss_values:
+                for k, v in d.items():
+                    summed[k] = summed.get(k, 0.0) + v / steps
+            per_iter.append((r.iteration, {**summed, "data_time": r.data_time}))
+            r.step_values = {k: next(step_values) for k in r.step_metrics}
+        all_ranks = comm.gather(per_iter)
+        if not comm.is_main_process():
+            return
+        storage = get_event_storage()
+        for i, r in enumerate(records):
+            _put_reduced_metrics(storage, [rank[i][1] for rank in all_ranks], r.iteration)
+            for name, value in r.step_values.items():
+                storage.put_scalar(name, value, cur_iter=r.iteration)
 
     @staticmethod
     def write_metrics(loss_dict: Mapping[str, Any], data_time: float, cur_iter: int, prefix: str = "") -> None:
@@ -415,25 +435,19 @@ class SimpleTrainer(TrainerBase):
         }
         metrics["data_time"] = data_time
         all_metrics = comm.gather(metrics)
-        if not comm.is_main_process():
-            return
-        storage = get_event_storage()
-        storage.put_scalar("data_time", max(m.pop("data_time") for m in all_metrics), cur_iter=cur_iter)
-        reduced = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
-        total = sum(reduced.values())
-        storage.put_scalar(f"{prefix}total_loss", total, cur_iter=cur_iter)
-        reduced = {f"{prefix}{k}": v for k, v in reduced.items() if k != "total_loss"}
-        if reduced:
-            storage.put_scalars(cur_iter=cur_iter, **reduced)
+        if comm.is_main_process():
+            _put_reduced_metrics(get_event_storage(), all_metrics, cur_iter, prefix)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
+        state.update(self.step.state_dict())
         if hasattr(self.data_loader, "state_dict"):
             state["data_loader"] = self.data_loader.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
+        self.step.load_state_dict(state)
         if "data_loader" in state:
             if not hasattr(self.data_loader, "load_state_dict"):
                 raise ValueError(
@@ -443,13 +457,18 @@ class SimpleTrainer(TrainerBase):
             self.data_loader.load_state_dict(state["data_loader"])
         # the next batch must come from the restored position
         self._data_loader_iter_obj = None
+        self._pending = []
 
 
 class AMPTrainer(SimpleTrainer):
-    """:class:`SimpleTrainer` with the forward under ``torch.autocast``.
+    """detectron2's ``AMPTrainer``: a :class:`SimpleTrainer` whose step runs under
+    :class:`~libdet.engine.optimizer_step.MixedPrecision` (the forward under ``torch.autocast``).
+
+    To combine mixed precision with gradient transforms or accumulation, give :class:`SimpleTrainer` an
+    ``OptimizerStep(precision=MixedPrecision(...), grad_transforms=[...], accumulation_steps=k)``.
 
     Args:
-        model, data_loader, optimizer, kwargs: see :class:`SimpleTrainer`.
+        model, data_loader, optimizer, gather_metric_period: see :class:`SimpleTrainer`.
         precision: ``torch.float16`` (with a grad scaler) or ``torch.bfloat16`` (no scaler needed).
         grad_scaler: a ``torch.amp.GradScaler`` for float16 (default: a new one on the model's device type).
         log_grad_scaler: log the scaler's scale as ``[metric]grad_scaler``.
@@ -464,57 +483,66 @@ class AMPTrainer(SimpleTrainer):
         precision: torch.dtype = torch.float16,
         grad_scaler: Any | None = None,
         log_grad_scaler: bool = False,
-        **kwargs: Any,
+        gather_metric_period: int = 1,
     ):
-        super().__init__(model, data_loader, optimizer, **kwargs)
-        if precision not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"AMPTrainer: precision must be torch.float16 or torch.bfloat16, got {precision}.")
         param = next(iter(model.parameters()), None)
-        self.device_type = param.device.type if param is not None else "cpu"
-        self.precision = precision
-        if precision == torch.bfloat16:
-            if grad_scaler is not None:
-                raise ValueError(
-                    "AMPTrainer: a grad scaler is only used with precision=torch.float16; "
-                    "bfloat16 has float32's range and needs none."
-                )
-        elif grad_scaler is None:
-            grad_scaler = torch.amp.GradScaler(self.device_type)
-        self.grad_scaler = grad_scaler
-        self.log_grad_scaler = log_grad_scaler
-        self._unscaled = False
+        mixed = MixedPrecision(
+            precision,
+            device_type=param.device.type if param is not None else "cpu",
+            grad_scaler=grad_scaler,
+            log_grad_scaler=log_grad_scaler,
+        )
+        super().__init__(
+            model,
+            data_loader,
+            optimizer,
+            step=OptimizerStep(precision=mixed),
+            gather_metric_period=gather_metric_period,
+        )
 
-    def _autocast(self) -> Any:
-        return torch.autocast(device_type=self.device_type, dtype=self.precision)
+    @property
+    def grad_scaler(self) -> Any:
+        """The float16 grad scaler (``None`` with bfloat16)."""
+        return self.step.precision.grad_scaler
 
-    def _backward(self, losses: torch.Tensor) -> None:
-        self._unscaled = False
-        if self.grad_scaler is None:
-            losses.backward()
-        else:
-            self.grad_scaler.scale(losses).backward()
+    @property
+    def precision(self) -> torch.dtype:
+        """The autocast dtype."""
+        return self.step.precision.dtype
 
-    def _unscale(self) -> None:
-        if self.grad_scaler is not None and not self._unscaled:
-            self.grad_scaler.unscale_(self.optimizer)
-            self._unscaled = True
 
-    def _optimizer_step(self) -> None:
-        if self.grad_scaler is None:
-            self.optimizer.step()
-            return
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        if self.log_grad_scaler:
-            self.storage.put_scalar("[metric]grad_scaler", self.grad_scaler.get_scale())
+@dataclasses.dataclass
+class _StepRecord:
+    """What one iteration logs, kept on the device until metrics are written."""
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.grad_scaler is not None:
-            state["grad_scaler"] = self.grad_scaler.state_dict()
-        return state
+    iteration: int
+    data_time: float = 0.0
+    losses: list[dict[str, torch.Tensor]] = dataclasses.field(default_factory=list)  # one dict per batch
+    loss_values: list[dict[str, float]] | None = None  # ``losses`` read to floats
+    step_metrics: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    step_values: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if self.grad_scaler is not None and "grad_scaler" in state:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+def _to_floats(tensors: Sequence[torch.Tensor]) -> list[float]:
+    """The values of 1-element tensors as floats, reading each device's tensors in one transfer."""
+    out: list[float | None] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for indices in by_device.values():
+        values = torch.stack([tensors[i].detach().float().reshape(()) for i in indices]).tolist()
+        for i, v in zip(indices, values):
+            out[i] = v
+    return out  # type: ignore[return-value]
+
+
+def _put_reduced_metrics(storage: EventStorage, all_metrics: list[dict[str, float]], cur_iter: int, prefix="") -> None:
+    """Put the mean over processes of each metric, the max ``data_time`` and ``{prefix}total_loss``."""
+    all_metrics = [dict(m) for m in all_metrics]
+    storage.put_scalar("data_time", max(m.pop("data_time") for m in all_metrics), cur_iter=cur_iter)
+    reduced = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
+    total = sum(reduced.values())
+    storage.put_scalar(f"{prefix}total_loss", total, cur_iter=cur_iter)
+    reduced = {f"{prefix}{k}": v for k, v in reduced.items() if k != "total_loss"}
+    if reduced:
+        storage.put_scalars(cur_iter=cur_iter, **reduced)

@@ -12,6 +12,7 @@ from . import (
     lvis_evaluation,
     panoptic_evaluation,
     pascal_voc_evaluation,
+    results,
     rotated_coco_evaluation,
     sem_seg_evaluation,
     testing,
@@ -22,9 +23,9 @@ from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, i
 from .lvis_evaluation import LVISEvaluator
 from .panoptic_evaluation import COCOPanopticEvaluator
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
+from .results import print_csv_format, verify_results
 from .rotated_coco_evaluation import RotatedCOCOEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
-from .testing import print_csv_format, verify_results
 
 __all__ = [
     "COCOEvaluator",
@@ -47,6 +48,7 @@ __all__ = [
     "panoptic_evaluation",
     "pascal_voc_evaluation",
     "print_csv_format",
+    "results",
     "rotated_coco_evaluation",
     "sem_seg_evaluation",
     "testing",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from libdet.data.catalog import MetadataCatalog
 from libdet.utils import comm
 
 from .evaluator import DatasetEvaluator
@@ -81,8 +82,6 @@ class _CityscapesEvaluator(DatasetEvaluator):
 
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         meta = MetadataCatalog.get(self._dataset_name)
         if meta.get("gt_dir") is None:
             raise ValueError(f"{type(self).__name__}: dataset {self._dataset_name!r} has no 'gt_dir' metadata.")

@@ -18,12 +18,15 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from libdet.data.catalog import MetadataCatalog
+from libdet.data.datasets import convert_to_coco_json
 from libdet.structures import Boxes, BoxMode, Instances, pairwise_iou
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager, atomic_write
 from libdet.utils.logger import create_small_table
 
 from .evaluator import DatasetEvaluator
+from .fast_eval_api import COCOeval_opt, native_coco_eval_available
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json"]
 
@@ -38,7 +41,6 @@ _METRICS = {
 _COCO_NUM_KEYPOINTS = 17
 
 
-# ----------------------------------------------------------------------------------------------- conversion
 def instances_to_coco_json(instances: Instances, img_id: Any) -> list[dict]:
     """Convert the predictions of one image to COCO's result format.
 
@@ -118,7 +120,6 @@ def _top_k_instances(instances: Instances, k: int | None) -> Instances:
     return instances[order]
 
 
-# ----------------------------------------------------------------------------------------------- validation
 def _rle_string_counts(counts: str) -> list[int]:
     """Decode the run lengths of a compressed COCO RLE string (pycocotools' LEB128-like format)."""
     values: list[int] = []
@@ -207,7 +208,6 @@ def _check_results(coco_gt: Any, coco_results: list[dict], task: str, *, check_r
             raise ValueError(f"image_id {img_id}: non-finite keypoints.")
 
 
-# ----------------------------------------------------------------------------------------------- evaluator
 class COCOEvaluator(DatasetEvaluator):
     """AP for boxes, masks and keypoints (and AR for proposals) with the COCO API.
 
@@ -263,11 +263,8 @@ class COCOEvaluator(DatasetEvaluator):
         self._coco_api_cache = None
         self._predictions: list[dict] = []
 
-    # -- lazily resolved dataset information
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         return MetadataCatalog.get(self._dataset_name)
 
     @property
@@ -382,8 +379,6 @@ class COCOEvaluator(DatasetEvaluator):
         """Whether the native evaluator will run (it validates RLE run lengths itself, naming the image)."""
         if self._cocoeval_class is not None or not self._use_fast_impl:
             return False
-        from .fast_eval_api import native_coco_eval_available
-
         return native_coco_eval_available()
 
     def _keypoint_sigmas(self, coco_api: Any, coco_results: list[dict]) -> np.ndarray:
@@ -442,15 +437,12 @@ class COCOEvaluator(DatasetEvaluator):
         return {"box_proposals": res}
 
 
-# ----------------------------------------------------------------------------------------------- helpers
 def _load_coco_api(dataset_name: str, metadata: Any, output_dir: str | None, allow_cached: bool) -> Any:
     """The pycocotools ``COCO`` ground truth of ``dataset_name`` (converting the dataset when needed)."""
     from pycocotools.coco import COCO
 
     json_file = metadata.get("json_file")
     if json_file is None:
-        from libdet.data.datasets import convert_to_coco_json
-
         if output_dir is None:
             raise ValueError(
                 f"COCOEvaluator: dataset {dataset_name!r} has no 'json_file' metadata; pass output_dir= so "
@@ -526,8 +518,6 @@ def _evaluate_predictions_on_coco(
     if cocoeval_class is not None:
         coco_eval = cocoeval_class(coco_gt, coco_dt, iou_type)
     elif use_fast_impl:
-        from .fast_eval_api import COCOeval_opt, native_coco_eval_available
-
         if native_coco_eval_available():
             coco_eval = COCOeval_opt(coco_gt, coco_dt, iou_type)
         else:

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from pycocotools.cocoeval import COCOeval
 
+from libdet.utils.compiled_ops import libdet_csrc, ops_status, register_op
+
 __all__ = ["COCOeval_opt", "native_coco_eval_available"]
 
 logger = logging.getLogger(__name__)
@@ -50,27 +52,45 @@ _MASK_POLYGONS, _MASK_COMPRESSED, _MASK_UNCOMPRESSED = 0, 1, 2
 _fallback_warned = False
 
 
+#: The compiled op (``csrc/coco_eval``): host-only, and its fallback is pycocotools' own COCOeval. It must
+#: reproduce pycocotools' float64 arithmetic bit for bit, so it forbids contracting a*b+c into one fused
+#: multiply-add (the default of gcc/clang where the target has FMA).
+COCO_EVAL_OP = register_op(
+    "coco_eval",
+    sources=libdet_csrc("coco_eval"),
+    schemas={
+        "coco_eval_decode_masks": "coco_eval_decode_masks(Tensor[] masks) -> (Tensor, Tensor)",
+        "coco_eval_evaluate": "coco_eval_evaluate(int iou_type, Tensor gt_rows, Tensor gt_offsets, "
+        "Tensor dt_rows, Tensor dt_offsets, Tensor gt_ids, Tensor gt_areas, Tensor gt_crowd, Tensor gt_ignore, "
+        "Tensor dt_ids, Tensor dt_areas, Tensor dt_scores, Tensor gt_geometry, Tensor dt_geometry, "
+        "Tensor[] gt_masks, Tensor[] dt_masks, Tensor kpt_sigmas, Tensor iou_thrs, Tensor area_rngs, int max_det, "
+        "bool match) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+        "coco_eval_accumulate": "coco_eval_accumulate(Tensor eval_offsets, Tensor scores, Tensor flags, "
+        "Tensor num_gt, Tensor present, int num_images, Tensor cat_list, Tensor area_list, Tensor max_dets, "
+        "Tensor img_list, Tensor rec_thrs, int num_cats, int num_areas, int num_max_dets) -> (Tensor, Tensor, Tensor)",
+    },
+    extra_cflags=["-ffp-contract=off"],
+    cuda=False,
+    fallback="pycocotools' Python COCOeval",
+)
+
+
 def native_coco_eval_available() -> bool:
     """Whether the compiled ``coco_eval`` op is usable (compiles it on the first call; see
-    ``libdet.layers._ops``). False when it is disabled by ``LIBDET_DISABLE_OPS`` or failed to build."""
-    from libdet.layers import _ops
-
-    return _ops.load_op("coco_eval")
+    :mod:`libdet.utils.compiled_ops`). False when it is disabled by ``LIBDET_DISABLE_OPS`` or failed to build."""
+    return COCO_EVAL_OP.load()
 
 
 def _warn_fallback() -> None:
     global _fallback_warned
     if not _fallback_warned:
         _fallback_warned = True
-        from libdet.layers import _ops
-
         logger.warning(
             "COCOeval_opt: the compiled coco_eval op is unavailable (%s); using pycocotools' COCOeval instead.",
-            _ops.ops_status().get("coco_eval", "unknown"),
+            ops_status().get("coco_eval", "unknown"),
         )
 
 
-# --------------------------------------------------------------------------------------------- flattening
 def _describe(ann: dict) -> str:
     return f"annotation id {ann.get('id')!r} (image id {ann.get('image_id')!r}, category id {ann.get('category_id')!r})"
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from libdet.data.catalog import MetadataCatalog
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager, atomic_write
 from libdet.utils.logger import create_small_table
@@ -91,8 +92,6 @@ class LVISEvaluator(DatasetEvaluator):
 
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         return MetadataCatalog.get(self._dataset_name)
 
     @property

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from libdet.data.catalog import MetadataCatalog
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager, atomic_write
 
@@ -203,8 +204,6 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         return MetadataCatalog.get(self._dataset_name)
 
     def _gt(self) -> tuple[dict, dict]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from libdet.data.catalog import MetadataCatalog
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager
 
@@ -153,8 +154,6 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
 
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         meta = MetadataCatalog.get(self._dataset_name)
         for key in ("dirname", "split", "year", "thing_classes"):
             if meta.get(key) is None:

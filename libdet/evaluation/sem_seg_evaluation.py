@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from libdet.data.catalog import MetadataCatalog
 from libdet.utils import comm
 from libdet.utils.file_io import PathManager, atomic_write
 
@@ -105,8 +106,6 @@ class SemSegEvaluator(DatasetEvaluator):
 
     @property
     def _metadata(self) -> Any:
-        from libdet.data.catalog import MetadataCatalog
-
         return MetadataCatalog.get(self._dataset_name)
 
     @property

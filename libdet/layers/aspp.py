@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._fvcore import c2_xavier_fill
+from libdet.utils.fvcore_nn import c2_xavier_fill
+
 from .batch_norm import get_norm
 from .blocks import DepthwiseSeparableConv2d
 from .wrappers import Conv2d

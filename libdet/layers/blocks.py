@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._fvcore import c2_msra_fill
+from libdet.utils.fvcore_nn import c2_msra_fill
+
 from .batch_norm import FrozenBatchNorm2d, get_norm
 from .wrappers import Conv2d
 

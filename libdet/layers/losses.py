@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._fvcore import fvcore_nn
+from libdet.utils.fvcore_nn import fvcore_nn
 
 __all__ = [
     "diou_loss",

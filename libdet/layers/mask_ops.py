@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-__all__ = ["paste_masks_in_image", "BYTES_PER_FLOAT", "GPU_MEM_LIMIT"]
+__all__ = ["paste_masks_in_image", "pad_masks", "scale_boxes", "BYTES_PER_FLOAT", "GPU_MEM_LIMIT"]
 
 BYTES_PER_FLOAT = 4
 # Upper bound on the float32 buffer built per chunk when pasting on an accelerator (1 GiB).
@@ -138,3 +138,36 @@ def _paste_masks(
         else:
             img_masks[inds, region[0] : region[1], region[2] : region[3]] = chunk
     return img_masks
+
+
+def pad_masks(masks: torch.Tensor, padding: int) -> tuple[torch.Tensor, float]:
+    """Pad square masks with ``padding`` zero cells on every side.
+
+    Pasting a padded mask into a box scaled by the returned factor (:func:`scale_boxes`) keeps the mask's
+    border from being smeared to the box edges by interpolation.
+
+    Args:
+        masks: (B, M, M) masks.
+        padding: number of cells added on each side (>= 0).
+
+    Returns:
+        (B, M + 2 * padding, M + 2 * padding) padded masks and the scale ``(M + 2 * padding) / M``.
+    """
+    if masks.dim() != 3 or masks.shape[-1] != masks.shape[-2]:
+        raise ValueError(f"pad_masks: `masks` must have shape (B, M, M), got {tuple(masks.shape)}.")
+    if padding < 0:
+        raise ValueError(f"pad_masks: `padding` must be >= 0, got {padding}.")
+    m = masks.shape[-1]
+    scale = float(m + 2 * padding) / m
+    padded = masks.new_zeros((masks.shape[0], m + 2 * padding, m + 2 * padding))
+    padded[:, padding : padding + m, padding : padding + m] = masks
+    return padded, scale
+
+
+def scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scale (N, 4) ``(x0, y0, x1, y1)`` boxes by ``scale`` about their centres; returns new boxes."""
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    return torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], dim=1)

@@ -13,6 +13,8 @@ import torch
 import torchvision
 from torch import Tensor
 
+from libdet.utils.compiled_ops import libdet_csrc, register_op
+
 from .rotated_boxes import _box_iou_rotated_twin
 
 __all__ = ["nms", "batched_nms", "nms_rotated", "batched_nms_rotated"]
@@ -71,9 +73,7 @@ def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     dtype = torch.promote_types(boxes.dtype, torch.float32)
     boxes = boxes.to(dtype)
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    if _use_kernel("nms_rotated", boxes.device):
-        return torch.ops.libdet.nms_rotated(boxes, scores, float(iou_threshold))
-    return _nms_rotated_twin(boxes, scores, float(iou_threshold))
+    return NMS_ROTATED_OP(boxes, scores, float(iou_threshold))
 
 
 def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -143,8 +143,17 @@ def _nms_rotated_twin(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Te
     return order[torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)]
 
 
-def _use_kernel(name: str, device: torch.device) -> bool:
-    # Imported on use, so that ``python -m libdet.layers._ops`` does not find the loader already imported.
-    from . import _ops
+def _nms_rotated_fake(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept,), dtype=torch.int64)
 
-    return _ops.use_kernel(name, device)
+
+#: The compiled op (``csrc/nms_rotated``); calling it picks the kernel or the twin by device.
+NMS_ROTATED_OP = register_op(
+    "nms_rotated",
+    sources=libdet_csrc("nms_rotated"),
+    include_dirs=[libdet_csrc("common")],
+    schemas={"nms_rotated": "nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor"},
+    fakes={"nms_rotated": _nms_rotated_fake},
+    twin=_nms_rotated_twin,
+)

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from libdet.utils.compiled_ops import libdet_csrc, register_op
+
 __all__ = ["ROIAlignRotated", "roi_align_rotated"]
 
 _DEGREES_TO_RADIANS = math.pi / 180.0
@@ -72,11 +74,7 @@ def roi_align_rotated(
         input = input.float()
     rois = rois.to(input.dtype)
     args = ((pooled_height, pooled_width), float(spatial_scale), int(sampling_ratio))
-    if _use_kernel("roi_align_rotated", input.device):
-        output = _ROIAlignRotatedFunction.apply(input, rois, *args)
-    else:
-        output = _roi_align_rotated_twin(input, rois, *args)
-    return output.to(orig_dtype)
+    return ROI_ALIGN_ROTATED_OP(input, rois, *args).to(orig_dtype)
 
 
 class ROIAlignRotated(nn.Module):
@@ -143,9 +141,6 @@ class _ROIAlignRotatedFunction(torch.autograd.Function):
         return grad_input, None, None, None, None
 
 
-# --------------------------------------------------------------------------------------------------
-# Pure-PyTorch twin
-# --------------------------------------------------------------------------------------------------
 def _roi_align_rotated_twin(
     input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int
 ) -> Tensor:
@@ -315,8 +310,42 @@ def _twin_pool_chunk(
     return (pooled / count.view(k, 1, 1, 1)).permute(0, 3, 1, 2)
 
 
-def _use_kernel(name: str, device: torch.device) -> bool:
-    # Imported on use, so that ``python -m libdet.layers._ops`` does not find the loader already imported.
-    from . import _ops
+def _forward_fake(
+    input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int
+) -> Tensor:
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
-    return _ops.use_kernel(name, device)
+
+def _backward_fake(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    sampling_ratio: int,
+) -> Tensor:
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+#: The compiled op (``csrc/roi_align_rotated``, forward and backward); calling it with
+#: ``(input, rois, output_size, spatial_scale, sampling_ratio)`` picks the autograd Function around the kernels
+#: or the twin by device.
+ROI_ALIGN_ROTATED_OP = register_op(
+    "roi_align_rotated",
+    sources=libdet_csrc("roi_align_rotated"),
+    include_dirs=[libdet_csrc("common")],
+    schemas={
+        "roi_align_rotated_forward": "roi_align_rotated_forward(Tensor input, Tensor rois, float spatial_scale, "
+        "int pooled_height, int pooled_width, int sampling_ratio) -> Tensor",
+        "roi_align_rotated_backward": "roi_align_rotated_backward(Tensor grad, Tensor rois, float spatial_scale, "
+        "int pooled_height, int pooled_width, int batch_size, int channels, int height, int width, "
+        "int sampling_ratio) -> Tensor",
+    },
+    fakes={"roi_align_rotated_forward": _forward_fake, "roi_align_rotated_backward": _backward_fake},
+    twin=_roi_align_rotated_twin,
+    kernel=_ROIAlignRotatedFunction.apply,
+)

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from libdet.utils.compiled_ops import libdet_csrc, register_op
+
 __all__ = ["box_iou_rotated", "pairwise_iou_rotated"]
 
 # Same constants as csrc/common/rotated_box_geometry.h.
@@ -49,9 +51,7 @@ def box_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     dtype = torch.promote_types(torch.promote_types(boxes1.dtype, boxes2.dtype), torch.float32)
     boxes1 = boxes1.to(dtype)
     boxes2 = boxes2.to(dtype)
-    if _use_kernel("box_iou_rotated", boxes1.device):
-        return torch.ops.libdet.box_iou_rotated(boxes1, boxes2)
-    return _box_iou_rotated_twin(boxes1, boxes2).to(dtype)
+    return BOX_IOU_ROTATED_OP(boxes1, boxes2).to(dtype)  # the twin computes in float64
 
 
 def pairwise_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -68,9 +68,6 @@ def _check_boxes(boxes: Tensor, name: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# Pure-PyTorch twin
-# --------------------------------------------------------------------------------------------------
 def _box_iou_rotated_twin(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU matrix ``[N, M]`` in float64, computed with tensor ops only (any device, autograd-free use).
 
@@ -185,8 +182,16 @@ def _polygon_area(px: Tensor, py: Tensor, count: Tensor) -> Tensor:
     return 0.5 * torch.where(valid, terms, torch.zeros_like(terms)).sum(dim=1)
 
 
-def _use_kernel(name: str, device: torch.device) -> bool:
-    # Imported on use, so that ``python -m libdet.layers._ops`` does not find the loader already imported.
-    from . import _ops
+def _box_iou_rotated_fake(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
 
-    return _ops.use_kernel(name, device)
+
+#: The compiled op (``csrc/box_iou_rotated``); calling it picks the kernel or the twin by device.
+BOX_IOU_ROTATED_OP = register_op(
+    "box_iou_rotated",
+    sources=libdet_csrc("box_iou_rotated"),
+    include_dirs=[libdet_csrc("common")],
+    schemas={"box_iou_rotated": "box_iou_rotated(Tensor boxes1, Tensor boxes2) -> Tensor"},
+    fakes={"box_iou_rotated": _box_iou_rotated_fake},
+    twin=_box_iou_rotated_twin,
+)

@@ -5,6 +5,10 @@ source checkout or an editable install they are read from the repository's ``con
 
 Trained weights are detectron2's published model-zoo checkpoints, for the libdet configs whose architecture
 (state-dict keys, shapes and pre-processing) is identical to the detectron2 config that trained them.
+
+detectron2's own names work too: ``"COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"`` (a YAML config shipped
+with libdet, loaded with ``get_cfg().merge_from_file``) and detectron2's lazy-config names that libdet's configs
+stand for (see :mod:`libdet.model_zoo.detectron2_zoo`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from . import detectron2_zoo
 
 __all__ = ["get", "get_checkpoint_url", "get_config", "get_config_file"]
 
@@ -64,6 +70,9 @@ def get_config_file(config_path: str) -> str:
     if not isinstance(config_path, str) or not config_path:
         raise TypeError(f"model_zoo.get_config_file: config_path must be a non-empty string, got {config_path!r}.")
     rel = _normalize(config_path)
+    if rel.endswith(".yaml"):
+        return _yaml_config_file(config_path, rel)
+    rel = detectron2_zoo.LAZY_ALIASES.get(rel, rel)
     roots = [r for r in _config_roots() if r.is_dir()]
     for root in roots:
         candidate = root / rel
@@ -76,6 +85,17 @@ def get_config_file(config_path: str) -> str:
     raise FileNotFoundError(f"model_zoo: config {config_path!r} not found (searched {where}).{hint}")
 
 
+def _yaml_config_file(config_path: str, rel: str) -> str:
+    root = detectron2_zoo.yaml_config_root()
+    candidate = root / rel
+    if candidate.is_file():
+        return str(candidate)
+    available = sorted(str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*.yaml"))
+    close = difflib.get_close_matches(rel, available, n=5, cutoff=0.4)
+    hint = f" Closest: {close}." if close else f" Available: {available}."
+    raise FileNotFoundError(f"model_zoo: YAML config {config_path!r} not found in {root}.{hint}")
+
+
 def get_checkpoint_url(config_path: str) -> str:
     """URL of the trained weights for a built-in config (a detectron2 model-zoo checkpoint).
 
@@ -83,6 +103,10 @@ def get_checkpoint_url(config_path: str) -> str:
         RuntimeError: when the config has no published checkpoint; lists the configs that have one.
     """
     rel = _normalize(config_path)
+    name = rel.removesuffix(".yaml").removesuffix(".py")
+    if name in detectron2_zoo.CHECKPOINTS:  # a detectron2 config name
+        return f"{detectron2_zoo.URL_PREFIX}{name}/{detectron2_zoo.CHECKPOINTS[name]}"
+    rel = detectron2_zoo.LAZY_ALIASES.get(rel, rel)
     if rel not in _CHECKPOINTS:
         raise RuntimeError(
             f"model_zoo: no trained checkpoint is published for config {config_path!r}. Configs with trained "
@@ -99,11 +123,20 @@ def get_config(config_path: str, trained: bool = False) -> Any:
         trained: set ``train.init_checkpoint`` to the trained weights' URL (see :func:`get_checkpoint_url`);
             otherwise the config's own ``init_checkpoint`` (usually ImageNet weights, or none) is kept.
 
-    Returns:
-        The config (``omegaconf.DictConfig``).
-    """
-    from libdet.config import LazyConfig
+        A YAML name (``*.yaml``) gives a ``CfgNode`` (``get_cfg()`` merged with the file), whose ``MODEL.WEIGHTS``
+        ``trained`` sets.
 
+    Returns:
+        The config (``omegaconf.DictConfig``, or ``CfgNode`` for a YAML config).
+    """
+    from libdet.config import LazyConfig, get_cfg
+
+    if _normalize(config_path).endswith(".yaml"):
+        yaml_cfg = get_cfg()
+        yaml_cfg.merge_from_file(get_config_file(config_path))
+        if trained:
+            yaml_cfg.MODEL.WEIGHTS = get_checkpoint_url(config_path)
+        return yaml_cfg
     cfg = LazyConfig.load(get_config_file(config_path))
     if trained:
         url = get_checkpoint_url(config_path)
@@ -121,6 +154,9 @@ def get(config_path: str, trained: bool = False, device: str | None = None) -> t
         trained: load the published weights (downloaded through ``PathManager`` and cached).
         device: device of the model; default ``"cuda"`` when available, else ``"cpu"``.
 
+        For a YAML config, as in detectron2, ``MODEL.WEIGHTS`` is loaded also when not ``trained`` (usually
+        ImageNet weights of the backbone) unless it is empty.
+
     Returns:
         The model (in training mode, as built), on ``device``.
 
@@ -133,9 +169,16 @@ def get(config_path: str, trained: bool = False, device: str | None = None) -> t
     cfg = get_config(config_path, trained=trained)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = instantiate(cfg.model).to(device)
-    if trained:
-        url = cfg.train.init_checkpoint
+    is_yaml = not hasattr(cfg, "model")
+    if is_yaml:
+        from libdet.modeling.meta_arch.build import build_model
+
+        cfg.MODEL.DEVICE = device
+        model = build_model(cfg)
+    else:
+        model = instantiate(cfg.model).to(device)
+    if trained or (is_yaml and cfg.MODEL.WEIGHTS):
+        url = cfg.MODEL.WEIGHTS if is_yaml else cfg.train.init_checkpoint
         try:
             DetectionCheckpointer(model).load(url)
         except Exception as e:

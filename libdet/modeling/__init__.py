@@ -1,6 +1,6 @@
 """Detection models (``detectron2.modeling`` compatible): backbones, anchor generators, proposal
 generators, ROI heads and meta-architectures. Models are wired by lazy configs (``configs/common/models``);
-there are no registries and no ``build_*`` functions.
+detectron2's YAML layer (registries, ``build_*(cfg)``) translates into the same lazy configs.
 """
 
 from . import (
@@ -16,13 +16,77 @@ from . import (
     sampling,
     test_time_augmentation,
 )
-from .backbone import FPN, Backbone, ResNet, ResNetBlockBase, make_stage
-from .meta_arch import FCOS, DenseDetector, GeneralizedRCNN, PanopticFPN, ProposalNetwork, RetinaNet, SemanticSegmentor
+from .anchor_generator import ANCHOR_GENERATOR_REGISTRY
+from .backbone import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    MViT,
+    ResNet,
+    ResNetBlockBase,
+    SimpleFeaturePyramid,
+    SwinTransformer,
+    ViT,
+    build_backbone,
+    build_resnet_backbone,
+    get_vit_lr_decay_rate,
+    make_stage,
+)
+from .meta_arch import (
+    FCOS,
+    META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    DenseDetector,
+    GeneralizedRCNN,
+    PanopticFPN,
+    ProposalNetwork,
+    RetinaNet,
+    SemanticSegmentor,
+    build_model,
+    build_sem_seg_head,
+)
 from .postprocessing import detector_postprocess
-from .roi_heads import BaseKeypointRCNNHead, BaseMaskRCNNHead, FastRCNNOutputLayers, ROIHeads, StandardROIHeads
+from .proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN_HEAD_REGISTRY, build_proposal_generator, build_rpn_head
+from .proposal_generator.build import build_anchor_generator
+from .roi_heads import (
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    ROI_KEYPOINT_HEAD_REGISTRY,
+    ROI_MASK_HEAD_REGISTRY,
+    BaseKeypointRCNNHead,
+    BaseMaskRCNNHead,
+    FastRCNNOutputLayers,
+    ROIHeads,
+    StandardROIHeads,
+    build_box_head,
+    build_keypoint_head,
+    build_mask_head,
+    build_roi_heads,
+)
 from .test_time_augmentation import DatasetMapperTTA, GeneralizedRCNNWithTTA
 
 __all__ = [
+    "ANCHOR_GENERATOR_REGISTRY",
+    "BACKBONE_REGISTRY",
+    "META_ARCH_REGISTRY",
+    "PROPOSAL_GENERATOR_REGISTRY",
+    "ROI_BOX_HEAD_REGISTRY",
+    "ROI_HEADS_REGISTRY",
+    "ROI_KEYPOINT_HEAD_REGISTRY",
+    "ROI_MASK_HEAD_REGISTRY",
+    "RPN_HEAD_REGISTRY",
+    "SEM_SEG_HEADS_REGISTRY",
+    "build_anchor_generator",
+    "build_backbone",
+    "build_box_head",
+    "build_keypoint_head",
+    "build_mask_head",
+    "build_model",
+    "build_proposal_generator",
+    "build_resnet_backbone",
+    "build_roi_heads",
+    "build_rpn_head",
+    "build_sem_seg_head",
     "Backbone",
     "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
@@ -33,6 +97,7 @@ __all__ = [
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
     "GeneralizedRCNNWithTTA",
+    "MViT",
     "PanopticFPN",
     "ProposalNetwork",
     "ROIHeads",
@@ -40,11 +105,15 @@ __all__ = [
     "ResNetBlockBase",
     "RetinaNet",
     "SemanticSegmentor",
+    "SimpleFeaturePyramid",
     "StandardROIHeads",
+    "SwinTransformer",
+    "ViT",
     "anchor_generator",
     "backbone",
     "box_regression",
     "detector_postprocess",
+    "get_vit_lr_decay_rate",
     "make_stage",
     "matcher",
     "meta_arch",

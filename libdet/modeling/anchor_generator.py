@@ -16,6 +16,8 @@ from torch import nn
 from libdet.layers import move_device_like
 from libdet.structures import Boxes, RotatedBoxes
 
+from .registries import ANCHOR_GENERATOR_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
+
 __all__ = ["BufferList", "DefaultAnchorGenerator", "RotatedAnchorGenerator"]
 
 _Params = Sequence[float] | Sequence[Sequence[float]]

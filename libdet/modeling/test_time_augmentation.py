@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from libdet.data import transforms as T
+from libdet.data.detection_utils import create_keypoint_hflip_indices, read_image
 from libdet.structures import Boxes, Instances, RotatedBoxes
 
 from .meta_arch.rcnn import GeneralizedRCNN
@@ -159,8 +160,6 @@ class GeneralizedRCNNWithTTA(nn.Module):
             )
         self._box_predictor = [predictor]  # a list: not registered as a second submodule
         if keypoint_flip_indices is None and metadata is not None:
-            from libdet.data.detection_utils import create_keypoint_hflip_indices
-
             keypoint_flip_indices = create_keypoint_hflip_indices(metadata)
         self.keypoint_flip_indices = (
             None
@@ -222,8 +221,6 @@ class GeneralizedRCNNWithTTA(nn.Module):
                 raise ValueError(
                     f"GeneralizedRCNNWithTTA: batched_inputs[{index}] has neither 'image' nor 'file_name'."
                 )
-            from libdet.data.detection_utils import read_image
-
             image = read_image(ret.pop("file_name"), self.model.input_format)
             ret["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if "height" not in ret and "width" not in ret:

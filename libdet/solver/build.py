@@ -15,9 +15,16 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["get_default_optimizer_params", "reduce_param_groups"]
+__all__ = [
+    "GradientClipping",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "get_default_optimizer_params",
+    "reduce_param_groups",
+]
 
 
 def _norm_module_types() -> tuple[type, ...]:
@@ -129,3 +136,88 @@ def reduce_param_groups(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
             group = groups[hyper] = {"params": [], **dict(hyper)}
         group["params"].extend(item["params"])
     return list(groups.values())
+
+
+# detectron2's YAML-config builders (the config is translated by libdet.config.yaml_translate)
+
+
+def build_optimizer(cfg: Any, model: nn.Module) -> Any:
+    """detectron2's ``build_optimizer(cfg, model)``: SGD over :func:`get_default_optimizer_params` groups from
+    ``SOLVER`` (``BASE_LR``, ``MOMENTUM``, ``NESTEROV``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``,
+    ``WEIGHT_DECAY_BIAS``), clipping gradients before each step when ``SOLVER.CLIP_GRADIENTS.ENABLED``.
+
+    Args:
+        cfg: a YAML config (``CfgNode``).
+        model: the built model.
+    """
+    from libdet.config import instantiate
+    from libdet.config.yaml_translate import optimizer_config
+
+    node = optimizer_config(cfg)
+    node["params"]["model"] = model
+    optimizer = instantiate(node)
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED:
+        _add_gradient_clipping(optimizer, GradientClipping(clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE))
+    return optimizer
+
+
+class GradientClipping:
+    """detectron2's ``SOLVER.CLIP_GRADIENTS``: ``"value"`` clips each gradient element to ``[-clip_value,
+    clip_value]``, ``"norm"`` each parameter's gradient to norm ``clip_value``, ``"full_model"`` the norm of all
+    gradients together. Usable as a gradient transform of :class:`libdet.engine.optimizer_step.OptimizerStep`
+    (``transform(optimizer) -> {}``).
+
+    Args:
+        clip_type: ``"value"``, ``"norm"`` or ``"full_model"``.
+        clip_value: the bound.
+        norm_type: the p of the L-p norm (``"norm"`` / ``"full_model"``).
+    """
+
+    def __init__(self, clip_type: str, clip_value: float, norm_type: float = 2.0) -> None:
+        if clip_type not in ("value", "norm", "full_model"):
+            raise ValueError(
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip_type!r}: expected 'value', 'norm' or 'full_model'."
+            )
+        self.clip_type = clip_type
+        self.clip_value = float(clip_value)
+        self.norm_type = float(norm_type)
+
+    def clip(self, params: list[torch.Tensor]) -> None:
+        """Clip the ``.grad`` of ``params`` in place."""
+        params = [p for p in params if p.grad is not None]
+        if self.clip_type == "value":
+            torch.nn.utils.clip_grad_value_(params, self.clip_value)
+        elif self.clip_type == "norm":
+            for p in params:
+                torch.nn.utils.clip_grad_norm_(p, self.clip_value, self.norm_type)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_value, self.norm_type)
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        self.clip([p for group in optimizer.param_groups for p in group["params"]])
+        return {}
+
+
+def _add_gradient_clipping(optimizer: Any, clipping: GradientClipping) -> None:
+    """Make ``optimizer.step()`` clip the gradients first (detectron2's ``maybe_add_gradient_clipping``)."""
+    base = type(optimizer)
+
+    def step(self: Any, closure: Any = None) -> Any:
+        clipping(self)
+        return base.step(self, closure)
+
+    # a subclass of the optimizer's own class: isinstance checks and state_dict() stay the same
+    optimizer.__class__ = type(f"{base.__name__}WithGradientClip", (base,), {"step": step})
+
+
+def build_lr_scheduler(cfg: Any, optimizer: Any) -> Any:
+    """detectron2's ``build_lr_scheduler(cfg, optimizer)``: an :class:`LRMultiplier` over ``SOLVER.MAX_ITER``
+    iterations with the multiplier of ``SOLVER.LR_SCHEDULER_NAME`` (warmup included)."""
+    from libdet.config import instantiate
+    from libdet.config.yaml_translate import lr_multiplier_config
+
+    from .lr_scheduler import LRMultiplier
+
+    multiplier = instantiate(lr_multiplier_config(cfg))
+    return LRMultiplier(optimizer, multiplier=multiplier, max_iter=cfg.SOLVER.MAX_ITER)

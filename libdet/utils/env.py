@@ -47,12 +47,14 @@ def _module_version(name: str) -> str:
 
 
 def _compiled_ops_rows() -> list[tuple[str, str]]:
-    # The loader lives in libdet.layers; imported here only to report, never to compile.
+    # The report imports the modules that declare libdet's ops, to list them; it never compiles one.
+    from libdet.utils import compiled_ops
+
     try:
-        from libdet.layers import _ops
+        compiled_ops.register_core_ops()
     except Exception as e:
-        return [("libdet compiled ops", f"loader not importable ({type(e).__name__}: {e})")]
-    return [(f"libdet op {name}", status) for name, status in _ops.ops_status().items()]
+        return [("libdet compiled ops", f"op modules not importable ({type(e).__name__}: {e})")]
+    return [(f"libdet op {name}", status) for name, status in compiled_ops.ops_status().items()]
 
 
 def _nvcc_version() -> str:

@@ -81,7 +81,6 @@ class EventStorage:
         self._vis_data: list[tuple[str, torch.Tensor, int]] = []
         self._histograms: list[dict[str, Any]] = []
 
-    # ---------------------------------------------------------------------------------------------------- put
     def put_image(self, img_name: str, img_tensor: torch.Tensor) -> None:
         """Queue an image for the writers (e.g. TensorBoard).
 
@@ -146,7 +145,6 @@ class EventStorage:
             }
         )
 
-    # --------------------------------------------------------------------------------------------------- read
     def history(self, name: str) -> HistoryBuffer:
         """The :class:`HistoryBuffer` of scalar ``name`` (values and iterations).
 
@@ -156,6 +154,25 @@ class EventStorage:
         if name not in self._history:
             raise KeyError(f"EventStorage: no history for scalar {name!r}; known: {sorted(self._history)}.")
         return self._history[name]
+
+    def count_samples(self, name: str, window_size: int = 20) -> int:
+        """How many values of scalar ``name`` were put during the last ``window_size`` iterations (counted back
+        from the iteration of its latest value). Metric writers use it to average a scalar that is not put
+        every iteration over the values that exist.
+
+        Raises:
+            KeyError: if no scalar of that name was put.
+        """
+        values = self.history(name).values()
+        if not values:
+            return 0
+        last_iter = values[-1][1]
+        samples = 0
+        for _, it in reversed(values):
+            if it <= last_iter - window_size:
+                break
+            samples += 1
+        return samples
 
     def histories(self) -> dict[str, HistoryBuffer]:
         """All history buffers, by name."""
@@ -178,7 +195,6 @@ class EventStorage:
         """``{name: smoothing_hint}`` of every scalar put so far."""
         return dict(self._smoothing_hints)
 
-    # ------------------------------------------------------------------------------------------------ control
     def step(self) -> None:
         """Advance the iteration counter by one (the trainer sets :attr:`iter` directly instead)."""
         self._iter += 1

@@ -1,4 +1,4 @@
-"""fvcore's ``nn`` package (Caffe2-style weight fills, detection losses), imported once for libdet.
+"""fvcore's ``nn`` package (Caffe2-style weight fills, detection losses, precise BN), imported once for libdet.
 
 Importing ``fvcore.nn`` scripts two loss functions with ``torch.jit.script``, which recent torch answers
 with a ``FutureWarning`` per function on every import. The warning is about fvcore's code and cannot be

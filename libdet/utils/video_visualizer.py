@@ -173,7 +173,6 @@ class VideoVisualizer:
         )
         return vis.overlay_instances(masks=masks, labels=labels, assigned_colors=colors, alpha=alpha)
 
-    # ------------------------------------------------------------------ colour bookkeeping
     @staticmethod
     def _encode(mask: GenericMask) -> dict[str, Any]:
         from pycocotools import mask as mask_util

@@ -378,7 +378,6 @@ class Visualizer:
         self.keypoint_threshold = _KEYPOINT_THRESHOLD
         self._rng = np.random.default_rng(0)
 
-    # ------------------------------------------------------------------ high-level drawing
     def draw_instance_predictions(self, predictions: Instances) -> VisImage:
         """Draw a model's per-image output: ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks``
         (``(N, H, W)`` tensor, BitMasks or PolygonMasks) and ``pred_keypoints`` (``(N, K, 3)``), whichever exist.
@@ -722,7 +721,6 @@ class Visualizer:
                 self.draw_line([mid_hip[0], mid_shoulder[0]], [mid_hip[1], mid_shoulder[1]], color=_RED)
         return self.output
 
-    # ------------------------------------------------------------------ primitives
     def draw_text(
         self,
         text: str,
@@ -929,7 +927,6 @@ class Visualizer:
         """The :class:`VisImage` drawn on so far."""
         return self.output
 
-    # ------------------------------------------------------------------ helpers
     def _draw_generic_mask(
         self, mask: GenericMask, color: Any, *, edge_color: Any = None, alpha: float = 0.5, area_threshold: float = 0
     ) -> bool:

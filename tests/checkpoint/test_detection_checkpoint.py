@@ -174,14 +174,6 @@ def test_bare_pkl_matches_names_by_suffix(tmp_path):
         assert torch.equal(dst.backbone.state_dict()[k], v), k
 
 
-def test_pkl_asking_for_caffe2_conversion_is_refused(tmp_path):
-    path = tmp_path / "c2.pkl"
-    with open(path, "wb") as f:
-        pickle.dump({"blobs": {"conv1_w": np.zeros((2, 3, 3, 3), np.float32)}}, f)
-    with pytest.raises(ValueError, match="Caffe2"):
-        DetectionCheckpointer(_TinyNet()).load(str(path))
-
-
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "pwned"
 

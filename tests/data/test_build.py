@@ -14,6 +14,7 @@ from libdet.data.build import (
     get_detection_dataset_dicts,
     load_proposals_into_dataset,
 )
+from libdet.data.errors import ImageReadError
 from libdet.utils import comm
 
 
@@ -134,6 +135,17 @@ def test_missing_size_for_grouping_names_file():
 def test_test_loader_covers_each_image_once():
     loader = build_detection_test_loader(_dicts(5), mapper=lambda d: d["image_id"], batch_size=2)
     assert list(loader) == [[0, 1], [2, 3], [4]]
+
+
+def test_test_loader_stops_at_a_bad_image_instead_of_replacing_it():
+    def mapper(d):
+        if d["image_id"] == 3:
+            raise ImageReadError(f"cannot decode image file '{d['file_name']}'")
+        return d["image_id"]
+
+    loader = build_detection_test_loader(_dicts(5), mapper=mapper, batch_size=2)
+    with pytest.raises(RuntimeError, match=r"(?s)1 of 5 samples failed.*img_3\.png"):
+        list(loader)
 
 
 def test_get_detection_dataset_dicts(caplog, tmp_path):

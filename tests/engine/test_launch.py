@@ -8,7 +8,8 @@ import types
 import pytest
 import torch
 
-from libdet.engine.launch import DistributedEnv, _describe_failure, _find_free_port, _first_slurm_host, launch
+from libdet.engine.dist_env import _first_slurm_host, job_port
+from libdet.engine.launch import DistributedEnv, EnvWorld, LocalWorld, _describe_failure, _find_free_port, launch
 
 
 def test_single_process_runs_in_this_process():
@@ -24,6 +25,16 @@ def test_invalid_arguments_are_rejected():
         launch(print, 0)
     with pytest.raises(ValueError, match="auto"):
         launch(print, 1, num_machines=2, machine_rank=0, dist_url="auto")
+    with pytest.raises(ValueError, match="belong to the world description"):
+        launch(print, LocalWorld(2), num_machines=2)
+    with pytest.raises(ValueError, match="EnvWorld"):
+        LocalWorld(2, dist_url="env://")
+
+
+def test_world_description_runs_in_this_process():
+    calls = []
+    assert launch(lambda *a: calls.append(a), LocalWorld(), args=(1,)) is None
+    assert calls == [(1,)]
 
 
 def test_find_free_port_is_bindable():
@@ -107,6 +118,7 @@ def test_distributed_env_from_slurm_variables():
     env = DistributedEnv.from_environ(base)
     # the port derives from the job id, so every task (and a requeued run) computes the same one
     assert env == DistributedEnv(3, 4, 1, 2, "gpu07", 20000 + 123456 % 40000)
+    assert job_port("123456") == 20000 + 123456 % 40000 and 20000 <= job_port("123_4") < 60000
     one_node = DistributedEnv.from_environ({**base, "SLURM_NNODES": "1", "SLURM_LOCALID": "3", "MASTER_PORT": "99"})
     assert (one_node.master_addr, one_node.master_port, one_node.local_world_size) == ("127.0.0.1", 99, 4)
     with pytest.raises(ValueError, match="SLURM_NTASKS=3 is not a multiple of SLURM_NNODES=2"):
@@ -147,6 +159,8 @@ def test_launch_env_url_joins_the_group_described_by_the_environment(monkeypatch
     assert not dist.is_initialized()  # the group is torn down afterwards
     with pytest.raises(ValueError, match="describes 1 processes"):
         launch(_env_main, num_gpus_per_machine=4, dist_url="env://", args=(out,))
+    launch(_env_main, EnvWorld(), args=(out,))  # the same through a world description
+    assert out[-1] == (True, 1, 1, "gloo")
 
 
 def _write_report(path, text):

@@ -1,5 +1,6 @@
-"""libdet.engine.slurm + tools/submit_slurm.py: argument checks, the submitit checkpoint protocol, a 2-task training
-job through submitit's local executor, a simulated preemption that requeues and resumes, and (marker ``slurm``) a
+"""libdet.engine.slurm + tools/submit_slurm.py: argument checks, the sbatch options requested (rendered by submitit
+without a SLURM installation), the submitit checkpoint protocol, a 2-task training job through submitit's local
+executor, a simulated preemption that requeues and resumes, and (marker ``slurm``) a
 2-task job on a real one-node SLURM started by ``tests/engine/slurm_local/start.sh``.
 
 The jobs train a tiny regressor from a lazy config written by :func:`write_tiny_config`; job processes import it
@@ -10,7 +11,6 @@ The real-SLURM test skips (in milliseconds) without SLURM or root. To run it on 
 stops the daemons with ``tests/engine/slurm_local/start.sh`` / ``stop.sh`` in a scratch directory).
 """
 
-import argparse
 import importlib.util
 import os
 import pickle
@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +27,12 @@ import pytest
 import torch
 from torch import nn
 
+from libdet.engine import launch
+from libdet.engine.dist_env import DistributedEnv
 from libdet.engine.launch import _find_free_port
-from libdet.engine.slurm import ScriptFunction, SubmititTrainer, build_executor, job_distributed_env, submit_training
+from libdet.engine.slurm import SubmititEntryPoint, SubmititWorld, resolve_job_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN_SCRIPT = os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
 SLURM_LOCAL = os.path.join(ROOT, "tests", "engine", "slurm_local")
 
 
@@ -44,7 +46,6 @@ def _load_tool():
 tool = _load_tool()
 
 
-# ---------------------------------------------------------------------------------------------- the tiny run
 def tiny_dataset_dicts(num: int = 16):
     """``num`` dataset dicts of 32 px images (the mapper draws the pixels)."""
     return [{"image_id": i, "width": 32, "height": 32} for i in range(num)]
@@ -142,7 +143,6 @@ def _wait(job, seconds, diagnose=lambda: ""):
         time.sleep(0.2)
 
 
-# ---------------------------------------------------------------------------------------------- fast checks
 def test_parse_slurm_opts():
     assert tool.parse_slurm_opts(["constraint=volta32gb", "--exclusive=", "gres-flags=enforce-binding"]) == {
         "constraint": "volta32gb",
@@ -153,31 +153,58 @@ def test_parse_slurm_opts():
         tool.parse_slurm_opts(["qos"])
 
 
-def test_build_executor_checks_its_arguments(tmp_path):
+def test_submitit_world_checks_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="executor='pbs'"):
-        build_executor(job_dir=str(tmp_path), executor="pbs")
+        SubmititWorld(job_dir=str(tmp_path), executor="pbs")
     with pytest.raises(ValueError, match="tasks_per_node=2 but gpus_per_node=4"):
-        build_executor(job_dir=str(tmp_path), gpus_per_node=4, tasks_per_node=2)
+        SubmititWorld(job_dir=str(tmp_path), gpus_per_node=4, tasks_per_node=2)
     with pytest.raises(ValueError, match="nodes=2"):
-        build_executor(job_dir=str(tmp_path), executor="local", nodes=2)
+        SubmititWorld(job_dir=str(tmp_path), executor="local", nodes=2)
     with pytest.raises(ValueError, match="timeout_min=0"):
-        build_executor(job_dir=str(tmp_path), timeout_min=0)
+        SubmititWorld(job_dir=str(tmp_path), timeout_min=0)
+    assert SubmititWorld(job_dir="j", gpus_per_node=8).tasks_per_node == 8
+    assert SubmititWorld(job_dir="j").tasks_per_node == 1
 
 
-def test_slurm_executor_writes_the_requested_sbatch_options(tmp_path):
-    ex = build_executor(
-        job_dir=str(tmp_path),
-        executor="slurm",
-        nodes=2,
-        gpus_per_node=8,
-        tasks_per_node=8,
-        cpus_per_task=10,
-        mem_gb=400,
-        timeout_min=90,
-        partition="learn",
-        job_name="mrcnn",
-        slurm_opts={"constraint": "volta32gb"},
-    )
+BIG_JOB = dict(
+    executor="slurm",
+    nodes=2,
+    gpus_per_node=8,
+    tasks_per_node=8,
+    cpus_per_task=10,
+    mem_gb=400,
+    timeout_min=90,
+    partition="learn",
+    job_name="mrcnn",
+    slurm_opts={"constraint": "volta32gb"},
+)
+
+
+def test_submitit_world_parameters():
+    """What libdet asks submitit for (no SLURM needed)."""
+    assert SubmititWorld(job_dir="j", **BIG_JOB).parameters() == {
+        "name": "mrcnn",
+        "nodes": 2,
+        "tasks_per_node": 8,
+        "gpus_per_node": 8,
+        "timeout_min": 90,
+        "cpus_per_task": 10,
+        "mem_gb": 400,
+        "slurm_partition": "learn",
+        "slurm_additional_parameters": {"constraint": "volta32gb"},
+    }
+    local = SubmititWorld(job_dir="j", **{**BIG_JOB, "executor": "local", "nodes": 1})
+    assert "slurm_partition" not in local.parameters() and "slurm_additional_parameters" not in local.parameters()
+
+
+def test_slurm_executor_writes_the_requested_sbatch_options(tmp_path, monkeypatch):
+    """submitit renders the sbatch script from our parameters. Its SLURM executor refuses to be built where ``srun``
+    is missing; rendering needs no SLURM, so the test tells submitit that srun exists (nothing is submitted)."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    if shutil.which("srun") is None:
+        monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    ex = SubmititWorld(job_dir=str(tmp_path), **BIG_JOB).build_executor()
     script = ex._executor._make_submission_file_text("python -m x", "uid")
     for line in (
         "--nodes=2",
@@ -196,51 +223,56 @@ def test_slurm_executor_writes_the_requested_sbatch_options(tmp_path):
 
 def test_submit_checks_the_config_before_queueing(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.py"):
-        submit_training(config_file=str(tmp_path / "nope.py"), main_func=print, executor="local")
+        resolve_job_config(str(tmp_path / "nope.py"))
     cfg = write_tiny_config(tmp_path)
     with pytest.raises(KeyError, match="max_itr"):
-        submit_training(config_file=cfg, main_func=print, overrides=["train.max_itr=3"], executor="local")
+        tool.main(["--executor", "local", "--config-file", cfg, "train.max_itr=3"])
     with pytest.raises(ValueError, match="train.output_dir"):
-        submit_training(config_file=cfg, main_func=print, overrides=["train.output_dir="], executor="local")
+        tool.main(["--executor", "local", "--config-file", cfg, "train.output_dir="])
     assert not os.path.exists(tmp_path / "output")  # nothing was submitted
+    resolved, overrides = resolve_job_config(cfg, ["train.output_dir=rel/out", "train.max_iter=2"])
+    assert os.path.isabs(resolved.train.output_dir) and resolved.train.max_iter == 2
+    assert overrides == ["train.max_iter=2", f"train.output_dir={os.path.abspath('rel/out')}"]
 
 
-def test_script_function(tmp_path):
-    script = tmp_path / "my_script.py"
-    script.write_text("def main(x):\n    return x * 2\n")
-    fn = pickle.loads(pickle.dumps(ScriptFunction(str(script))))
-    assert fn(21) == 42 and fn.path == str(script)
-    with pytest.raises(AttributeError, match="no function 'train'"):
-        ScriptFunction(str(script), "train")()
-    with pytest.raises(FileNotFoundError, match="missing.py"):
-        ScriptFunction(str(tmp_path / "missing.py"))
+def _double(x):
+    return x * 2
 
 
-def test_trainer_checkpoint_protocol():
-    """submitit calls ``checkpoint()`` on preemption and requeues the DelayedSubmission it returns."""
+def test_entry_point_checkpoint_protocol():
+    """submitit calls ``checkpoint()`` on preemption and requeues the DelayedSubmission it returns: a fresh copy
+    with the same function and arguments."""
     from submitit.helpers import DelayedSubmission
 
-    args = argparse.Namespace(config_file="cfg.py", opts=["a=1"], eval_only=False, resume=False)
-    trainer = SubmititTrainer(main_func=ScriptFunction(TRAIN_SCRIPT), args=args)
-    assert trainer.args.resume is True and args.resume is False  # every start resumes; the caller's args are kept
-    delayed = trainer.checkpoint()
+    entry = SubmititEntryPoint(_double, args=([1, 2],))
+    delayed = entry.checkpoint()
     assert isinstance(delayed, DelayedSubmission)
     requeued = pickle.loads(pickle.dumps(delayed.function))
-    assert isinstance(requeued, SubmititTrainer) and requeued is not trainer
-    assert vars(requeued.args) == vars(trainer.args) and requeued.main_func.path == TRAIN_SCRIPT
-    evaluator = SubmititTrainer(main_func=print, args=argparse.Namespace(eval_only=True, resume=False))
-    assert evaluator.args.resume is False
+    assert isinstance(requeued, SubmititEntryPoint) and requeued is not entry
+    assert requeued.main_func is _double and requeued.args == ([1, 2],)
     with pytest.raises(TypeError, match="main_func"):
-        SubmititTrainer(main_func="main", args=args)
+        SubmititEntryPoint("main")
 
 
-def test_job_distributed_env_outside_a_job(monkeypatch):
+def test_train_net_main_pickles_by_value():
+    """The job unpickles the training script's main without the script being importable there."""
+    import cloudpickle
+
+    train_net = tool.load_train_net()
+    blob = cloudpickle.dumps(train_net.main)
+    code = "import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); print(f.__name__, callable(f))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=blob, capture_output=True, timeout=120, cwd="/", check=True
+    ).stdout
+    assert out.decode().split() == ["main", "True"]
+
+
+def test_from_submitit_outside_a_job(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     with pytest.raises(RuntimeError, match="not inside a submitit job"):
-        job_distributed_env()
+        DistributedEnv.from_submitit()
 
 
-# ---------------------------------------------------------------------------------------------- jobs
 @pytest.mark.slow
 def test_local_executor_trains_with_two_tasks(tmp_path, job_env):
     cfg = write_tiny_config(tmp_path)
@@ -295,13 +327,11 @@ def test_preempted_local_job_requeues_and_resumes(tmp_path, job_env):
     which in submitit 1.5 does not forward it, so the test signals the task as SLURM would.)"""
     cfg = write_tiny_config(tmp_path)
     out = tmp_path / "out"
-    job = submit_training(
-        config_file=cfg,
-        main_func=ScriptFunction(TRAIN_SCRIPT),
-        executor="local",
-        timeout_min=10,
-        overrides=[f"train.output_dir={out}", "train.max_iter=12", "train.checkpointer.period=3", "model.delay_s=0.3"],
-    )
+    train_net = tool.load_train_net()
+    overrides = [f"train.output_dir={out}", "train.max_iter=12", "train.checkpointer.period=3", "model.delay_s=0.3"]
+    args = train_net.default_argument_parser().parse_args(["--config-file", cfg, "--resume", *overrides])
+    world = SubmititWorld(job_dir=str(tmp_path / "job"), executor="local", timeout_min=10)
+    job = launch(train_net.main, world, args=(args,))
     last = out / "last_checkpoint"
     deadline = time.monotonic() + 180
     while not (last.is_file() and last.read_text().startswith("model_0")):
@@ -322,7 +352,6 @@ def test_preempted_local_job_requeues_and_resumes(tmp_path, job_env):
     assert job.result()["total_loss"] > 0
 
 
-# ---------------------------------------------------------------------------------------------- real SLURM
 def _slurm_missing():
     missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "runuser") if shutil.which(c) is None]
     if missing:

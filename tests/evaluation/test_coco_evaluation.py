@@ -410,7 +410,6 @@ def test_box_proposals_recall(coco_dataset):
 def test_dataset_without_json_file_is_converted(tmp_path, register_dataset):
     from libdet.structures import BoxMode
 
-    pytest.importorskip("libdet.data.datasets")
     gt, predictions = make_coco(20, seed=14, crowd=False)
     id_map = {d: i for i, d in enumerate(DATASET_IDS)}
     dicts = []

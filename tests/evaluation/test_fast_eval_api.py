@@ -23,6 +23,7 @@ from pycocotools.cocoeval import COCOeval
 
 from libdet.evaluation import fast_eval_api
 from libdet.evaluation.fast_eval_api import COCOeval_opt, native_coco_eval_available
+from libdet.utils import compiled_ops
 
 NATIVE = native_coco_eval_available()
 needs_native = pytest.mark.skipif(not NATIVE, reason="the compiled coco_eval op is unavailable")
@@ -32,7 +33,6 @@ GT_CATEGORIES = [1, 3, 4, 7, 9]
 DT_CATEGORIES = [1, 3, 4, 7, 12]
 
 
-# ------------------------------------------------------------------------------------------ data sets
 def _polygon(rng: np.random.Generator, x: float, y: float, w: float, h: float) -> list[float]:
     k = int(rng.integers(3, 9))
     angles = np.sort(rng.uniform(0, 2 * np.pi, k))
@@ -224,7 +224,6 @@ def kpt_data():
     return make_keypoint_dataset(seed=1)
 
 
-# ------------------------------------------------------------------------------------------- parity
 @needs_native
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_default_params(det_data, iou_type):
@@ -312,7 +311,6 @@ def test_gt_id_zero_and_thread_count(det_data):
     assert np.array_equal(single.eval["precision"], ours.eval["precision"])
 
 
-# --------------------------------------------------------------------------------- mask decoding
 @needs_native
 def test_decode_masks_matches_pycocotools():
     rng = np.random.default_rng(3)
@@ -343,7 +341,6 @@ def test_decode_masks_matches_pycocotools():
         assert np.array_equal(ours, expected), ann["id"]
 
 
-# ------------------------------------------------------------------------------------------- errors
 def _small_det_data():
     dataset, results = make_dataset(seed=5, num_images=6)
     return dataset, results
@@ -426,7 +423,6 @@ def test_accumulate_before_evaluate(det_data):
         COCOeval_opt(gt, dt, "bbox").accumulate()
 
 
-# ----------------------------------------------------------------------------------------- fallback
 def test_fallback_to_pycocotools_warns_once(monkeypatch, caplog):
     dataset, results = make_dataset(seed=7, num_images=30, segm=False)
     monkeypatch.setattr(fast_eval_api, "native_coco_eval_available", lambda: False)
@@ -443,9 +439,8 @@ def test_fallback_to_pycocotools_warns_once(monkeypatch, caplog):
 
 
 def test_ops_status_names_cpu_only_op():
-    from libdet.layers import _ops
-
-    assert "coco_eval" in _ops.OP_NAMES
+    assert fast_eval_api.COCO_EVAL_OP in compiled_ops.registered_ops()
+    assert not fast_eval_api.COCO_EVAL_OP.cuda
     if NATIVE:
-        assert _ops.ops_status()["coco_eval"] == "compiled (cpu-only op)"
-        assert not _ops.use_kernel("coco_eval", "cuda")
+        assert compiled_ops.ops_status()["coco_eval"] == "compiled (cpu-only op)"
+        assert not fast_eval_api.COCO_EVAL_OP.use_kernel("cuda")

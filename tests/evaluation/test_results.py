@@ -5,13 +5,13 @@ import logging
 import pytest
 
 from libdet.evaluation import print_csv_format, verify_results
-from libdet.evaluation.testing import flatten_results_dict
+from libdet.evaluation.results import flatten_results_dict
 
 RESULTS = {"bbox": {"AP": 40.0, "AP50": 60.5, "AP-cat": 12.0}, "sem_seg": {"mIoU": 70.25}}
 
 
 def test_print_csv_format(caplog):
-    with caplog.at_level(logging.INFO, logger="libdet.evaluation.testing"):
+    with caplog.at_level(logging.INFO, logger="libdet.evaluation.results"):
         print_csv_format(RESULTS)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
@@ -38,3 +38,11 @@ def test_verify_results():
 
 def test_flatten_results_dict():
     assert flatten_results_dict({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a/b": 1, "a/c/d": 2, "e": 3}
+
+
+def test_detectron2_module_name_reexports():
+    from libdet.evaluation import results, testing
+
+    assert testing.print_csv_format is results.print_csv_format
+    assert testing.verify_results is results.verify_results
+    assert testing.flatten_results_dict is results.flatten_results_dict

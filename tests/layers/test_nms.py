@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from libdet.layers import _ops
+from libdet.utils import compiled_ops
 
 nms_module = importlib.import_module("libdet.layers.nms")
 rotated_boxes = importlib.import_module("libdet.layers.rotated_boxes")
@@ -20,8 +20,8 @@ def _kernel_nms(boxes, scores, iou_threshold):
 
 @pytest.fixture(scope="module")
 def kernel():
-    if not _ops.load_op("nms_rotated"):
-        pytest.skip(f"compiled nms_rotated unavailable: {_ops.ops_status()['nms_rotated']}")
+    if not compiled_ops.load_op("nms_rotated"):
+        pytest.skip(f"compiled nms_rotated unavailable: {compiled_ops.ops_status()['nms_rotated']}")
     return _kernel_nms
 
 
@@ -161,6 +161,6 @@ def test_cuda_matches_cpu(dtype):
     expected = _reference_nms(boxes, scores, 0.3)
     assert nms_module._nms_rotated_twin(boxes.cuda(), scores.cuda(), 0.3).tolist() == expected
     assert nms_module.nms_rotated(boxes.cuda(), scores.cuda(), 0.3).tolist() == expected
-    if _ops.use_kernel("nms_rotated", "cuda"):
+    if compiled_ops.use_kernel("nms_rotated", "cuda"):
         assert _kernel_nms(_strided(boxes).cuda(), scores.cuda(), 0.3).tolist() == expected
         assert _kernel_nms(boxes[:0].cuda(), scores[:0].cuda(), 0.3).shape == (0,)

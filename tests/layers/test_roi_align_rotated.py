@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from libdet.layers import _ops
+from libdet.utils import compiled_ops
 
 ra = importlib.import_module("libdet.layers.roi_align_rotated")
 
@@ -20,8 +20,8 @@ def _kernel(input, rois, output_size, spatial_scale, sampling_ratio):
 
 @pytest.fixture(scope="module")
 def kernel():
-    if not _ops.load_op("roi_align_rotated"):
-        pytest.skip(f"compiled roi_align_rotated unavailable: {_ops.ops_status()['roi_align_rotated']}")
+    if not compiled_ops.load_op("roi_align_rotated"):
+        pytest.skip(f"compiled roi_align_rotated unavailable: {compiled_ops.ops_status()['roi_align_rotated']}")
     return _kernel
 
 
@@ -196,7 +196,7 @@ def test_cuda_matches_cpu(dtype):
     (expected_grad,) = torch.autograd.grad(expected, x, grad)
     x_cuda = x.detach().cuda().requires_grad_()
     paths = [ra._roi_align_rotated_twin, ra.roi_align_rotated]
-    if _ops.use_kernel("roi_align_rotated", "cuda"):
+    if compiled_ops.use_kernel("roi_align_rotated", "cuda"):
         paths.append(_kernel)
     for path in paths:
         out = path(x_cuda, rois.cuda(), (4, 5), 0.5, 0)
@@ -210,7 +210,7 @@ def test_cuda_missing_image_pools_zeros_without_device_assert():
     x = _features(torch.float32).cuda().requires_grad_()
     rois = torch.tensor([[0.0, 10, 10, 6, 4, 30], [5.0, 10, 10, 6, 4, 30], [-1.0, 8, 8, 4, 4, 0]], device="cuda")
     paths = [ra._roi_align_rotated_twin]
-    if _ops.use_kernel("roi_align_rotated", "cuda"):
+    if compiled_ops.use_kernel("roi_align_rotated", "cuda"):
         paths.append(_kernel)
     for path in paths:
         out = path(x, rois, (2, 2), 0.5, 0)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from libdet.layers import _ops
+from libdet.utils import compiled_ops
 
 rotated_boxes = importlib.import_module("libdet.layers.rotated_boxes")
 box_iou_rotated = rotated_boxes.box_iou_rotated
@@ -26,8 +26,8 @@ def _twin_iou(boxes1, boxes2):
 
 @pytest.fixture(scope="module")
 def kernel():
-    if not _ops.load_op("box_iou_rotated"):
-        pytest.skip(f"compiled box_iou_rotated unavailable: {_ops.ops_status()['box_iou_rotated']}")
+    if not compiled_ops.load_op("box_iou_rotated"):
+        pytest.skip(f"compiled box_iou_rotated unavailable: {compiled_ops.ops_status()['box_iou_rotated']}")
     return _kernel_iou
 
 
@@ -83,7 +83,6 @@ def _boxes_for_comparison(dtype) -> tuple:
     return torch.cat([random1, special]), torch.cat([special, random2])
 
 
-# ------------------------------------------------------------------------------------------ hand values
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hand_values(iou_impl, dtype):
     boxes = torch.tensor(
@@ -150,7 +149,6 @@ def test_empty(iou_impl, dtype, shape):
     assert ious.shape == shape and ious.dtype == dtype
 
 
-# ----------------------------------------------------------------------------------- kernel vs twin
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("contiguous", [True, False])
 def test_kernel_matches_twin(kernel, dtype, contiguous):
@@ -172,7 +170,6 @@ def test_public_function_uses_kernel_or_twin_consistently(kernel, monkeypatch):
     torch.testing.assert_close(with_kernel, with_twin, atol=1e-6, rtol=0)
 
 
-# ------------------------------------------------------------------------------- shapely reference
 def _shapely_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     import numpy as np
     import shapely
@@ -206,7 +203,6 @@ def test_matches_shapely(iou_impl, dtype):
     torch.testing.assert_close(actual, expected, atol=1e-6 if dtype == torch.float32 else 1e-9, rtol=0)
 
 
-# --------------------------------------------------------------------------------------- the wrapper
 @pytest.mark.parametrize(
     "dtype, result_dtype",
     [
@@ -241,7 +237,7 @@ def test_cuda_matches_cpu(dtype):
     # Twin on the GPU, then the public function (kernel when compiled with CUDA).
     torch.testing.assert_close(_twin_iou(boxes1.cuda(), boxes2.cuda()).cpu(), expected, atol=ATOL[dtype], rtol=0)
     torch.testing.assert_close(box_iou_rotated(boxes1.cuda(), boxes2.cuda()).cpu(), expected, atol=ATOL[dtype], rtol=0)
-    if _ops.use_kernel("box_iou_rotated", "cuda"):
+    if compiled_ops.use_kernel("box_iou_rotated", "cuda"):
         torch.testing.assert_close(
             _kernel_iou(_strided(boxes1).cuda(), boxes2.cuda()).cpu(), expected, atol=ATOL[dtype], rtol=0
         )

@@ -119,6 +119,20 @@ def test_stage_losses_use_stage_labels_and_box_weights():
     assert abs(other.abs().sum().item() / 6 - losses["loss_box_reg_stage2"].item()) > 1e-3
 
 
+def test_losses_in_eval_mode_equal_the_training_forward():
+    """A validation loss needs no mode switch: ``losses`` labels and scores the later stages as in training."""
+    heads = _heads().train()
+    torch.manual_seed(0)
+    sampled, expected = heads(None, _features(), [_proposals()], [_targets()])
+    heads.eval()
+    losses = heads.losses(_features(), sampled, [_targets()])
+    assert set(losses) == set(expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="targets"):
+        heads.losses(_features(), sampled)
+
+
 def test_later_stages_train_on_detached_refined_boxes():
     heads = _heads().train()
     seen = []
@@ -229,9 +243,6 @@ def test_constructor_errors():
         )
     with pytest.raises(ValueError, match="proposal_matchers"):
         _heads(proposal_matcher=Matcher([0.5], [0, 1]))
-
-
-# ---------------------------------------------------------------- tiny cascade Mask R-CNN
 
 
 def _dataset_dict(tmp_path, image_id, height, width, objects, crowd_boxes=()):

@@ -33,9 +33,6 @@ def _rois(boxes, keypoints):
     return inst
 
 
-# ---------------------------------------------------------------- targets and loss
-
-
 def test_hand_placed_keypoint_maps_to_expected_heatmap_bin():
     # box 28 x 14 over a 7 x 7 grid: a bin is 4 px wide and 2 px high.
     # (10, 9) -> column floor(10 / 4) = 2, row floor(9 / 2) = 4 -> index 4 * 7 + 2 = 30.
@@ -124,9 +121,6 @@ def test_loss_rejects_mismatched_inputs():
         keypoint_rcnn_loss(torch.zeros(1, 1, 4, 4), [no_kp], None)
 
 
-# ---------------------------------------------------------------- inference
-
-
 def test_inference_decodes_one_hot_heatmap_to_hand_computed_keypoints():
     side, peak = 56, 10.0
     logits = torch.zeros(2, 2, side, side)
@@ -150,9 +144,6 @@ def test_inference_decodes_one_hot_heatmap_to_hand_computed_keypoints():
     assert torch.equal(first.pred_keypoint_heatmaps, logits[:1])
     assert torch.equal(second.pred_keypoint_heatmaps, logits[1:])
     assert empty.pred_keypoints.shape == (0, 2, 3) and empty.pred_keypoint_heatmaps.shape == (0, 2, side, side)
-
-
-# ---------------------------------------------------------------- heads
 
 
 def test_conv_deconv_head_shapes_names_and_normalizer():
@@ -231,9 +222,6 @@ def test_standard_roi_heads_keypoint_arguments_must_come_together():
     with pytest.raises(ValueError, match="keypoint_in_features"):
         StandardROIHeads(**common, keypoint_in_features=["p2"])
     assert not StandardROIHeads(**common).keypoint_on
-
-
-# ---------------------------------------------------------------- tiny Keypoint R-CNN
 
 
 def _person_keypoints(box, visibilities):

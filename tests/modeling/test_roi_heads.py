@@ -173,6 +173,30 @@ def test_standard_roi_heads_train_and_infer():
         _standard_heads(mask=False, mask_in_features=["p2"])
 
 
+def test_losses_and_inference_are_separate_methods():
+    """A validation loss needs no mode switch: ``losses`` in eval mode equals the training forward's losses,
+    and ``inference`` in train mode equals the eval forward's detections."""
+    features = {"p2": torch.randn(1, 4, 10, 10)}
+    images = ImageList(torch.zeros(1, 3, 40, 40), [(40, 40)])
+    heads = _standard_heads().train()
+    torch.manual_seed(1)
+    sampled, expected = heads(images, features, [_proposals()], [_targets()])
+    heads.eval()
+    torch.manual_seed(1)
+    resampled = heads.label_and_sample_proposals([_proposals()], [_targets()])
+    assert torch.equal(resampled[0].proposal_boxes.tensor, sampled[0].proposal_boxes.tensor)
+    losses = heads.losses(features, resampled, [_targets()])
+    assert set(losses) == set(expected) == {"loss_cls", "loss_box_reg", "loss_mask"}
+    for name in expected:
+        torch.testing.assert_close(losses[name], expected[name], rtol=0, atol=0)
+
+    (det,), _ = heads(images, features, [_proposals()])
+    heads.train()
+    (same,) = heads.inference(features, [_proposals()])
+    assert torch.equal(same.pred_boxes.tensor, det.pred_boxes.tensor)
+    assert torch.equal(same.pred_masks, det.pred_masks)
+
+
 def test_res5_roi_heads_requires_one_feature():
     with pytest.raises(ValueError, match="exactly one"):
         Res5ROIHeads(

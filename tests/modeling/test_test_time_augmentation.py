@@ -73,8 +73,8 @@ def test_one_scale_without_flip_equals_plain_inference(single_thread):  # noqa: 
     assert torch.equal(out.pred_masks, plain.pred_masks)
 
 
-# --- A fake, flip-equivariant R-CNN whose outputs are read off the image: boxes, masks and keypoints are --
-# --- known exactly, so flips can be checked by hand. ------------------------------------------------------
+# A fake, flip-equivariant R-CNN whose outputs are read off the image: boxes, masks and keypoints are
+# known exactly, so flips can be checked by hand.
 HEAT = 8  # heatmap side
 
 

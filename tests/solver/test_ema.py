@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from libdet.modeling.model_ema import EMAState, EMAUpdater, apply_model_ema_and_restore
+from libdet.solver.ema import EMAState, EMAUpdater, apply_model_ema_and_restore
 
 
 def _model():

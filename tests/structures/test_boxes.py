@@ -17,7 +17,6 @@ from libdet.structures.boxes import (
 R2 = math.sqrt(2)
 
 
-# ---------------------------------------------------------------- BoxMode.convert
 @pytest.mark.parametrize(
     "box, from_mode, to_mode, expected",
     [
@@ -96,7 +95,6 @@ def test_convert_bad_input():
         BoxMode.convert("0 0 1 1", BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
 
 
-# ---------------------------------------------------------------- Boxes
 def test_boxes_construction():
     assert Boxes([]).tensor.shape == (0, 4)
     assert Boxes(torch.zeros(0)).tensor.shape == (0, 4)
@@ -189,7 +187,6 @@ def test_boxes_empty():
     assert matched_pairwise_iou(b, Boxes([])).shape == (0,)
 
 
-# ---------------------------------------------------------------- pairwise functions
 BOXES1 = Boxes([[0.0, 0.0, 2.0, 2.0], [10.0, 10.0, 12.0, 14.0]])
 BOXES2 = Boxes(
     [[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [2.0, 2.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [11.0, 11.0, 12.0, 12.0]]

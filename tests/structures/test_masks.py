@@ -1,20 +1,9 @@
-import importlib
-
 import numpy as np
 import pytest
 import torch
 
 from libdet.structures import BitMasks, Boxes, PolygonMasks, ROIMasks, polygons_to_bitmask
 from libdet.structures.masks import polygon_area, rasterize_polygons_within_box, rle_to_bitmask
-
-
-def _mask_ops_available() -> bool:
-    try:
-        importlib.import_module("libdet.layers.mask_ops")
-    except ImportError:
-        return False
-    return True
-
 
 RECT = [1.0, 1.0, 4.0, 1.0, 4.0, 3.0, 1.0, 3.0]  # [1, 4] x [1, 3]: area 6
 TRIANGLE = [0.0, 0.0, 4.0, 0.0, 0.0, 3.0]  # legs 4 and 3: area 6
@@ -27,7 +16,6 @@ def _square_mask() -> torch.Tensor:
     return mask
 
 
-# ---------------------------------------------------------------- polygons
 def test_polygon_area_shoelace():
     assert polygon_area(np.array(RECT[0::2]), np.array(RECT[1::2])) == pytest.approx(6.0)
     assert polygon_area(np.array(TRIANGLE[0::2]), np.array(TRIANGLE[1::2])) == pytest.approx(6.0)
@@ -144,7 +132,6 @@ def test_polygon_crop_and_resize():
     np.testing.assert_array_equal(poly[0], np.array(square))
 
 
-# ---------------------------------------------------------------- BitMasks
 def test_bitmasks_construction_area_nonempty():
     arr = np.zeros((3, 4, 5), dtype=np.uint8)
     arr[0, 1, 1] = 7
@@ -209,7 +196,6 @@ def test_bitmasks_indexing_cat_to():
     assert len(list(bm)) == 3 and repr(bm) == "BitMasks(num_instances=3)"
 
 
-# ---------------------------------------------------------------- RLE
 def test_rle_uncompressed_hand_value():
     # Column-major runs, starting with background: 1 zero, 2 ones, 3 zeros over a 3x2 image.
     mask = rle_to_bitmask({"size": [3, 2], "counts": [1, 2, 3]})
@@ -244,7 +230,6 @@ def test_bitmasks_from_rle():
         BitMasks.from_rle([{"counts": [1]}])
 
 
-# ---------------------------------------------------------------- ROIMasks
 def test_roi_masks_container():
     t = torch.rand(3, 4, 4)
     rm = ROIMasks(t)
@@ -257,9 +242,6 @@ def test_roi_masks_container():
         ROIMasks(torch.rand(4, 4))
 
 
-@pytest.mark.skipif(
-    not _mask_ops_available(), reason="libdet.layers.mask_ops (paste_masks_in_image) cannot be imported"
-)
 def test_roi_masks_to_bitmasks():
     rm = ROIMasks(torch.ones(2, 2, 2))
     boxes = Boxes([[1.0, 1.0, 3.0, 3.0], [0.0, 2.0, 5.0, 5.0]])

@@ -1,18 +1,9 @@
-import importlib
 import math
 
 import pytest
 import torch
 
 from libdet.structures.rotated_boxes import RotatedBoxes, pairwise_iou, pairwise_iou_rotated
-
-
-def _layers_rotated_available() -> bool:
-    try:
-        importlib.import_module("libdet.layers.rotated_boxes")
-    except ImportError:
-        return False
-    return True
 
 
 def test_construction():
@@ -126,9 +117,6 @@ def test_pairwise_iou_rotated_is_the_module_pairwise_iou():
     assert structures.pairwise_iou_rotated is pairwise_iou
 
 
-@pytest.mark.skipif(
-    not _layers_rotated_available(), reason="libdet.layers.rotated_boxes (rotated IoU op) cannot be imported"
-)
 def test_pairwise_iou_rotated_hand_values():
     boxes1 = RotatedBoxes(
         [

@@ -180,3 +180,19 @@ def test_cli_missing_config_file(tmp_path):
     )
     assert proc.returncode != 0
     assert "nope.py" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_grad_transforms_and_accumulation_from_the_config(tiny_shapes, tmp_path):
+    """``train.grad_transforms`` and ``train.grad_accumulation_steps`` compose the trainer's step."""
+    clip = "[{_target_:libdet.engine.ClipGradNormPerGroup,max_norm:1.0}]"
+    last = tool.main(_args(str(tmp_path), 2, **{"train.grad_transforms": clip, "train.grad_accumulation_steps": 2}))
+    assert any(k.startswith("grad_norm/group") for k in last) and np.isfinite(last["total_loss"])
+    ckpt = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert ckpt["trainer"]["data_loader"]["batches_consumed"] == 4  # 2 iterations x 2 batches
+
+
+def test_retired_clip_grad_norm_names_its_replacement(tiny_shapes, tmp_path):
+    cfg = tool.LazyConfig.load(CONFIG)
+    cfg.train.clip_grad_norm = 1.0
+    with pytest.raises(ValueError, match="train.grad_transforms"):
+        tool.build_optimizer_step(cfg, torch.device("cpu"))

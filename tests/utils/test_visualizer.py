@@ -42,7 +42,6 @@ def rect_mask(y0, y1, x0, x1):
     return m
 
 
-# ---------------------------------------------------------------- image container
 def test_unannotated_image_round_trips_exactly():
     img = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
     out = Visualizer(img).get_output().get_image()
@@ -81,7 +80,6 @@ def test_default_font_size_scales_with_image():
     assert Visualizer(flat(1800, 1800))._default_font_size == 20
 
 
-# ---------------------------------------------------------------- primitives
 def test_draw_box_changes_only_its_outline():
     img = flat()
     x0, y0, x1, y1 = 20, 30, 100, 80
@@ -140,7 +138,6 @@ def test_overlay_rotated_instances_with_labels():
         Visualizer(img).overlay_instances(boxes=np.array([[64, 48, 60, 40, 30.0]]), masks=[rect_mask(0, 5, 0, 5)])
 
 
-# ---------------------------------------------------------------- masks
 def test_generic_mask_conversions():
     m = rect_mask(30, 60, 30, 70)
     g = GenericMask(m, H, W)
@@ -229,7 +226,6 @@ def test_soft_mask_strength_follows_probability():
     assert 0 < np.median(redness[:, 32:64]) < np.median(redness[:, 64:96])
 
 
-# ---------------------------------------------------------------- predictions
 def make_predictions(boxes, classes, scores=None, masks=None, keypoints=None):
     inst = Instances((H, W))
     if boxes is not None:
@@ -342,7 +338,6 @@ def test_keypoints_and_skeleton_near_points():
         Visualizer(img, meta(keypoint_names=["a"])).draw_instance_predictions(pred)
 
 
-# ---------------------------------------------------------------- semantic / panoptic
 SEG_META = dict(stuff_classes=["sky", "grass"], stuff_colors=[(255, 0, 0), (0, 0, 255)])
 
 
@@ -415,7 +410,6 @@ def test_panoptic_image_bw_greys_void():
     assert (out[:30].max(axis=2) - out[:30].min(axis=2) <= 1).all()
 
 
-# ---------------------------------------------------------------- dataset dicts
 def test_draw_dataset_dict_boxes_polygons_rle_keypoints(tmp_path):
     from pycocotools import mask as mask_util
 
@@ -494,6 +488,7 @@ def test_metadata_as_dict_and_catalog_metadata():
     out_dict = Visualizer(img, {"thing_classes": ["zebra"]}).draw_instance_predictions(pred).get_image()
     out_ns = Visualizer(img, meta(thing_classes=["zebra"])).draw_instance_predictions(pred).get_image()
     np.testing.assert_array_equal(out_dict, out_ns)
-    catalog = pytest.importorskip("libdet.data.catalog")
-    md = catalog.Metadata(name="vis_test").set(thing_classes=["zebra"])
+    from libdet.data.catalog import Metadata
+
+    md = Metadata(name="vis_test").set(thing_classes=["zebra"])
     np.testing.assert_array_equal(Visualizer(img, md).draw_instance_predictions(pred).get_image(), out_ns)

@@ -1,29 +1,48 @@
 """Dataset loaders and the built-in dataset registrations (importing this registers them; no file is read).
 
-Names follow ``detectron2.data.datasets``. Not provided: ``lvis_v0_5_categories``, ``lvis_v1_categories`` and
-``lvis_v1_category_image_count`` (static LVIS category tables); LVIS category names and image counts are
-read from the annotation json instead (``lvis.lvis_categories_from_json``). ``cityscapes_panoptic`` is not
-implemented yet.
+Names follow ``detectron2.data.datasets``. The LVIS category tables (``lvis_v1_categories``,
+``lvis_v1_category_image_count``, ``lvis_v0_5_categories``) are read from the annotation jsons under the
+datasets root on first access, not stored in the code (see also ``lvis.lvis_categories_from_json``).
 """
 
 # Importing ``builtin`` registers the built-in datasets (no I/O).
-from . import builtin, builtin_meta, cityscapes, coco, coco_panoptic, lvis, pascal_voc, shapes
+from . import (
+    builtin,
+    builtin_meta,
+    cityscapes,
+    cityscapes_panoptic,
+    coco,
+    coco_panoptic,
+    lvis,
+    lvis_v0_5_categories,
+    lvis_v1_categories,
+    lvis_v1_category_image_count,
+    pascal_voc,
+    shapes,
+    specs,
+)
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
 from .coco import convert_to_coco_dict, convert_to_coco_json, load_coco_json, load_sem_seg, register_coco_instances
 from .coco_panoptic import load_coco_panoptic_json, register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import get_lvis_instances_meta, load_lvis_json, register_lvis_instances
 from .pascal_voc import load_voc_instances, register_pascal_voc
 from .shapes import generate_shapes_dataset, prepare_shapes_dataset
+from .specs import load_yolo_instances, parse_dataset_spec
 
 __all__ = [
     "builtin",
     "builtin_meta",
     "cityscapes",
+    "cityscapes_panoptic",
     "coco",
     "coco_panoptic",
     "lvis",
+    "lvis_v0_5_categories",
+    "lvis_v1_categories",
+    "lvis_v1_category_image_count",
     "pascal_voc",
     "shapes",
+    "specs",
     "convert_to_coco_dict",
     "convert_to_coco_json",
     "generate_shapes_dataset",
@@ -35,6 +54,8 @@ __all__ = [
     "load_lvis_json",
     "load_sem_seg",
     "load_voc_instances",
+    "load_yolo_instances",
+    "parse_dataset_spec",
     "prepare_shapes_dataset",
     "register_coco_instances",
     "register_coco_panoptic",

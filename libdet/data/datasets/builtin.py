@@ -6,7 +6,8 @@ imported) in detectron2's layout::
     coco/{train,val,test}2014|2017/, coco/annotations/{instances,person_keypoints,panoptic}_*.json,
     coco/panoptic_{train,val}2017/, coco/panoptic_stuff_{train,val}2017/
     lvis/lvis_v1_{train,val}.json, lvis/lvis_v0.5_*.json (images from coco/)
-    cityscapes/leftImg8bit/{train,val,test}/, cityscapes/gtFine/{train,val,test}/
+    cityscapes/leftImg8bit/{train,val,test}/, cityscapes/gtFine/{train,val,test}/,
+    cityscapes/gtFine/cityscapes_panoptic_{train,val}[.json]
     VOC2007/, VOC2012/
     ADEChallengeData2016/images/{training,validation}/, ADEChallengeData2016/annotations_detectron2/...,
     ADEChallengeData2016/objectInfo150.csv (or .txt)
@@ -28,6 +29,7 @@ from ..catalog import DatasetCatalog, MetadataCatalog
 from . import shapes
 from .builtin_meta import get_builtin_metadata
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
+from .cityscapes_panoptic import register_all_cityscapes_panoptic
 from .coco import load_coco_json, load_sem_seg
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import load_lvis_json
@@ -277,6 +279,7 @@ def register_all(root: str | None = None) -> None:
     _register_coco(root)
     _register_lvis(root)
     _register_cityscapes(root)
+    register_all_cityscapes_panoptic(root)
     _register_voc(root)
     _register_ade20k(root)
     _register_shapes()

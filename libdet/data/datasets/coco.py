@@ -3,15 +3,19 @@
 Dataset dicts produced by :func:`load_coco_json` (one per image)::
 
     {"file_name": str, "height": int, "width": int, "image_id": <image id from the json>,
-     "annotations": [{"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": int (contiguous),
-                      "iscrowd": 0|1, "segmentation": list[list[float]] | {"size": [h, w], "counts": str},
+     "annotations": [{"id": <annotation id from the json>, "bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS,
+                      "category_id": int (contiguous), "iscrowd": 0|1,
+                      "segmentation": list[list[float]] | {"size": [h, w], "counts": str},
                       "keypoints": [x1, y1, v1, ...], <extra keys>}, ...]}
 
-Filtering rules (documented here, applied by the loader unless said otherwise):
+Every annotation is checked by :class:`libdet.data.validation.AnnotationValidator`, whose table lists the
+policy for each problem: malformed annotations (NaN or negative-size boxes, odd-length or non-numeric polygons,
+category ids outside ``categories``, keypoints not ``3 * K`` values, an RLE whose size differs from the image's)
+raise :class:`~libdet.data.errors.AnnotationError` naming the json file, the image and the annotation id;
+polygons with fewer than 3 points are removed, and annotations left without a polygon or whose box lies
+entirely outside the image are dropped. A per-file summary of what was dropped is logged. Besides:
 
-* polygon lists with fewer than 3 points (< 6 coordinates) are removed from an annotation; an annotation
-  left with no valid polygon is dropped and the number dropped is logged (as detectron2 does);
-* annotations with a degenerate box (``w <= 0`` or ``h <= 0``) are *kept* here; they are removed when the
+* annotations with an empty box (``w == 0`` or ``h == 0``) are *kept* here; they are removed when the
   annotations are turned into ``Instances`` (``libdet.data.detection_utils.filter_empty_instances`` in the
   dataset mapper);
 * images without annotations are kept; ``libdet.data.get_detection_dataset_dicts(filter_empty=True)``
@@ -31,6 +35,8 @@ from libdet.structures import BoxMode
 from libdet.utils.file_io import PathManager, atomic_write
 
 from ..catalog import DatasetCatalog, MetadataCatalog
+from ..errors import AnnotationError
+from ..validation import AnnotationValidator, describe_annotation
 
 __all__ = [
     "load_coco_json",
@@ -94,63 +100,64 @@ def _index_annotations(data: dict, json_file: str) -> dict[Any, list[dict]]:
     return per_image
 
 
-def _convert_segmentation(segm: Any, ann_id: Any, json_file: str) -> Any:
-    """Valid polygons (lists of >= 6 coordinates) or a compressed RLE with str counts; ``None`` if no valid polygon."""
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            raise ValueError(f"RLE segmentation of annotation {ann_id!r} in {json_file!r} needs 'counts' and 'size'.")
-        if isinstance(segm["counts"], list):  # uncompressed RLE
-            from pycocotools import mask as mask_util
+def _compress_rle(segm: dict) -> dict:
+    """A COCO RLE with ``str`` counts (uncompressed ``list`` counts are compressed)."""
+    if isinstance(segm["counts"], list):  # uncompressed RLE
+        from pycocotools import mask as mask_util
 
-            h, w = segm["size"]
-            segm = mask_util.frPyObjects(segm, h, w)
-        counts = segm["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        return {"size": [int(s) for s in segm["size"]], "counts": counts}
-    if not isinstance(segm, list):
-        raise ValueError(
-            f"Segmentation of annotation {ann_id!r} in {json_file!r} must be a list of polygons or an RLE dict, "
-            f"got {type(segm).__name__}."
-        )
-    polys = [[float(c) for c in p] for p in segm if len(p) % 2 == 0 and len(p) >= 6]
-    return polys or None
+        h, w = segm["size"]
+        segm = mask_util.frPyObjects(segm, h, w)
+    counts = segm["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(s) for s in segm["size"]], "counts": counts}
 
 
 def _convert_annotation(
-    anno: dict, id_map: dict[int, int], ann_keys: Iterable[str], json_file: str, counters: dict[str, int]
+    anno: dict,
+    record: dict,
+    id_map: dict[int, int],
+    ann_keys: Iterable[str],
+    validator: AnnotationValidator,
 ) -> dict | None:
+    """One COCO annotation as a libdet annotation dict, checked by ``validator``; None when it is dropped."""
     ann_id = anno.get("id")
+    where = describe_annotation(ann_id, record["file_name"], validator.source)
     if anno.get("ignore", 0) != 0:
-        raise ValueError(f"Annotation {ann_id!r} in {json_file!r} has 'ignore' set, which libdet does not support.")
+        raise AnnotationError(f"{where} has 'ignore' set, which libdet does not support.")
     obj = {key: anno[key] for key in ann_keys if key in anno}
-    if "bbox" in obj and len(obj["bbox"]) != 4:
-        raise ValueError(f"Annotation {ann_id!r} in {json_file!r} has bbox {obj['bbox']!r}; expected [x, y, w, h].")
+    if ann_id is not None:
+        obj["id"] = ann_id
     if "category_id" not in obj:
-        raise ValueError(f"Annotation {ann_id!r} in {json_file!r} has no 'category_id'.")
-    if obj["category_id"] not in id_map:
-        raise ValueError(
-            f"Annotation {ann_id!r} in {json_file!r} has category_id {obj['category_id']!r}, which is not in "
-            f"'categories' (ids: {sorted(id_map)})."
-        )
-    obj["category_id"] = id_map[obj["category_id"]]
+        raise AnnotationError(f"{where} has no 'category_id'.")
+    cid = obj["category_id"]
+    if isinstance(cid, bool) or cid not in id_map:
+        raise AnnotationError(f"{where} has category_id {cid!r}, which is not in 'categories' (ids: {sorted(id_map)}).")
+    obj["category_id"] = id_map[cid]
     obj.setdefault("iscrowd", 0)
-    segm = anno.get("segmentation")
-    if segm is not None:
-        segm = _convert_segmentation(segm, ann_id, json_file)
-        if segm is None:
-            counters["invalid_segmentation"] += 1
-            return None
-        obj["segmentation"] = segm
+    obj["bbox_mode"] = BoxMode.XYWH_ABS
+    if anno.get("segmentation") is not None:
+        obj["segmentation"] = anno["segmentation"]
+    size = (record["height"], record["width"]) if record["height"] and record["width"] else None
+    if not validator.check(obj, file_name=record["file_name"], image_size=size):
+        return None
+    obj["bbox"] = [float(v) for v in obj["bbox"]]
+    if "segmentation" in obj:
+        segm = obj["segmentation"]
+        obj["segmentation"] = _compress_rle(segm) if isinstance(segm, dict) else [[float(c) for c in p] for p in segm]
     if "keypoints" in obj:
         # COCO keypoints are integer pixel indices in [0, W-1]; adding 0.5 moves them to the pixel centre
         # in libdet's continuous coordinates (where boxes and polygons live), as detectron2 does.
         obj["keypoints"] = [v + 0.5 if i % 3 != 2 else v for i, v in enumerate(obj["keypoints"])]
-    if "bbox" in obj:
-        obj["bbox_mode"] = BoxMode.XYWH_ABS
-        if obj["bbox"][2] <= 0 or obj["bbox"][3] <= 0:
-            counters["degenerate_box"] += 1
     return obj
+
+
+def _num_keypoints(categories: list[dict], json_file: str) -> int | None:
+    """K when the categories name their keypoints (COCO person keypoints), else None."""
+    lengths = {len(c["keypoints"]) for c in categories if c.get("keypoints")}
+    if len(lengths) > 1:
+        raise ValueError(f"Categories in {json_file!r} define different numbers of keypoints: {sorted(lengths)}.")
+    return lengths.pop() if lengths else None
 
 
 def load_coco_json(
@@ -175,8 +182,10 @@ def load_coco_json(
 
     Raises:
         FileNotFoundError: ``json_file`` is missing.
-        ValueError: duplicate image or annotation ids, an annotation of an unknown image id, or a category id
-            absent from ``categories`` (the message names the file and the id).
+        ValueError: duplicate image or annotation ids, or an annotation of an unknown image id (the message
+            names the file and the id).
+        AnnotationError: a malformed annotation (a ``ValueError``; see the module docstring), naming the file,
+            the image and the annotation id.
     """
     data = _read_json(json_file)
     if not isinstance(data, dict) or "images" not in data:
@@ -186,7 +195,11 @@ def load_coco_json(
         MetadataCatalog.get(dataset_name).set(thing_classes=thing_classes, thing_dataset_id_to_contiguous_id=id_map)
     per_image = _index_annotations(data, json_file)
     ann_keys = list(_ANN_KEYS) + list(extra_annotation_keys or [])
-    counters = {"invalid_segmentation": 0, "degenerate_box": 0}
+    validator = AnnotationValidator(
+        json_file,
+        num_classes=len(id_map),
+        num_keypoints=_num_keypoints(data.get("categories", []), json_file),
+    )
     dataset_dicts = []
     for img in data["images"]:
         record = {
@@ -197,22 +210,13 @@ def load_coco_json(
         }
         objs = []
         for anno in per_image[img["id"]]:
-            obj = _convert_annotation(anno, id_map, ann_keys, json_file, counters)
+            obj = _convert_annotation(anno, record, id_map, ann_keys, validator)
             if obj is not None:
                 objs.append(obj)
         record["annotations"] = objs
         dataset_dicts.append(record)
     logger.info(f"Loaded {len(dataset_dicts)} images in COCO format from {json_file}")
-    if counters["invalid_segmentation"]:
-        logger.warning(
-            f"Dropped {counters['invalid_segmentation']} annotations of {json_file} without a valid segmentation "
-            "(polygons need at least 3 points)."
-        )
-    if counters["degenerate_box"]:
-        logger.warning(
-            f"{counters['degenerate_box']} annotations of {json_file} have a box with width or height <= 0; "
-            "they are removed later by filter_empty_instances."
-        )
+    validator.log_summary(logger)
     return dataset_dicts
 
 

@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from ..catalog import DatasetCatalog, MetadataCatalog
+from ..validation import AnnotationValidator
 from .builtin_meta import get_builtin_metadata
 from .coco import _category_mapping, _convert_annotation, _index_annotations, _read_json
 
@@ -88,7 +89,7 @@ def load_lvis_json(
         MetadataCatalog.get(dataset_name).set(**meta)
     per_image = _index_annotations(data, json_file)
     ann_keys = ["bbox", "category_id"] + list(extra_annotation_keys or [])
-    counters = {"invalid_segmentation": 0, "degenerate_box": 0}
+    validator = AnnotationValidator(json_file, num_classes=len(id_map))
     dicts = []
     for img in data["images"]:
         record = {
@@ -101,16 +102,14 @@ def load_lvis_json(
         }
         objs = []
         for anno in per_image[img["id"]]:
-            obj = _convert_annotation(anno, id_map, ann_keys, json_file, counters)
+            obj = _convert_annotation(anno, record, id_map, ann_keys, validator)
             if obj is not None:
                 obj.pop("iscrowd", None)  # LVIS has no crowd annotations
                 objs.append(obj)
         record["annotations"] = objs
         dicts.append(record)
     logger.info(f"Loaded {len(dicts)} images in LVIS format from {json_file}")
-    if counters["invalid_segmentation"]:
-        n = counters["invalid_segmentation"]
-        logger.warning(f"Dropped {n} annotations of {json_file} without a valid polygon.")
+    validator.log_summary(logger)
     return dicts
 
 

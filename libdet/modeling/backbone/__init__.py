@@ -1,9 +1,18 @@
-"""Backbones: the :class:`Backbone` contract, ResNet / ResNeXt, RegNet and the FPN neck
+"""Backbones: the :class:`Backbone` contract, ResNet / ResNeXt, RegNet, ViT (with ViTDet's simple feature
+pyramid), MViTv2, Swin and the FPN neck
 (``detectron2.modeling.backbone`` compatible; built directly or with ``LazyCall``, no registry).
 """
 
 from .backbone import Backbone
+from .build import (
+    BACKBONE_REGISTRY,
+    build_backbone,
+    build_resnet_backbone,
+    build_resnet_fpn_backbone,
+    build_retinanet_resnet_fpn_backbone,
+)
 from .fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from .mvit import MViT
 from .regnet import RegNet
 from .resnet import (
     BasicBlock,
@@ -14,5 +23,7 @@ from .resnet import (
     ResNetBlockBase,
     make_stage,
 )
+from .swin import SwinTransformer
+from .vit import SimpleFeaturePyramid, ViT, get_vit_lr_decay_rate
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from libdet.layers import Conv2d, get_norm
-from libdet.layers._fvcore import c2_xavier_fill
+from libdet.utils.fvcore_nn import c2_xavier_fill
 
 from .backbone import Backbone
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from libdet.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
-from libdet.layers._fvcore import c2_msra_fill
+from libdet.utils.fvcore_nn import c2_msra_fill
 
 from .backbone import Backbone
 

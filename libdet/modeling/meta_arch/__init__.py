@@ -1,6 +1,7 @@
 """Meta-architectures: whole models that take a list of input dicts and return losses or detections."""
 
-from . import dense_detector, fcos, panoptic_fpn, rcnn, retinanet, semantic_seg
+from . import build, dense_detector, fcos, panoptic_fpn, rcnn, retinanet, semantic_seg
+from .build import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_model, build_sem_seg_head
 from .dense_detector import DenseDetector
 from .fcos import FCOS, FCOSHead
 from .panoptic_fpn import PanopticFPN
@@ -9,6 +10,11 @@ from .retinanet import RetinaNet, RetinaNetHead
 from .semantic_seg import SemanticSegmentor, SemSegFPNHead
 
 __all__ = [
+    "META_ARCH_REGISTRY",
+    "SEM_SEG_HEADS_REGISTRY",
+    "build",
+    "build_model",
+    "build_sem_seg_head",
     "DenseDetector",
     "FCOS",
     "FCOSHead",

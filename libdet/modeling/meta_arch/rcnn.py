@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from libdet.data.detection_utils import convert_image_to_rgb
 from libdet.layers import move_device_like
 from libdet.structures import ImageList, Instances
+from libdet.utils.events import get_event_storage
+from libdet.utils.visualizer import Visualizer
 
 from ..postprocessing import detector_postprocess
 
@@ -33,8 +37,6 @@ def _image_to_rgb(image: torch.Tensor, input_format: str | None):
             f"GeneralizedRCNN.visualize_training: cannot draw images of input_format={input_format!r}; "
             "supported: 'BGR', 'RGB', 'L' or None (RGB). Set vis_period=0 to disable training visualisation."
         )
-    from libdet.data.detection_utils import convert_image_to_rgb
-
     img = image.detach().to("cpu", torch.float32).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return convert_image_to_rgb(img, input_format or "RGB")
 
@@ -153,11 +155,8 @@ class GeneralizedRCNN(_ImageNormalizer):
 
     def _maybe_visualize_training(self, batched_inputs: list[dict[str, Any]], proposals: list[Instances]) -> None:
         """:meth:`visualize_training` every ``vis_period`` iterations of the event storage."""
-        if self.vis_period > 0:
-            from libdet.utils.events import get_event_storage
-
-            if get_event_storage().iter % self.vis_period == 0:
-                self.visualize_training(batched_inputs, proposals)
+        if self.vis_period > 0 and get_event_storage().iter % self.vis_period == 0:
+            self.visualize_training(batched_inputs, proposals)
 
     def visualize_training(self, batched_inputs: list[dict[str, Any]], proposals: list[Instances]) -> None:
         """Put into the active event storage one image, ``"Left: GT bounding boxes;  Right: Predicted
@@ -173,11 +172,6 @@ class GeneralizedRCNN(_ImageNormalizer):
         Raises:
             RuntimeError: outside an :class:`~libdet.utils.events.EventStorage` context.
         """
-        import numpy as np
-
-        from libdet.utils.events import get_event_storage
-        from libdet.utils.visualizer import Visualizer
-
         storage = get_event_storage()
         max_vis_prop = 20
         for inputs, prop in zip(batched_inputs, proposals):

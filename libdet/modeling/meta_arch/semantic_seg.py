@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from libdet.layers import Conv2d, ShapeSpec, get_norm
-from libdet.layers._fvcore import c2_msra_fill
 from libdet.structures import ImageList
+from libdet.utils.fvcore_nn import c2_msra_fill
 
 from ..postprocessing import sem_seg_postprocess
+from ..registries import SEM_SEG_HEADS_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
 from .rcnn import _ImageNormalizer
 
 __all__ = ["SemanticSegmentor", "SemSegFPNHead"]

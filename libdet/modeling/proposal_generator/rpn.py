@@ -15,6 +15,7 @@ from libdet.utils.events import get_event_storage, has_event_storage
 
 from ..box_regression import Box2BoxTransform, _dense_box_regression_loss
 from ..matcher import Matcher
+from ..registries import RPN_HEAD_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
 from ..sampling import subsample_labels
 from .proposal_utils import find_top_rpn_proposals
 

@@ -1,7 +1,17 @@
 """ROI heads and the box/mask/keypoint heads they run."""
 
-from . import box_head, cascade_rcnn, fast_rcnn, keypoint_head, mask_head, roi_heads, rotated_fast_rcnn
+from . import box_head, build, cascade_rcnn, fast_rcnn, keypoint_head, mask_head, roi_heads, rotated_fast_rcnn
 from .box_head import FastRCNNConvFCHead
+from .build import (
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    ROI_KEYPOINT_HEAD_REGISTRY,
+    ROI_MASK_HEAD_REGISTRY,
+    build_box_head,
+    build_keypoint_head,
+    build_mask_head,
+    build_roi_heads,
+)
 from .cascade_rcnn import CascadeROIHeads
 from .fast_rcnn import FastRCNNOutputLayers
 from .keypoint_head import BaseKeypointRCNNHead, KRCNNConvDeconvUpsampleHead
@@ -10,6 +20,15 @@ from .roi_heads import Res5ROIHeads, ROIHeads, StandardROIHeads, select_foregrou
 from .rotated_fast_rcnn import RROIHeads
 
 __all__ = [
+    "ROI_BOX_HEAD_REGISTRY",
+    "ROI_HEADS_REGISTRY",
+    "ROI_KEYPOINT_HEAD_REGISTRY",
+    "ROI_MASK_HEAD_REGISTRY",
+    "build",
+    "build_box_head",
+    "build_keypoint_head",
+    "build_mask_head",
+    "build_roi_heads",
     "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
     "CascadeROIHeads",

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from libdet.layers import Conv2d, ShapeSpec, get_norm
-from libdet.layers._fvcore import c2_msra_fill, c2_xavier_fill
+from libdet.utils.fvcore_nn import c2_msra_fill, c2_xavier_fill
+
+from ..registries import ROI_BOX_HEAD_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
 
 __all__ = ["FastRCNNConvFCHead"]
 

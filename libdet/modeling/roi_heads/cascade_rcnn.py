@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from libdet.structures import Boxes, ImageList, Instances, pairwise_iou
+from libdet.structures import Boxes, Instances, pairwise_iou
 from libdet.utils.events import get_event_storage, has_event_storage
 
 from ..matcher import Matcher
@@ -114,55 +114,37 @@ class CascadeROIHeads(StandardROIHeads):
         self.num_cascade_stages = num_stages
         self.proposal_matchers = list(proposal_matchers)
 
-    def forward(
-        self,
-        images: ImageList,
-        features: dict[str, torch.Tensor],
-        proposals: list[Instances],
-        targets: list[Instances] | None = None,
-    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
-        """See :meth:`StandardROIHeads.forward`; ``targets`` are also needed to label the later stages."""
-        del images
-        if self.training:
-            proposals = self.label_and_sample_proposals(proposals, targets)
-            losses = self._forward_box(features, proposals, targets)
-            losses.update(self._forward_branches(features, proposals))
-            return proposals, losses
-        detections = self._forward_box(features, proposals)
-        return self.forward_with_given_boxes(features, detections), {}
-
-    def _forward_box(
+    def losses(
         self,
         features: dict[str, torch.Tensor],
         proposals: list[Instances],
         targets: list[Instances] | None = None,
-    ) -> dict[str, torch.Tensor] | list[Instances]:
-        """Run all stages: their losses in training, the detections (mean scores, last-stage boxes) at
-        inference. The given proposals are not modified."""
-        feats = [features[f] for f in self.box_in_features]
-        image_sizes = [p.image_size for p in proposals]
-        outputs = []  # (predictor, predictions, proposals) per stage
-        prev_boxes = None
-        for k in range(self.num_cascade_stages):
-            if k > 0:
-                proposals = self._create_proposals_from_boxes(prev_boxes, image_sizes)
-                if self.training:
-                    proposals = self._match_and_label_boxes(proposals, k, targets)
-            predictions = self._run_stage(feats, proposals, k)
-            prev_boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
-            outputs.append((self.box_predictor[k], predictions, proposals))
+    ) -> dict[str, torch.Tensor]:
+        """See :meth:`StandardROIHeads.losses`; ``targets`` are needed to label the later stages. The losses of
+        stage ``k`` are named ``<loss>_stage<k>``."""
+        if targets is None:
+            raise ValueError("CascadeROIHeads.losses: `targets` are needed to label the boxes of the later stages.")
+        losses = self._box_losses(features, proposals, targets)
+        losses.update(self._branch_losses(features, proposals))
+        return losses
 
-        if self.training:
-            losses = {}
-            for k, (predictor, predictions, stage_proposals) in enumerate(outputs):
-                if has_event_storage():
-                    with get_event_storage().name_scope(f"stage{k}"):
-                        stage_losses = predictor.losses(predictions, stage_proposals)
-                else:
+    def _box_losses(
+        self, features: dict[str, torch.Tensor], proposals: list[Instances], targets: list[Instances]
+    ) -> dict[str, torch.Tensor]:
+        """The losses of every stage, each on its own (relabelled) boxes. The given proposals are not modified."""
+        losses = {}
+        for k, (predictor, predictions, stage_proposals) in enumerate(self._run_stages(features, proposals, targets)):
+            if has_event_storage():
+                with get_event_storage().name_scope(f"stage{k}"):
                     stage_losses = predictor.losses(predictions, stage_proposals)
-                losses.update({f"{name}_stage{k}": value for name, value in stage_losses.items()})
-            return losses
+            else:
+                stage_losses = predictor.losses(predictions, stage_proposals)
+            losses.update({f"{name}_stage{k}": value for name, value in stage_losses.items()})
+        return losses
 
+    def _box_inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """Detections scored by the mean of the stages' class probabilities, with the last stage's boxes."""
+        outputs = self._run_stages(features, proposals)
         stage_scores = [predictor.predict_probs(pred, props) for predictor, pred, props in outputs]
         scores = [sum(per_image) / self.num_cascade_stages for per_image in zip(*stage_scores)]
         predictor, predictions, last_proposals = outputs[-1]
@@ -170,33 +152,55 @@ class CascadeROIHeads(StandardROIHeads):
         detections, _ = fast_rcnn_inference(
             boxes,
             scores,
-            image_sizes,
+            [p.image_size for p in proposals],
             predictor.test_score_thresh,
             predictor.test_nms_thresh,
             predictor.test_topk_per_image,
         )
         return detections
 
+    def _run_stages(
+        self, features: dict[str, torch.Tensor], proposals: list[Instances], targets: list[Instances] | None = None
+    ) -> list[tuple[nn.Module, tuple[torch.Tensor, torch.Tensor], list[Instances]]]:
+        """(predictor, predictions, proposals) of every stage. With ``targets`` (training), each later stage's
+        boxes are labelled by its matcher, empty boxes are dropped and the box head's gradient is divided by
+        the number of stages."""
+        training = targets is not None
+        feats = [features[f] for f in self.box_in_features]
+        image_sizes = [p.image_size for p in proposals]
+        outputs = []
+        prev_boxes = None
+        for k in range(self.num_cascade_stages):
+            if k > 0:
+                proposals = self._create_proposals_from_boxes(prev_boxes, image_sizes, drop_empty=training)
+                if training:
+                    proposals = self._match_and_label_boxes(proposals, k, targets)
+            predictions = self._run_stage(feats, proposals, k, scale_gradient=training)
+            prev_boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
+            outputs.append((self.box_predictor[k], predictions, proposals))
+        return outputs
+
     def _run_stage(
-        self, features: list[torch.Tensor], proposals: list[Instances], stage: int
+        self, features: list[torch.Tensor], proposals: list[Instances], stage: int, scale_gradient: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool the proposals' features and run stage ``stage``'s box head and predictor."""
         box_features = self.box_pooler(features, [p.proposal_boxes for p in proposals])
-        if self.training:
+        if scale_gradient:
             box_features = _ScaleGradient.apply(box_features, 1.0 / self.num_cascade_stages)
         box_features = self.box_head[stage](box_features)
         return self.box_predictor[stage](box_features)
 
     def _create_proposals_from_boxes(
-        self, boxes: Sequence[torch.Tensor], image_sizes: list[tuple[int, int]]
+        self, boxes: Sequence[torch.Tensor], image_sizes: list[tuple[int, int]], drop_empty: bool
     ) -> list[Instances]:
         """Proposals from the previous stage's ``(R_i, 4)`` boxes: detached, clipped to the image and, in
-        training, without empty boxes (at inference every ROI is kept so that the stages' scores align)."""
+        training (``drop_empty``), without empty boxes (at inference every ROI is kept so that the stages'
+        scores align)."""
         proposals = []
         for boxes_i, size in zip(boxes, image_sizes):
             b = Boxes(boxes_i.detach())
             b.clip(size)
-            if self.training:
+            if drop_empty:
                 b = b[b.nonempty()]
             p = Instances(size)
             p.proposal_boxes = b

@@ -132,6 +132,12 @@ def _log_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, nu
         storage.put_scalar("fast_rcnn/false_negative", (pred[fg] == num_classes).sum().item() / num_fg)
 
 
+def _num_proposals(proposals: list[Instances]) -> list[int]:
+    """Proposals per image, read from the boxes' shape: while tracing, ``tensor.shape[0]`` stays tied to the
+    input (``len()`` would freeze the traced graph to the example's counts)."""
+    return [p.proposal_boxes.tensor.shape[0] if p.has("proposal_boxes") else len(p) for p in proposals]
+
+
 class FastRCNNOutputLayers(nn.Module):
     """Two linear layers on per-ROI features: ``cls_score`` (``K + 1`` logits, background last) and
     ``bbox_pred`` (``K * 4`` class-specific deltas, or 4 class-agnostic)."""
@@ -387,7 +393,7 @@ class FastRCNNOutputLayers(nn.Module):
         _, deltas = predictions
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         boxes = self.box2box_transform.apply_deltas(deltas, proposal_boxes)
-        return boxes.split([len(p) for p in proposals])
+        return boxes.split(_num_proposals(proposals))
 
     def predict_probs(
         self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
@@ -395,4 +401,4 @@ class FastRCNNOutputLayers(nn.Module):
         """Per image, the ``(R_i, K+1)`` class probabilities (softmax, or sigmoid with ``use_sigmoid_ce``)."""
         scores, _ = predictions
         probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)
-        return probs.split([len(p) for p in proposals], dim=0)
+        return probs.split(_num_proposals(proposals), dim=0)

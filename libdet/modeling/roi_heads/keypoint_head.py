@@ -13,6 +13,8 @@ from libdet.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat
 from libdet.structures import Instances, heatmaps_to_keypoints
 from libdet.utils.events import get_event_storage, has_event_storage
 
+from ..registries import ROI_KEYPOINT_HEAD_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
+
 __all__ = [
     "BaseKeypointRCNNHead",
     "KRCNNConvDeconvUpsampleHead",
@@ -129,7 +131,8 @@ class BaseKeypointRCNNHead(nn.Module):
     def forward(
         self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]
     ) -> dict[str, torch.Tensor] | list[Instances]:
-        """
+        """detectron2's entry point: :meth:`losses` in training, :meth:`inference` otherwise.
+
         Args:
             x: per-ROI features (usually ``(R, C, H, W)``).
             instances: in training, the foreground ROIs with ``gt_keypoints``; at inference, the detections
@@ -139,14 +142,21 @@ class BaseKeypointRCNNHead(nn.Module):
             ``{"loss_keypoint": loss}`` in training; at inference ``instances`` with ``pred_keypoints`` and
             ``pred_keypoint_heatmaps`` set.
         """
-        x = self.layers(x)
         if self.training:
-            if self.loss_normalizer == "visible":
-                normalizer = None
-            else:
-                normalizer = len(instances) * self.loss_normalizer
-            return {"loss_keypoint": keypoint_rcnn_loss(x, instances, normalizer=normalizer) * self.loss_weight}
-        keypoint_rcnn_inference(x, instances)
+            return self.losses(x, instances)
+        return self.inference(x, instances)
+
+    def losses(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> dict[str, torch.Tensor]:
+        """``{"loss_keypoint": loss}`` of the foreground ROIs ``instances`` (with ``gt_keypoints``)."""
+        normalizer = None if self.loss_normalizer == "visible" else len(instances) * self.loss_normalizer
+        return {
+            "loss_keypoint": keypoint_rcnn_loss(self.layers(x), instances, normalizer=normalizer) * self.loss_weight
+        }
+
+    def inference(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """The detections ``instances`` (with ``pred_boxes``), with ``pred_keypoints`` and
+        ``pred_keypoint_heatmaps`` set in place."""
+        keypoint_rcnn_inference(self.layers(x), instances)
         return instances
 
     def layers(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:

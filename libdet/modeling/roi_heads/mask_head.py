@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from libdet.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, get_norm, move_device_like
-from libdet.layers._fvcore import c2_msra_fill
 from libdet.structures import Instances
 from libdet.utils.events import get_event_storage, has_event_storage
+from libdet.utils.fvcore_nn import c2_msra_fill
+
+from ..registries import ROI_MASK_HEAD_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
 
 __all__ = ["BaseMaskRCNNHead", "MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference"]
 
@@ -115,7 +117,8 @@ class BaseMaskRCNNHead(nn.Module):
     def forward(
         self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]
     ) -> dict[str, torch.Tensor] | list[Instances]:
-        """
+        """detectron2's entry point: :meth:`losses` in training, :meth:`inference` otherwise.
+
         Args:
             x: per-ROI features (usually ``(R, C, H, W)``).
             instances: in training, the foreground proposals with ground truth; at inference, the
@@ -124,10 +127,17 @@ class BaseMaskRCNNHead(nn.Module):
         Returns:
             ``{"loss_mask": loss}`` in training; at inference, ``instances`` with ``pred_masks`` set.
         """
-        x = self.layers(x)
         if self.training:
-            return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
-        mask_rcnn_inference(x, instances)
+            return self.losses(x, instances)
+        return self.inference(x, instances)
+
+    def losses(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> dict[str, torch.Tensor]:
+        """``{"loss_mask": loss}`` of the foreground proposals ``instances`` (with ``gt_classes``, ``gt_masks``)."""
+        return {"loss_mask": mask_rcnn_loss(self.layers(x), instances, self.vis_period) * self.loss_weight}
+
+    def inference(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """The detections ``instances`` (with ``pred_classes``), with ``pred_masks`` set in place."""
+        mask_rcnn_inference(self.layers(x), instances)
         return instances
 
     def layers(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:

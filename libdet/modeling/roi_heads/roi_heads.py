@@ -16,6 +16,7 @@ from libdet.utils.events import get_event_storage, has_event_storage
 from ..matcher import Matcher
 from ..poolers import ROIPooler
 from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from ..registries import ROI_HEADS_REGISTRY  # noqa: F401 (detectron2 path; YAML names)
 from ..sampling import subsample_labels
 from .fast_rcnn import FastRCNNOutputLayers
 
@@ -186,25 +187,49 @@ class ROIHeads(nn.Module):
         proposals: list[Instances],
         targets: list[Instances] | None = None,
     ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
-        """
+        """Training: samples the ROIs (:meth:`label_and_sample_proposals`) and returns them with
+        :meth:`losses`; inference: returns :meth:`inference` and ``{}``.
+
         Args:
-            images: the input batch.
+            images: the input batch (unused by libdet's heads; detectron2's signature).
             features: backbone features by name.
             proposals: per image, :class:`Instances` with ``proposal_boxes`` and ``objectness_logits``.
             targets: per image, ground truth; required in training.
 
         Returns:
-            detections per image (inference; sampled proposals or ``[]`` in training) and the losses
-            (training; ``{}`` at inference).
+            (sampled proposals, losses) in training; (detections, ``{}``) at inference.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement `forward`.")
+        del images
+        if self.training:
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            return proposals, self.losses(features, proposals, targets)
+        return self.inference(features, proposals), {}
+
+    def losses(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The losses of every branch, in train or eval mode (a validation loss needs no mode switch).
+
+        Args:
+            features: backbone features by name.
+            proposals: per image, ROIs sampled and labelled by :meth:`label_and_sample_proposals`.
+            targets: per image, the ground truth (heads that label ROIs again, like the cascade, need it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `losses`.")
+
+    def inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """Detections per image (``pred_boxes``, ``scores``, ``pred_classes`` and the outputs of the other
+        branches), from the proposals of the proposal generator."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `inference`.")
 
 
 class StandardROIHeads(ROIHeads):
     """ROI heads where each branch pools its own features: a box branch (pooler, box head, predictor),
     an optional mask branch (pooler, mask head) and an optional keypoint branch (pooler, keypoint head).
-    Another branch is added by a subclass that extends :meth:`_forward_branches` and
-    :meth:`forward_with_given_boxes`."""
+    Another branch is added by a subclass that extends :meth:`_branch_losses` and :meth:`_branch_inference`."""
 
     def __init__(
         self,
@@ -269,32 +294,22 @@ class StandardROIHeads(ROIHeads):
             self.keypoint_head = keypoint_head
         self.train_on_pred_boxes = train_on_pred_boxes
 
-    def forward(
+    def losses(
         self,
-        images: ImageList,
         features: dict[str, torch.Tensor],
         proposals: list[Instances],
         targets: list[Instances] | None = None,
-    ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
-        """See :meth:`ROIHeads.forward`. In training returns the sampled proposals and the losses of all
-        branches; at inference the detections (with ``pred_masks`` / ``pred_keypoints`` when those branches
-        are on) and ``{}``."""
-        del images
-        if self.training:
-            proposals = self.label_and_sample_proposals(proposals, targets)
-            losses = self._forward_box(features, proposals)
-            losses.update(self._forward_branches(features, proposals))
-            return proposals, losses
-        detections = self._forward_box(features, proposals)
-        return self.forward_with_given_boxes(features, detections), {}
-
-    def _forward_branches(
-        self, features: dict[str, torch.Tensor], proposals: list[Instances]
     ) -> dict[str, torch.Tensor]:
-        """Losses of the branches that run after the box branch (training)."""
-        losses = self._forward_mask(features, proposals)
-        losses.update(self._forward_keypoint(features, proposals))
+        """See :meth:`ROIHeads.losses`: the box losses, then those of the mask and keypoint branches."""
+        del targets
+        losses = self._box_losses(features, proposals)
+        losses.update(self._branch_losses(features, proposals))
         return losses
+
+    def inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """See :meth:`ROIHeads.inference`: detections with ``pred_masks`` / ``pred_keypoints`` when those
+        branches are on."""
+        return self._branch_inference(features, self._box_inference(features, proposals))
 
     def forward_with_given_boxes(
         self, features: dict[str, torch.Tensor], instances: list[Instances]
@@ -314,65 +329,89 @@ class StandardROIHeads(ROIHeads):
             raise ValueError(
                 "StandardROIHeads.forward_with_given_boxes: instances need `pred_boxes` and `pred_classes`."
             )
-        instances = self._forward_mask(features, instances)
-        return self._forward_keypoint(features, instances)
+        return self._branch_inference(features, instances)
 
-    def _forward_box(
+    def _branch_losses(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> dict[str, torch.Tensor]:
+        """Losses of the branches that run after the box branch."""
+        losses = self._mask_losses(features, proposals)
+        losses.update(self._keypoint_losses(features, proposals))
+        return losses
+
+    def _branch_inference(self, features: dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """Outputs of the branches that run after the box branch, added to the detections."""
+        return self._keypoint_inference(features, self._mask_inference(features, instances))
+
+    def _box_predictions(
         self, features: dict[str, torch.Tensor], proposals: list[Instances]
-    ) -> dict[str, torch.Tensor] | list[Instances]:
-        """Box branch: losses in training (and, with ``train_on_pred_boxes``, proposals replaced by the
-        refined boxes); detections at inference."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box branch: (class scores ``(R, K + 1)``, box deltas) of the proposals' pooled features."""
         feats = [features[f] for f in self.box_in_features]
         box_features = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
-        box_features = self.box_head(box_features)
-        predictions = self.box_predictor(box_features)
-        del box_features
-        if self.training:
-            losses = self.box_predictor.losses(predictions, proposals)
-            if self.train_on_pred_boxes:
-                with torch.no_grad():
-                    pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
-                    for p, boxes in zip(proposals, pred_boxes):
-                        p.proposal_boxes = Boxes(boxes)
-            return losses
-        detections, _ = self.box_predictor.inference(predictions, proposals)
+        return self.box_predictor(self.box_head(box_features))
+
+    def _box_losses(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> dict[str, torch.Tensor]:
+        """Box branch losses; with ``train_on_pred_boxes``, the proposals' boxes are then replaced by the
+        refined boxes, in place, for the later branches."""
+        predictions = self._box_predictions(features, proposals)
+        losses = self.box_predictor.losses(predictions, proposals)
+        if self.train_on_pred_boxes:
+            with torch.no_grad():
+                pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
+                for p, boxes in zip(proposals, pred_boxes):
+                    p.proposal_boxes = Boxes(boxes)
+        return losses
+
+    def _box_inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """Box branch detections (scored, NMSed, at most ``test_topk_per_image`` per image)."""
+        detections, _ = self.box_predictor.inference(self._box_predictions(features, proposals), proposals)
         return detections
 
-    def _forward_mask(
-        self, features: dict[str, torch.Tensor], instances: list[Instances]
-    ) -> dict[str, torch.Tensor] | list[Instances]:
-        """Mask branch: ``{"loss_mask": ...}`` on the foreground proposals in training; detections with
-        ``pred_masks`` at inference. Without a mask branch, ``{}`` / the unchanged instances."""
-        if not self.mask_on:
-            return {} if self.training else instances
-        if self.training:
-            instances, _ = select_foreground_proposals(instances, self.num_classes)
-        if self.mask_pooler is not None:
-            feats = [features[f] for f in self.mask_in_features]
-            boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-            mask_features = self.mask_pooler(feats, boxes)
-        else:
-            mask_features = {f: features[f] for f in self.mask_in_features}
-        return self.mask_head(mask_features, instances)
+    @staticmethod
+    def _branch_features(
+        pooler: ROIPooler | None, in_features: list[str], features: dict[str, torch.Tensor], boxes: list[Boxes]
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Pooled ``(R, C, S, S)`` features of ``boxes``, or the unpooled features dict without a pooler."""
+        if pooler is None:
+            return {f: features[f] for f in in_features}
+        return pooler([features[f] for f in in_features], boxes)
 
-    def _forward_keypoint(
-        self, features: dict[str, torch.Tensor], instances: list[Instances]
-    ) -> dict[str, torch.Tensor] | list[Instances]:
-        """Keypoint branch: ``{"loss_keypoint": ...}`` on the foreground proposals with a visible keypoint
-        inside in training; detections with ``pred_keypoints`` at inference. Without a keypoint branch,
-        ``{}`` / the unchanged instances."""
+    def _mask_losses(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> dict[str, torch.Tensor]:
+        """``{"loss_mask": ...}`` on the foreground proposals; ``{}`` without a mask branch."""
+        if not self.mask_on:
+            return {}
+        instances, _ = select_foreground_proposals(proposals, self.num_classes)
+        boxes = [x.proposal_boxes for x in instances]
+        mask_features = self._branch_features(self.mask_pooler, self.mask_in_features, features, boxes)
+        return self.mask_head.losses(mask_features, instances)
+
+    def _mask_inference(self, features: dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """The detections with ``pred_masks``; unchanged without a mask branch."""
+        if not self.mask_on:
+            return instances
+        boxes = [x.pred_boxes for x in instances]
+        mask_features = self._branch_features(self.mask_pooler, self.mask_in_features, features, boxes)
+        return self.mask_head.inference(mask_features, instances)
+
+    def _keypoint_losses(
+        self, features: dict[str, torch.Tensor], proposals: list[Instances]
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss_keypoint": ...}`` on the foreground proposals with a visible keypoint inside; ``{}``
+        without a keypoint branch."""
         if not self.keypoint_on:
-            return {} if self.training else instances
-        if self.training:
-            instances, _ = select_foreground_proposals(instances, self.num_classes)
-            instances = select_proposals_with_visible_keypoints(instances)
-        if self.keypoint_pooler is not None:
-            feats = [features[f] for f in self.keypoint_in_features]
-            boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-            keypoint_features = self.keypoint_pooler(feats, boxes)
-        else:
-            keypoint_features = {f: features[f] for f in self.keypoint_in_features}
-        return self.keypoint_head(keypoint_features, instances)
+            return {}
+        instances, _ = select_foreground_proposals(proposals, self.num_classes)
+        instances = select_proposals_with_visible_keypoints(instances)
+        boxes = [x.proposal_boxes for x in instances]
+        keypoint_features = self._branch_features(self.keypoint_pooler, self.keypoint_in_features, features, boxes)
+        return self.keypoint_head.losses(keypoint_features, instances)
+
+    def _keypoint_inference(self, features: dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """The detections with ``pred_keypoints``; unchanged without a keypoint branch."""
+        if not self.keypoint_on:
+            return instances
+        boxes = [x.pred_boxes for x in instances]
+        keypoint_features = self._branch_features(self.keypoint_pooler, self.keypoint_in_features, features, boxes)
+        return self.keypoint_head.inference(keypoint_features, instances)
 
 
 class Res5ROIHeads(ROIHeads):
@@ -422,23 +461,38 @@ class Res5ROIHeads(ROIHeads):
         proposals: list[Instances],
         targets: list[Instances] | None = None,
     ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
-        """See :meth:`ROIHeads.forward`; in training the first output is ``[]``."""
-        del images
-        if self.training:
-            proposals = self.label_and_sample_proposals(proposals, targets)
+        """See :meth:`ROIHeads.forward`; in training the first output is ``[]`` (as in detectron2)."""
+        detections, losses = super().forward(images, features, proposals, targets)
+        return ([] if self.training else detections), losses
+
+    def losses(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """See :meth:`ROIHeads.losses`: box losses, and ``loss_mask`` on the foreground ROIs' ``res5`` features."""
+        del targets
         box_features = self._shared_roi_transform(
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         )
         predictions = self.box_predictor(box_features.mean(dim=[2, 3]))
-        if self.training:
-            losses = self.box_predictor.losses(predictions, proposals)
-            if self.mask_on:
-                fg_proposals, fg_masks = select_foreground_proposals(proposals, self.num_classes)
-                mask_features = box_features[torch.cat(fg_masks, dim=0)]
-                losses.update(self.mask_head(mask_features, fg_proposals))
-            return [], losses
+        losses = self.box_predictor.losses(predictions, proposals)
+        if self.mask_on:
+            fg_proposals, fg_masks = select_foreground_proposals(proposals, self.num_classes)
+            mask_features = box_features[torch.cat(fg_masks, dim=0)]
+            losses.update(self.mask_head.losses(mask_features, fg_proposals))
+        return losses
+
+    def inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """See :meth:`ROIHeads.inference`."""
+        box_features = self._shared_roi_transform(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+        )
+        predictions = self.box_predictor(box_features.mean(dim=[2, 3]))
+        del box_features
         detections, _ = self.box_predictor.inference(predictions, proposals)
-        return self.forward_with_given_boxes(features, detections), {}
+        return self._mask_inference(features, detections)
 
     def forward_with_given_boxes(
         self, features: dict[str, torch.Tensor], instances: list[Instances]
@@ -446,7 +500,11 @@ class Res5ROIHeads(ROIHeads):
         """Run the mask branch on given detections (inference); see :meth:`StandardROIHeads.forward_with_given_boxes`."""
         if self.training:
             raise RuntimeError("Res5ROIHeads.forward_with_given_boxes is for inference; call model.eval().")
+        return self._mask_inference(features, instances)
+
+    def _mask_inference(self, features: dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
+        """The detections with ``pred_masks`` from their boxes' ``res5`` features; unchanged without masks."""
         if not self.mask_on:
             return instances
         x = self._shared_roi_transform([features[f] for f in self.in_features], [i.pred_boxes for i in instances])
-        return self.mask_head(x, instances)
+        return self.mask_head.inference(x, instances)

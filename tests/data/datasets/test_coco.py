@@ -23,7 +23,7 @@ def _coco_dict():
     compressed = mask_util.encode(np.asfortranarray(square))
     compressed["counts"] = compressed["counts"].decode("ascii")
     # uncompressed RLE: column-major run lengths starting with zeros
-    uncompressed = {"size": [20, 30], "counts": [45, 5, 15, 5, 530]}
+    uncompressed = {"size": [40, 50], "counts": [85, 5, 35, 5, 1870]}  # image 9 is 40 x 50
     return {
         "images": [
             {"id": 7, "file_name": "a.jpg", "height": 20, "width": 30},
@@ -105,7 +105,8 @@ def test_load_coco_json_fields(tmp_path, registered, caplog):
     path = _write(tmp_path, _coco_dict())
     with caplog.at_level(logging.WARNING):
         dicts = load_coco_json(path, "/imgs", "t_coco_fields", extra_annotation_keys=["score_x"])
-    assert "Dropped 1 annotations" in caplog.text
+    assert "1 annotations dropped: no polygon with at least 3 points" in caplog.text
+    assert "2 polygons removed: fewer than 3 points" in caplog.text and "ann.json" in caplog.text
     assert [d["image_id"] for d in dicts] == [7, 9, 11]
     assert dicts[0]["file_name"] == os.path.join("/imgs", "a.jpg")
     assert (dicts[1]["height"], dicts[1]["width"]) == (40, 50)
@@ -149,7 +150,7 @@ def test_loader_does_not_mutate_json_values(tmp_path):
         (lambda d: d["annotations"].append(dict(d["annotations"][0])), "Annotation id 1"),
         (lambda d: d["annotations"].append({**d["annotations"][0], "id": 99, "image_id": 1234}), "image id 1234"),
         (lambda d: d["annotations"].append({**d["annotations"][0], "id": 99, "category_id": 42}), "category_id 42"),
-        (lambda d: d["annotations"].append({**d["annotations"][0], "id": 99, "bbox": []}), "Annotation 99"),
+        (lambda d: d["annotations"].append({**d["annotations"][0], "id": 99, "bbox": []}), "annotation id=99"),
     ],
 )
 def test_bad_input_names_file_and_id(tmp_path, edit, match):
@@ -191,7 +192,8 @@ def test_convert_round_trip(tmp_path, registered):
 
     def strip(ds):
         return [
-            {**d, "annotations": [{k: v for k, v in a.items() if k != "score_x"} for a in d["annotations"]]} for d in ds
+            {**d, "annotations": [{k: v for k, v in a.items() if k not in ("score_x", "id")} for a in d["annotations"]]}
+            for d in ds
         ]
 
     assert strip(again) == strip(dicts)

@@ -54,7 +54,7 @@ dump_logs() {
   done >&2
 }
 
-# ---- munge: a private 1024-byte key and socket
+# Munge: a private 1024-byte key and socket
 dd if=/dev/urandom of="$SCRATCH/munge/munge.key" bs=1024 count=1 status=none
 chown munge:munge "$SCRATCH/munge/munge.key"
 chmod 400 "$SCRATCH/munge/munge.key"
@@ -67,7 +67,6 @@ if [ ! -S "$SCRATCH/munge/munge.socket" ]; then
   echo "start.sh: munged did not start" >&2; dump_logs; exit 4
 fi
 
-# ---- slurm.conf
 HOST=$(hostname -s)
 CPUS=$(nproc --all)
 # the daemons get every CPU even when this script inherited a narrower affinity (e.g. from a test runner
@@ -110,7 +109,6 @@ PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF="$SCRATCH/slurm.conf"
 
-# ---- daemons
 $ALL_CPUS slurmctld -c -f "$SLURM_CONF"
 $ALL_CPUS slurmd -f "$SLURM_CONF"
 for _ in $(seq 60); do

@@ -1,0 +1,15 @@
+"""``LVIS_CATEGORIES``: the 1230 LVIS v0.5 categories, sorted by id, read on first access from
+``lvis/lvis_v0.5_val.json`` (or ``lvis_v0.5_train.json``) under ``$LIBDET_DATASETS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._lvis_tables import lvis_table
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LVIS_CATEGORIES":
+        return lvis_table(__name__, ("lvis_v0.5_val.json", "lvis_v0.5_train.json"), None)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

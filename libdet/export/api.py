@@ -1,0 +1,301 @@
+"""One front door for exporting a libdet model, and one loader that runs any exported file.
+
+Formats (``EXPORT_FORMATS``):
+
+- ``"torch_export"``: a ``torch.export`` ExportedProgram (dynamic batch size, height and width where the
+  model allows it), saved with ``torch.export.save`` as ``model.pt2``;
+- ``"aot_inductor"``: that program compiled ahead of time by AOTInductor into ``model_aoti.pt2`` (needs a
+  C++ compiler);
+- ``"onnx"``: ``model.onnx`` from the dynamo-based ONNX exporter (``pip install libdet[export]``), run
+  with onnxruntime;
+- ``"torchscript"``: ``model.ts``, a ``torch.jit.trace`` of the deployable model (the size-dependent
+  steps are scripted, so it runs on any image size).
+
+Every format exports the deployable form of the model (:func:`deployable_model`): a batch
+``(N, C, H, W)`` of 0-255 images in, flat tensors out. An ``export_info.json`` next to the file names the
+outputs and holds what post-processing needs, so :func:`load_exported` runs the file on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .deployable import DeployableModel, deployable_model
+from .postprocess import outputs_to_instances
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "STABLE_ONNX_OPSET_VERSION",
+    "ExportedModel",
+    "export_model",
+    "load_exported",
+    "batch_images",
+]
+
+EXPORT_FORMATS: tuple[str, ...] = ("torch_export", "aot_inductor", "onnx", "torchscript")
+#: Opset of the ONNX files libdet writes (``GridSample``-free; ``RoiAlign`` 16 with ``half_pixel``).
+STABLE_ONNX_OPSET_VERSION = 18
+_FILE_NAMES = {
+    "torch_export": "model.pt2",
+    "aot_inductor": "model_aoti.pt2",
+    "onnx": "model.onnx",
+    "torchscript": "model.ts",
+}
+_INFO_FILE = "export_info.json"
+
+
+def batch_images(inputs: torch.Tensor | Sequence[dict[str, Any]] | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A ``(N, C, H, W)`` float batch from a tensor, a list of ``(C, H, W)`` tensors, or detectron2-style
+    inputs (a list of dicts with ``"image"``); all images must have the same size.
+
+    Raises:
+        ValueError: for images of different sizes or a wrong number of dimensions.
+    """
+    if isinstance(inputs, torch.Tensor):
+        images = inputs[None] if inputs.dim() == 3 else inputs
+    else:
+        tensors = [x["image"] if isinstance(x, dict) else x for x in inputs]
+        if not tensors:
+            raise ValueError("batch_images: no images given.")
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"batch_images: the images of one exported batch must have the same size, got shapes {sorted(shapes)}."
+            )
+        images = torch.stack(tensors)
+    if images.dim() != 4:
+        raise ValueError(f"batch_images: expected (N, C, H, W) images, got shape {tuple(images.shape)}.")
+    return images.float()
+
+
+@dataclass
+class ExportedModel:
+    """An exported model loaded for inference: ``__call__(images) -> dict[name, Tensor]``.
+
+    Attributes:
+        format: one of :data:`EXPORT_FORMATS`.
+        path: the exported file.
+        output_names: names of the outputs, in order.
+        info: the content of ``export_info.json`` (model class, input format, post-processing settings).
+    """
+
+    format: str
+    path: Path
+    output_names: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+    _runner: Any = None
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run on a ``(N, C, H, W)`` float batch; returns the outputs by name (CPU tensors for onnxruntime)."""
+        images = batch_images(images)
+        if self.format == "onnx":
+            outs = self._runner.run(None, {"images": images.detach().cpu().numpy()})
+            outs = [torch.from_numpy(o) for o in outs]
+        else:
+            with torch.no_grad():
+                outs = self._runner(images)
+        if isinstance(outs, torch.Tensor):
+            outs = [outs]
+        return dict(zip(self.output_names, outs))
+
+    def predict(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        """Run and post-process: per image, ``{"instances": Instances, "sem_seg": ..., "panoptic_seg": ...}``
+        as the eager model's inference returns them (at the input size)."""
+        images = batch_images(images)
+        outputs = self(images)
+        return outputs_to_instances(
+            outputs, images.shape[0], (images.shape[2], images.shape[3]), panoptic=self.info.get("panoptic")
+        )
+
+
+def _model_info(deployable: DeployableModel, fmt: str) -> dict[str, Any]:
+    model = deployable.model
+    info: dict[str, Any] = {
+        "format": fmt,
+        "file": _FILE_NAMES[fmt],
+        "model_class": type(model).__name__,
+        "output_names": list(deployable.output_names),
+        "input": "images: (N, C, H, W) float32, 0-255, channels in input_format",
+        "input_format": getattr(model, "input_format", None),
+        "size_divisibility": deployable.size_divisibility,
+    }
+    if hasattr(model, "combine_overlap_thresh"):
+        info["panoptic"] = {
+            "overlap_threshold": float(model.combine_overlap_thresh),
+            "stuff_area_thresh": float(model.combine_stuff_area_thresh),
+            "instances_score_thresh": float(model.combine_instances_score_thresh),
+        }
+    return info
+
+
+def _dynamic_shapes(dynamic: bool):
+    if not dynamic:
+        return None
+    auto = torch.export.Dim.AUTO
+    return {"images": {0: auto, 2: auto, 3: auto}}
+
+
+def _export_sample(images: torch.Tensor, dynamic: bool) -> torch.Tensor:
+    """torch.export specialises a dimension whose sample size is 0 or 1: a dynamic batch needs 2 images."""
+    if dynamic and images.shape[0] == 1:
+        return torch.cat([images, images])
+    return images
+
+
+def _torch_export(deployable: DeployableModel, images: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    images = _export_sample(images, dynamic)
+    with torch.no_grad():
+        return torch.export.export(deployable, (images,), dynamic_shapes=_dynamic_shapes(dynamic), strict=False)
+
+
+def _write_atomically(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename onto ``path``, so that a failed export leaves no partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_model(
+    model: nn.Module,
+    sample_inputs: torch.Tensor | Sequence[dict[str, Any]],
+    format: str,
+    output_dir: str | os.PathLike,
+    dynamic: bool = True,
+) -> ExportedModel:
+    """Export ``model`` (in eval mode) and load the result back.
+
+    Args:
+        model: a libdet model (see :func:`deployable_model` for the supported ones) or a deployable one.
+        sample_inputs: a ``(N, C, H, W)`` batch, ``(C, H, W)`` image, or detectron2-style list of dicts
+            with ``"image"``; it traces the model, so it should give detections.
+        format: one of :data:`EXPORT_FORMATS`.
+        output_dir: folder for the exported file and ``export_info.json`` (created if needed).
+        dynamic: export with dynamic batch size, height and width (``torch_export``, ``aot_inductor``,
+            ``onnx``; a traced TorchScript model is always size-generic).
+
+    Returns:
+        the loaded :class:`ExportedModel`.
+
+    Raises:
+        ValueError: for an unknown format.
+        NotImplementedError: for an unsupported model.
+        RuntimeError: when the format needs what is missing (e.g. ``onnx`` without onnxscript).
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"export_model: unknown format {format!r}; expected one of {EXPORT_FORMATS}.")
+    deployable = deployable_model(model).eval()
+    images = batch_images(sample_inputs)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / _FILE_NAMES[format]
+
+    if format == "torch_export":
+        program = _torch_export(deployable, images, dynamic)
+        _write_atomically(path, lambda tmp: torch.export.save(program, tmp))
+    elif format == "aot_inductor":
+        if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+            raise RuntimeError("export_model: format 'aot_inductor' needs a C++ compiler (none found on PATH).")
+        program = _torch_export(deployable, images, dynamic)
+        from torch._inductor import aoti_compile_and_package
+
+        _write_atomically(path, lambda tmp: aoti_compile_and_package(program, package_path=tmp))
+    elif format == "onnx":
+        _export_onnx(deployable, images, path, dynamic)
+    else:
+        with torch.no_grad():
+            traced = torch.jit.trace(deployable, (images,), check_trace=False, strict=False)
+        _write_atomically(path, lambda tmp: torch.jit.save(traced, tmp))
+
+    info = _model_info(deployable, format)
+    _write_atomically(out_dir / _INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    return load_exported(path)
+
+
+def _without_runtime_asserts(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Drop the scalar range assertions torch.export adds for data-dependent sizes (e.g. the number of
+    NMS survivors). Their bounds can exceed int64, which the ONNX translation cannot represent; the ONNX
+    graph needs no such checks."""
+    graph = program.graph_module.graph
+    assert_ops = {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range_for_size.default}
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in assert_ops:
+            graph.erase_node(node)
+    # The scalar comparisons that fed them are unused now (dead-code elimination keeps operator.* calls).
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and not node.users and getattr(node.target, "__module__", "") in ("_operator", "operator"):
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    return program
+
+
+def _export_onnx(deployable: DeployableModel, images: torch.Tensor, path: Path, dynamic: bool) -> None:
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(
+            "export_model: format 'onnx' needs onnx and onnxscript: pip install 'libdet[export]'."
+        ) from e
+    program = _without_runtime_asserts(_torch_export(deployable, images, dynamic))
+    with torch.no_grad():
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            input_names=["images"],
+            output_names=list(deployable.output_names),
+            opset_version=STABLE_ONNX_OPSET_VERSION,
+            optimize=True,
+            verbose=False,
+        )
+    _write_atomically(path, lambda tmp: onnx_program.save(tmp))
+
+
+def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu") -> ExportedModel:
+    """Load a file written by :func:`export_model` (its ``export_info.json`` must sit next to it).
+
+    Args:
+        path: the exported file (``model.pt2``, ``model_aoti.pt2``, ``model.onnx``, ``model.ts``).
+        device: where to run the torch formats (onnxruntime runs on its CPU provider).
+
+    Raises:
+        FileNotFoundError: if the file or its ``export_info.json`` is missing.
+    """
+    path = Path(path)
+    info_path = path.parent / _INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"load_exported: no exported model at {path}.")
+    if not info_path.is_file():
+        raise FileNotFoundError(f"load_exported: {info_path} (written by export_model) is missing next to {path}.")
+    info = json.loads(info_path.read_text())
+    fmt = next((f for f, name in _FILE_NAMES.items() if name == path.name), info.get("format"))
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"load_exported: cannot tell the format of {path}; expected one of {list(_FILE_NAMES.values())}.")
+    if fmt == "torch_export":
+        runner = torch.export.load(str(path)).module()
+        runner = runner.to(device)
+    elif fmt == "aot_inductor":
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(str(path))
+    elif fmt == "onnx":
+        import onnxruntime as ort
+
+        runner = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    else:
+        runner = torch.jit.load(str(path), map_location=device)
+    return ExportedModel(fmt, path, tuple(info["output_names"]), info, runner)

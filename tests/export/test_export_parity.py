@@ -1,0 +1,124 @@
+"""Exported vs eager outputs for every model family and export format, on two images of sizes other than
+the export sample and a batch of two; empty detections; the committed support table agrees.
+
+Exporting is slow (torch.export's symbolic shapes, the ONNX translation, AOTInductor's C++ build): the
+default run covers TorchScript tracing of every family and torch.export / ONNX of Mask R-CNN; the other
+cells are ``slow``. Exported artifacts are shared within the module.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from libdet.export import compare_to_eager, deployable_model, export_model
+from tests.export import _models
+from tests.export.support_table import FORMATS, MIN_MASK_IOU, SCORE_TOL, read_table
+
+FAST = {("mask_rcnn_fpn", "torch_export"), ("mask_rcnn_fpn", "onnx")} | {(f, "torchscript") for f in _models.FAMILIES}
+CASES = [
+    pytest.param(family, fmt, id=f"{family}-{fmt}", marks=() if (family, fmt) in FAST else pytest.mark.slow)
+    for fmt in ("torchscript", "torch_export", "onnx", "aot_inductor")
+    for family in _models.FAMILIES
+]
+DETECTORS = {f for f in _models.FAMILIES if f != "semantic_fpn"}
+
+
+def _require(fmt: str) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'libdet[export]')")
+        pytest.importorskip("onnxruntime", reason="running ONNX needs onnxruntime (pip install 'libdet[export]')")
+    if fmt == "aot_inductor" and shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("AOTInductor needs a C++ compiler")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``exported(family, fmt) -> (eager model, ExportedModel)``, each exported once per module."""
+    cache = {}
+
+    def get(family: str, fmt: str):
+        if (family, fmt) not in cache:
+            model = _models.build(family)
+            sample, _ = _models.images(family)
+            out_dir = tmp_path_factory.mktemp(f"{family}_{fmt}")
+            cache[(family, fmt)] = (model, export_model(model, sample, fmt, out_dir))
+        return cache[(family, fmt)]
+
+    return get
+
+
+@pytest.mark.parametrize("family, fmt", CASES)
+def test_exported_matches_eager(family, fmt, exported):
+    _require(fmt)
+    model, exported_model = exported(family, fmt)
+    _, batches = _models.images(family)
+    diff = compare_to_eager(model, exported_model, batches)
+    if family in DETECTORS:
+        assert len(diff.num_detections) == 4 and all(n > 0 for n, _ in diff.num_detections), (
+            f"the calibrated {family} should detect objects in every image: {diff.num_detections}"
+        )
+    problems = diff.check(FORMATS[fmt][1], SCORE_TOL, MIN_MASK_IOU)
+    assert not problems, f"{family} exported as {fmt}: {problems} ({diff.summary()})"
+    status = read_table().get((family, fmt), ("missing", ""))[0]
+    assert status == "yes", (
+        f"docs/export_support.md says {status!r} for {family} / {fmt}, but the export matches eager; "
+        "regenerate it with `python -m tests.export.support_table`."
+    )
+
+
+def test_torchscript_scripting_is_unsupported_as_documented():
+    model = _models.build("retinanet")
+    with pytest.raises(Exception):  # noqa: B017  (TorchScript raises several error types)
+        torch.jit.script(deployable_model(model))
+    table = read_table()
+    for family in _models.FAMILIES:
+        assert table.get((family, "torchscript_scripting"), ("missing",))[0] == "no"
+
+
+@pytest.mark.parametrize(
+    "fmt", ["torchscript", pytest.param("torch_export", marks=pytest.mark.slow), pytest.param("onnx", marks=pytest.mark.slow)]
+)
+def test_empty_detections(fmt, tmp_path):
+    """A score threshold no detection reaches: empty outputs of the right shapes, as in eager mode."""
+    _require(fmt)
+    model = _models.build("mask_rcnn_fpn")
+    model.roi_heads.box_predictor.test_score_thresh = 1.0
+    sample, batches = _models.images("mask_rcnn_fpn")
+    exported_model = export_model(model, sample, fmt, tmp_path)
+    diff = compare_to_eager(model, exported_model, batches)
+    assert diff.num_detections == [(0, 0)] * 4
+    outputs = exported_model(batches[0])
+    assert outputs["boxes"].shape == (0, 4) and outputs["scores"].shape == (0,)
+    assert outputs["masks"].shape == (0, *batches[0].shape[2:])
+
+
+def test_export_info_and_reload(exported):
+    """The exported file runs on its own: ``load_exported`` reads it with its ``export_info.json``."""
+    from libdet.export import load_exported
+
+    model, exported_model = exported("mask_rcnn_fpn", "torchscript")
+    reloaded = load_exported(exported_model.path)
+    assert reloaded.output_names == ("boxes", "scores", "classes", "batch_index", "masks")
+    assert reloaded.info["model_class"] == "GeneralizedRCNN"
+    _, batches = _models.images("mask_rcnn_fpn")
+    a, b = exported_model(batches[0]), reloaded(batches[0])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_arguments(tmp_path):
+    model = _models.build("semantic_fpn")
+    with pytest.raises(ValueError, match="unknown format"):
+        export_model(model, torch.zeros(1, 3, 64, 64), "tflite", tmp_path)
+    with pytest.raises(ValueError, match="same size"):
+        export_model(model, [torch.zeros(3, 64, 64), torch.zeros(3, 64, 96)], "torchscript", tmp_path)
+    with pytest.raises(NotImplementedError, match="no deployable form"):
+        deployable_model(torch.nn.Conv2d(3, 3, 1).eval())
+    with pytest.raises(ValueError, match="eval mode"):
+        deployable_model(_models.build("retinanet").train())
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        from libdet.export import load_exported
+
+        load_exported(tmp_path / "model.onnx")
