@@ -1,4 +1,5 @@
-"""Compiled rotated-box ops vs their pure-PyTorch twins: time per call and ratio.
+"""Compiled ops (libdet's rotated-box ops, TensorMask's swap_align2nat) vs their pure-PyTorch twins: time per call
+and ratio.
 
 Usage::
 
@@ -8,7 +9,9 @@ Usage::
 
 Sizes (full): box_iou_rotated on 2000 x 2000 boxes; nms_rotated on 2000 boxes; ROIAlignRotated with 1000
 RoIs (16-112 px, random angles; the RoIs FPN assigns to its stride-4 level) on a 256 x 200 x 336 feature
-map (an 800 x 1344 image at stride 4), 7 x 7 output, adaptive sampling, forward + backward. Boxes are
+map (an 800 x 1344 image at stride 4), 7 x 7 output, adaptive sampling, forward + backward. swap_align2nat
+(projects/TensorMask) converts the 15 x 15 aligned masks of that stride-4 map to the natural 30 x 30 masks of
+the stride-8 level (lambda 2), forward + backward. Boxes are
 spread over an 800 x 1344 image with sizes 8-256 px, so a realistic fraction of the pairs overlap.
 Timings are medians over repeats, after a warm-up call (which also compiles the ops on first use).
 """
@@ -32,6 +35,8 @@ from libdet.utils import compiled_ops  # noqa: E402
 rotated_boxes = importlib.import_module("libdet.layers.rotated_boxes")
 nms = importlib.import_module("libdet.layers.nms")
 roi_align_rotated = importlib.import_module("libdet.layers.roi_align_rotated")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects" / "TensorMask"))
+swap_align2nat = importlib.import_module("tensormask.layers.swap_align2nat")
 
 IMAGE_H, IMAGE_W = 800, 1344
 
@@ -144,6 +149,30 @@ def bench_device(device: torch.device, quick: bool, repeats: int) -> None:
         twin_repeats,
     )
 
+    # swap_align2nat (TensorMask) forward + backward, lambda 2
+    side, height, width = (11, 64, 84) if quick else (15, 200, 336)
+    masks = torch.randn(1, side * side, height, width, generator=generator).to(device).requires_grad_()
+    mask_grad = torch.randn(1, (2 * side) ** 2, (height + 1) // 2, (width + 1) // 2, generator=generator).to(device)
+
+    def align2nat_forward_backward(fn: Callable) -> Callable[[], object]:
+        def run() -> None:
+            (g,) = torch.autograd.grad(fn(masks, 2, -6.0), masks, mask_grad)
+            return g
+
+        return run
+
+    use = swap_align2nat.SWAP_ALIGN2NAT_OP.use_kernel(device)
+    kernel = align2nat_forward_backward(swap_align2nat._SwapAlign2NatFunction.apply) if use else None
+    _row(
+        "swap_align2nat",
+        f"{side}x{side} masks, {height}x{width}, lambda 2, fwd+bwd",
+        device,
+        kernel,
+        align2nat_forward_backward(swap_align2nat._swap_align2nat_twin),
+        repeats,
+        twin_repeats,
+    )
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +181,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per kernel measurement")
     args = parser.parse_args()
 
-    for op in compiled_ops.register_core_ops():
+    for op in (*compiled_ops.register_core_ops(), swap_align2nat.SWAP_ALIGN2NAT_OP):
         op.load()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ops: {compiled_ops.ops_status()}")
     devices = []

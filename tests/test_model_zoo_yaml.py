@@ -1,6 +1,7 @@
 """detectron2's model-zoo names: every YAML config ships, merges, and builds a model whose state-dict keys and shapes
 equal those of libdet's lazy config of the same architecture (detectron2's keys for the reference families); each
-translates to a data-loader config; checkpoint URLs follow detectron2's published table.
+translates to a data-loader config; checkpoint URLs follow detectron2's published table. The all-configs builds are
+``slow`` (a second each); the reference families run by default.
 
 Models are built on the ``meta`` device: the modules and their parameter shapes are real, no memory is filled.
 """
@@ -162,9 +163,7 @@ def test_reference_families_have_detectron2_state_dicts(rel, reference):
     assert _keys(model) == _d2_keys(reference)  # keys, shapes and order: detectron2 checkpoints load as they are
 
 
-# ------------------------------------------------------------------------------------------------------------
 # the lazy config of the same architecture, edited from configs/common/models by hand
-# ------------------------------------------------------------------------------------------------------------
 
 
 def _backbone_edits(cfg: CfgNode, resnet, fpn) -> None:
@@ -281,6 +280,7 @@ def _expected_keys(cfg: CfgNode) -> list:
     return _deform_keys(cfg, keys)
 
 
+@pytest.mark.slow  # about a second per config: 61 R50-X152 models
 @pytest.mark.parametrize("rel", YAML_CONFIGS)
 def test_yaml_builds_the_lazy_configs_model(rel):
     cfg = _load(rel)
@@ -303,3 +303,58 @@ def test_yaml_builds_the_lazy_configs_model(rel):
     if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
         assert train.sampler.repeat_thresh == cfg.DATALOADER.REPEAT_THRESHOLD
     assert lazy.optimizer.lr == cfg.SOLVER.BASE_LR and lazy.train.max_iter == cfg.SOLVER.MAX_ITER
+
+
+LAZY_ROOT = detectron2_zoo.lazy_config_root()
+LAZY_CONFIGS = sorted(str(p.relative_to(LAZY_ROOT)) for p in LAZY_ROOT.rglob("*.py"))
+
+
+def test_ships_detectron2s_new_baselines():
+    names = {name + ".py" for name in detectron2_zoo.CHECKPOINTS if name.startswith("new_baselines/")}
+    assert names <= set(LAZY_CONFIGS)  # every published LSJ baseline has its config
+    assert len(names) == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rel", LAZY_CONFIGS)
+def test_detectron2_lazy_configs_build(rel):
+    cfg = model_zoo.get_config(rel, trained=rel.startswith("new_baselines/"))
+    assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg)
+    model = _build(cfg.model)
+    keys = dict(_keys(model))
+    if rel.startswith("new_baselines/"):
+        assert cfg.train.init_checkpoint == model_zoo.get_checkpoint_url(rel)
+        epochs = int(rel.split("_")[-2].removesuffix("ep"))
+        assert cfg.train.max_iter == 184375 * epochs // 100 and cfg.dataloader.train.total_batch_size == 64
+        assert cfg.lr_multiplier.scheduler.num_updates == cfg.train.max_iter
+        # SyncBN everywhere: running statistics in the FPN, NaiveSyncBatchNorm in the 4conv1fc box head
+        assert "backbone.fpn_lateral2.norm.running_mean" in keys
+        assert keys["roi_heads.box_head.conv4.norm.weight"] == (256,)
+        assert keys["roi_heads.box_head.fc1.weight"] == (1024, 256 * 7 * 7)
+        # the 2-conv RPN head (detectron2's keys)
+        assert keys["proposal_generator.rpn_head.conv.conv1.weight"] == (256, 256, 3, 3)
+    if "regnet" in rel:
+        assert type(model.backbone.bottom_up).__name__ == "RegNet"
+        assert list(cfg.model.pixel_std) == pytest.approx([57.375, 57.120, 58.395])
+    if "R_101" in rel:
+        assert "backbone.bottom_up.res4.22.conv3.weight" in keys
+
+
+def test_every_weights_path_of_the_yaml_configs_resolves_to_a_url():
+    """MODEL.WEIGHTS of each config (detectron2://, catalog:// or a URL) names a downloadable file."""
+    from libdet.utils.file_io import PathManager
+
+    for rel in YAML_CONFIGS:
+        weights = _load(rel).MODEL.WEIGHTS
+        if not weights:
+            continue  # trained from scratch
+        handler = PathManager._PathManager__get_path_handler(weights)  # iopath picks the handler by prefix
+        url = handler._url(weights) if hasattr(handler, "_url") else weights
+        assert url.startswith("https://dl.fbaipublicfiles.com/detectron") and url.endswith(".pkl"), (rel, url)
+    from libdet.utils.file_io import ModelCatalogHandler
+
+    assert ModelCatalogHandler()._url("catalog://ImageNetPretrained/FAIR/X-152-32x8d-IN5k") == (
+        "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/25093814/X-152-32x8d-IN5k.pkl"
+    )
+    with pytest.raises(ValueError, match="not in the model catalog"):
+        ModelCatalogHandler()._url("catalog://ImageNetPretrained/FAIR/R-9000")

@@ -31,8 +31,7 @@ from libdet.checkpoint import DetectionCheckpointer
 from libdet.config import CfgNode, get_cfg, instantiate
 from libdet.config.yaml_translate import evaluator_config
 from libdet.data import build_detection_test_loader, build_detection_train_loader
-from libdet.engine import create_ddp_model, default_argument_parser, default_writers, launch
-from libdet.engine.defaults_trainer import default_setup_yaml
+from libdet.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, launch
 from libdet.evaluation import inference_on_dataset, print_csv_format
 from libdet.modeling import build_model
 from libdet.solver import build_lr_scheduler, build_optimizer
@@ -117,7 +116,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))
     cfg.freeze()
-    default_setup_yaml(cfg, args)
+    default_setup(cfg, args)
     return cfg
 
 

@@ -28,8 +28,7 @@ from typing import Any
 from libdet.checkpoint import DetectionCheckpointer
 from libdet.config import CfgNode, get_cfg, instantiate
 from libdet.config.yaml_translate import evaluator_config
-from libdet.engine import DefaultTrainer, default_argument_parser, hooks, launch
-from libdet.engine.defaults_trainer import default_setup_yaml
+from libdet.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
 from libdet.evaluation import verify_results
 from libdet.utils import comm
 
@@ -99,7 +98,7 @@ def setup(args: argparse.Namespace) -> CfgNode:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts or []))
     cfg.freeze()
-    default_setup_yaml(cfg, args)
+    default_setup(cfg, args)
     return cfg
 
 

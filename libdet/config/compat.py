@@ -43,12 +43,10 @@ def downgrade_config(cfg: CfgNode, to_version: int) -> CfgNode:
 
 def guess_version(cfg: CfgNode, filename: str) -> int:
     """The ``VERSION`` of a config that does not state one, from the keys it uses (logged)."""
-    if any(_has(cfg, old) for old, _ in _ConverterV2.RENAME):
-        version = 1
-    else:
-        version = _latest_version()
-    logger.warning(f"Config {filename!r} has no VERSION; assuming version {version} from its keys.")
-    return version
+    if any(_has(cfg, old) for old, _ in _ConverterV2.RENAME) or _has(cfg, "MODEL.RPN_HEAD.NAME"):
+        logger.warning(f"Config {filename!r} has no VERSION and uses version-1 keys: treating it as version 1.")
+        return 1
+    return _latest_version()
 
 
 def _latest_version() -> int:

@@ -103,6 +103,9 @@ class CfgNode(_FvcoreCfgNode):
             return
         if version is None:
             version = guess_version(loaded, cfg_filename)
+            if version == latest:
+                self._checked_merge(loaded, f"config file {cfg_filename!r}")
+                return
         if version > latest:
             raise ValueError(f"Config file {cfg_filename!r} has VERSION {version}, newer than libdet's {latest}.")
         logger.warning(f"Config {cfg_filename!r} has VERSION {version}; upgrading it to version {latest}.")

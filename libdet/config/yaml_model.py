@@ -25,6 +25,7 @@ __all__ = [
     "backbone_config",
     "box_head_config",
     "build_registered",
+    "builtin_from_config",
     "keypoint_head_config",
     "mask_head_config",
     "model_config",
@@ -706,3 +707,59 @@ def _model_node(cfg: CfgNode) -> Any:
             **pixel,
         )
     raise TypeError(f"MODEL.META_ARCHITECTURE={name!r}: {obj} is not a meta-architecture libdet can translate.")
+
+
+# detectron2's super().from_config(cfg, ...) for users' subclasses of libdet modules
+
+
+def builtin_from_config(base: type, cfg: CfgNode, input_shape: Any = None) -> dict[str, Any]:
+    """The built keyword arguments the YAML translation gives libdet class ``base`` for config ``cfg``: what
+    detectron2's ``super().from_config(cfg, input_shape)`` returns in a user subclass. libdet's modules have no
+    ``from_config``; a ported subclass writes::
+
+        @classmethod
+        def from_config(cls, cfg, input_shape):
+            ret = builtin_from_config(StandardROIHeads, cfg, input_shape)  # was: super().from_config(...)
+            ret["my_option"] = cfg.MODEL.MY_OPTION
+            return ret
+
+    Args:
+        base: a libdet class registered under detectron2's name (``StandardROIHeads``, ``FastRCNNConvFCHead``,
+            ``MaskRCNNConvUpsampleHead``, ``KRCNNConvDeconvUpsampleHead``, ``RPN``, ``StandardRPNHead``,
+            ``DefaultAnchorGenerator``, ``SemSegFPNHead``, ``GeneralizedRCNN``, ...).
+        input_shape: what detectron2 passes to the class's builder (``dict[str, ShapeSpec]`` of the backbone
+            features, a ``ShapeSpec`` for box / mask / keypoint heads, a list for RPN heads and anchor generators,
+            nothing for meta-architectures).
+    """
+    from libdet.modeling.backbone import build as backbone_build  # noqa: F401 (registers the builtins)
+    from libdet.modeling.meta_arch import build as ma_build
+    from libdet.modeling.proposal_generator import build as pg_build
+    from libdet.modeling.roi_heads import build as rh_build
+
+    from .instantiate import instantiate
+
+    # (builtins, config key of the name, translation of the node)
+    kinds = [
+        (ma_build.BUILTIN_META_ARCHS, "MODEL.META_ARCHITECTURE", lambda c: _model_node(c)),
+        (ma_build.BUILTIN_SEM_SEG_HEADS, "MODEL.SEM_SEG_HEAD.NAME", lambda c: sem_seg_head_config(c, input_shape)),
+        (rh_build.BUILTIN_ROI_HEADS, "MODEL.ROI_HEADS.NAME", lambda c: roi_heads_config(c, input_shape)),
+        (rh_build.BUILTIN_BOX_HEADS, "MODEL.ROI_BOX_HEAD.NAME", lambda c: box_head_config(c, input_shape)[0]),
+        (rh_build.BUILTIN_MASK_HEADS, "MODEL.ROI_MASK_HEAD.NAME", lambda c: mask_head_config(c, input_shape)),
+        (rh_build.BUILTIN_KEYPOINT_HEADS, "MODEL.ROI_KEYPOINT_HEAD.NAME", lambda c: keypoint_head_config(c, input_shape)),
+        (pg_build.BUILTIN_PROPOSAL_GENERATORS, "MODEL.PROPOSAL_GENERATOR.NAME", lambda c: proposal_generator_config(c, input_shape)),
+        (pg_build.BUILTIN_RPN_HEADS, "MODEL.RPN.HEAD_NAME", lambda c: rpn_head_config(c, list(input_shape))),
+        (pg_build.BUILTIN_ANCHOR_GENERATORS, "MODEL.ANCHOR_GENERATOR.NAME", lambda c: anchor_generator_config(c, list(input_shape))),
+    ]  # fmt: skip
+    for builtins, key, translate in kinds:
+        for name, builtin in builtins.items():
+            if builtin is base:
+                cfg = cfg.clone()
+                cfg.defrost()
+                section, _, leaf = key.rpartition(".")
+                node_parent = cfg
+                for part in section.split("."):
+                    node_parent = node_parent[part]
+                node_parent[leaf] = name  # translate as the libdet class itself
+                node = translate(cfg)
+                return {k: instantiate(v) for k, v in node.items() if k != "_target_"}
+    raise TypeError(f"builtin_from_config: {base!r} is not a libdet module registered under a detectron2 name.")

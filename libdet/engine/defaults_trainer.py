@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from typing import Any
 
@@ -36,7 +35,7 @@ from .ddp import create_ddp_model
 from .run_setup import default_writers
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
-__all__ = ["DefaultTrainer", "default_setup_yaml"]
+__all__ = ["DefaultTrainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,6 @@ class DefaultTrainer(TrainerBase):
         self._last_eval_results: Any = None
         self.register_hooks(self.build_hooks())
 
-    # ----------------------------------------------------------------------------------------- properties
     @property
     def model(self) -> nn.Module:
         return self._trainer.model
@@ -94,7 +92,6 @@ class DefaultTrainer(TrainerBase):
     def data_loader(self) -> Any:
         return self._trainer.data_loader
 
-    # ----------------------------------------------------------------------------------------- running
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume from the last checkpoint in ``OUTPUT_DIR`` when ``resume`` and there is one (model, optimizer,
         trainer state; training continues at the next iteration); otherwise load ``MODEL.WEIGHTS`` (model only)."""
@@ -137,7 +134,6 @@ class DefaultTrainer(TrainerBase):
         super().load_state_dict(state)
         self._trainer.load_state_dict(state["_trainer"])
 
-    # ----------------------------------------------------------------------------------------- hooks
     def build_hooks(self) -> list[hooks.HookBase | None]:
         """The default hooks, in the order exact resuming needs (writers last)."""
         cfg = self.cfg.clone()
@@ -167,7 +163,6 @@ class DefaultTrainer(TrainerBase):
         """Terminal printer, ``OUTPUT_DIR/metrics.json`` and TensorBoard."""
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
 
-    # ----------------------------------------------------------------------------------------- builders
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
         """The model of ``cfg`` (``libdet.modeling.build_model``)."""
@@ -280,38 +275,3 @@ class DefaultTrainer(TrainerBase):
         if frozen:
             cfg.freeze()
         return cfg
-
-
-def default_setup_yaml(cfg: CfgNode, args: Any) -> None:
-    """detectron2's ``default_setup`` for a YAML config: create ``OUTPUT_DIR``, log to ``OUTPUT_DIR/log.txt``, log
-    the environment and arguments, save the config as ``OUTPUT_DIR/config.yaml`` (main process), seed the RNGs
-    with ``SEED`` (+ rank; random when negative) and set cudnn benchmarking from ``CUDNN_BENCHMARK``."""
-    from libdet.utils.env import collect_env_info, seed_all_rng
-    from libdet.utils.file_io import PathManager, atomic_write
-    from libdet.utils.logger import setup_logger
-
-    output_dir = cfg.OUTPUT_DIR
-    rank = comm.get_rank()
-    if comm.is_main_process() and output_dir:
-        PathManager.mkdirs(output_dir)
-    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
-    log = setup_logger(output_dir, distributed_rank=rank)
-    log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
-    log.info("Environment info:\n%s", collect_env_info())
-    log.info("Command line arguments: %s", args)
-    config_file = getattr(args, "config_file", "")
-    if config_file:
-        if not PathManager.isfile(config_file):
-            raise FileNotFoundError(f"default_setup: --config-file {config_file!r} does not exist.")
-        with PathManager.open(config_file, "r") as f:
-            log.info("Contents of args.config_file=%s:\n%s", config_file, f.read())
-    if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
-        with atomic_write(path, "w") as f:
-            f.write(cfg.dump())
-        log.info("Full config saved to %s", path)
-    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    if cfg.FLOAT32_PRECISION:
-        torch.set_float32_matmul_precision(cfg.FLOAT32_PRECISION)
-    if not getattr(args, "eval_only", False):
-        torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)

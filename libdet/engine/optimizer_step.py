@@ -47,7 +47,6 @@ place (they hold true, unscaled gradients when it runs) and returns metrics to l
 costs no device synchronisation until the trainer writes metrics)."""
 
 
-# ------------------------------------------------------------------------------------------------- precision
 class FullPrecision:
     """Forward and backward in the parameters' own precision (float32); the optimizer steps directly."""
 
@@ -145,7 +144,6 @@ class MixedPrecision(FullPrecision):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
-# ------------------------------------------------------------------------------------------- gradient transforms
 def _params_with_grad(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [p for p in params if p.grad is not None]
 
@@ -198,7 +196,6 @@ class ClipGradNormPerGroup(ClipGradNorm):
         return metrics
 
 
-# ------------------------------------------------------------------------------------------------- the step
 def loss_dict_of(output: Any) -> dict[str, torch.Tensor]:
     """A model's training output as a loss dict: a dict of scalar losses as is, one tensor as ``total_loss``."""
     if isinstance(output, torch.Tensor):

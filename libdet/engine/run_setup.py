@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from libdet.config import LazyConfig
+from libdet.config import CfgNode, LazyConfig
 from libdet.utils import comm
 from libdet.utils.env import collect_env_info, seed_all_rng
 from libdet.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from libdet.utils.file_io import PathManager
+from libdet.utils.file_io import PathManager, atomic_write
 from libdet.utils.logger import setup_logger
 
 __all__ = ["default_setup", "default_writers"]
@@ -36,20 +36,44 @@ def _cfg_select(cfg: Any, key: str, default: Any = None) -> Any:
     return default if node is None else node
 
 
+def _run_settings(cfg: Any) -> tuple[str, int, bool, str]:
+    """``(output_dir, seed, cudnn_benchmark, float32_matmul_precision)`` of a lazy config (``train.*``) or of a
+    detectron2 YAML config (``OUTPUT_DIR``, ``SEED``, ``CUDNN_BENCHMARK``, ``FLOAT32_PRECISION``)."""
+    if isinstance(cfg, CfgNode):
+        return cfg.OUTPUT_DIR, int(cfg.SEED), bool(cfg.CUDNN_BENCHMARK), cfg.get("FLOAT32_PRECISION", "")
+    return (
+        _cfg_select(cfg, "train.output_dir"),
+        int(_cfg_select(cfg, "train.seed", -1)),
+        bool(_cfg_select(cfg, "train.cudnn_benchmark", False)),
+        "",
+    )
+
+
+def _save_config(cfg: Any, output_dir: str) -> str:
+    path = os.path.join(output_dir, "config.yaml")
+    if isinstance(cfg, CfgNode):
+        with atomic_write(path, "w") as f:
+            f.write(cfg.dump())
+        return path
+    return LazyConfig.save(cfg, path)
+
+
 def default_setup(cfg: Any, args: argparse.Namespace) -> None:
     """Prepare a run: output directory, loggers, environment report, saved config, seed, cudnn flag.
 
-    * creates ``cfg.train.output_dir`` (when set) and logs ``libdet`` and ``fvcore`` to ``<output_dir>/log.txt``;
+    * creates the output directory (when set) and logs ``libdet`` and ``fvcore`` to ``<output_dir>/log.txt``;
     * logs the rank, the environment (:func:`collect_env_info`), the command line and the config file;
     * saves the resolved config to ``<output_dir>/config.yaml`` (main process), so the run can be reproduced;
-    * seeds every RNG with ``cfg.train.seed`` (+ rank) or, when unset / negative, a random logged seed;
-    * sets ``torch.backends.cudnn.benchmark`` from ``cfg.train.cudnn_benchmark`` (off for ``--eval-only``).
+    * seeds every RNG with the seed (+ rank) or, when unset / negative, a random logged seed;
+    * sets ``torch.backends.cudnn.benchmark`` (off for ``--eval-only``).
 
     Args:
-        cfg: the lazy config (``DictConfig``).
+        cfg: the lazy config (``train.output_dir``, ``train.seed``, ``train.cudnn_benchmark``); or, as in
+            detectron2, a YAML config (``CfgNode``: ``OUTPUT_DIR``, ``SEED``, ``CUDNN_BENCHMARK``,
+            ``FLOAT32_PRECISION``).
         args: parsed :func:`default_argument_parser` arguments.
     """
-    output_dir = _cfg_select(cfg, "train.output_dir")
+    output_dir, seed, cudnn_benchmark, float32_precision = _run_settings(cfg)
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
         PathManager.mkdirs(output_dir)
@@ -67,16 +91,15 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> None:
             logger.info("Contents of args.config_file=%s:\n%s", config_file, f.read())
 
     if comm.is_main_process() and output_dir:
-        written = LazyConfig.save(cfg, os.path.join(output_dir, "config.yaml"))
-        logger.info("Full config saved to %s", written)
+        logger.info("Full config saved to %s", _save_config(cfg, output_dir))
 
-    seed = _cfg_select(cfg, "train.seed", -1)
-    seed_all_rng(None if seed < 0 else int(seed) + rank)
+    seed_all_rng(None if seed < 0 else seed + rank)
     if seed >= 0:
-        logger.info("Seeded all RNGs with %d (train.seed %d + rank %d)", int(seed) + rank, seed, rank)
-
+        logger.info("Seeded all RNGs with %d (seed %d + rank %d)", seed + rank, seed, rank)
+    if float32_precision:
+        torch.set_float32_matmul_precision(float32_precision)
     if not getattr(args, "eval_only", False):
-        torch.backends.cudnn.benchmark = bool(_cfg_select(cfg, "train.cudnn_benchmark", False))
+        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def default_writers(output_dir: str, max_iter: int | None = None) -> list:

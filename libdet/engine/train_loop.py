@@ -109,7 +109,6 @@ class HookBase:
             raise ValueError(f"{type(self).__name__} has no state to load but got keys {sorted(state)}.")
 
 
-# ---------------------------------------------------------------------------------------------------------- RNG
 def _rng_state() -> dict[str, Any]:
     """RNG states of python ``random``, numpy and torch (CPU, and CUDA when initialised), weights_only-safe."""
     py_version, py_internal, py_gauss = random.getstate()
@@ -159,7 +158,6 @@ def _preserve_cpu_rng() -> Iterator[None]:
         torch.set_rng_state(th)
 
 
-# ------------------------------------------------------------------------------------------------------ trainer
 class TrainerBase:
     """An iteration loop with hooks.
 

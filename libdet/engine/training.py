@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from libdet import model_zoo
 from libdet.checkpoint import DetectionCheckpointer
 from libdet.config import instantiate
 from libdet.evaluation import inference_on_dataset, print_csv_format
@@ -33,7 +34,15 @@ from .device import resolve_device
 from .optimizer_step import FullPrecision, MixedPrecision, OptimizerStep
 from .train_loop import SimpleTrainer
 
-__all__ = ["build_hooks", "build_optimizer_step", "build_writers", "do_eval_only", "do_test", "do_train"]
+__all__ = [
+    "build_hooks",
+    "build_optimizer_step",
+    "build_writers",
+    "do_eval_only",
+    "do_test",
+    "do_train",
+    "resolve_init_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +200,22 @@ def build_optimizer_step(cfg: Any, device: torch.device) -> OptimizerStep:
     )
 
 
+def resolve_init_checkpoint(name: str) -> str:
+    """``train.init_checkpoint`` as a loadable path: a file, a URI (``https://``, ``detectron2://``), or a model-zoo
+    config name (``COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml``, ``COCO/mask_rcnn_r50.py``), which
+    stands for its published weights."""
+    if not name or "://" in name or os.path.exists(name) or not name.endswith((".yaml", ".py")):
+        return name
+    try:
+        url = model_zoo.get_checkpoint_url(name)
+    except (RuntimeError, FileNotFoundError, KeyError, ValueError) as e:
+        raise FileNotFoundError(
+            f"train.init_checkpoint={name!r} is neither a file nor a model-zoo config with published weights: {e}"
+        ) from e
+    logger.info(f"train.init_checkpoint={name!r}: the model zoo's weights {url}")
+    return url
+
+
 def do_train(
     cfg: Any,
     *,
@@ -237,7 +262,10 @@ def do_train(
 
     # train.init_checkpoint initialises training: often partial (ImageNet backbone, or a detector fine-tuned with
     # new heads); resuming still requires the last checkpoint to fit the whole model
-    extra = checkpointer.resume_or_load(_train_opt(cfg, "init_checkpoint", ""), resume=resume, allow_partial=True)
+    # with a different class count (fine-tuning), the predictor layers' weights do not fit and keep their fresh
+    # initialisation; the checkpointer logs each skipped key with both shapes
+    init_checkpoint = resolve_init_checkpoint(_train_opt(cfg, "init_checkpoint", ""))
+    extra = checkpointer.resume_or_load(init_checkpoint, resume=resume, allow_partial=True)
     if resume and checkpointer.has_checkpoint():
         if "trainer" not in extra or "iteration" not in extra:
             raise ValueError(
@@ -263,5 +291,5 @@ def do_eval_only(cfg: Any) -> dict[str, Any]:
     model = instantiate(cfg.model)
     model.to(resolve_device(_train_opt(cfg, "device", "auto")))
     model = create_ddp_model(model)
-    DetectionCheckpointer(model).load(_train_opt(cfg, "init_checkpoint", ""))
+    DetectionCheckpointer(model).load(resolve_init_checkpoint(_train_opt(cfg, "init_checkpoint", "")))
     return do_test(cfg, model)

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 EXPORT_FORMATS: tuple[str, ...] = ("torch_export", "aot_inductor", "onnx", "torchscript")
-#: Opset of the ONNX files libdet writes (``GridSample``-free; ``RoiAlign`` 16 with ``half_pixel``).
+#: ONNX opset of the files libdet writes (``RoiAlign`` with ``coordinate_transformation_mode`` needs >= 16).
 STABLE_ONNX_OPSET_VERSION = 18
 _FILE_NAMES = {
     "torch_export": "model.pt2",
@@ -237,7 +237,11 @@ def _without_runtime_asserts(program: torch.export.ExportedProgram) -> torch.exp
             graph.erase_node(node)
     # The scalar comparisons that fed them are unused now (dead-code elimination keeps operator.* calls).
     for node in reversed(list(graph.nodes)):
-        if node.op == "call_function" and not node.users and getattr(node.target, "__module__", "") in ("_operator", "operator"):
+        if (
+            node.op == "call_function"
+            and not node.users
+            and getattr(node.target, "__module__", "") in ("_operator", "operator")
+        ):
             graph.erase_node(node)
     graph.eliminate_dead_code()
     program.graph_module.recompile()
@@ -284,7 +288,9 @@ def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu") -
     info = json.loads(info_path.read_text())
     fmt = next((f for f, name in _FILE_NAMES.items() if name == path.name), info.get("format"))
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"load_exported: cannot tell the format of {path}; expected one of {list(_FILE_NAMES.values())}.")
+        raise ValueError(
+            f"load_exported: cannot tell the format of {path}; expected one of {list(_FILE_NAMES.values())}."
+        )
     if fmt == "torch_export":
         runner = torch.export.load(str(path)).module()
         runner = runner.to(device)

@@ -36,8 +36,8 @@ from .ops import (
     clip_boxes,
     crop_to_input,
     grid_anchors,
-    nonzero,
     nonempty_boxes,
+    nonzero,
     paste_masks,
     pool_rois,
     select_topk_per_image,
@@ -131,7 +131,7 @@ def _select_detections(
         boxes = boxes[rois, classes]
     scores = scores[rois, classes]
     batch_index = batch_index[rois]
-    keep = batched_nms_by_group(boxes, scores, batch_index * num_classes + classes, nms_thresh)
+    keep = batched_nms_by_group(boxes, scores, classes, num_classes, batch_index, nms_thresh)
     keep = select_topk_per_image(keep, batch_index, images, topk_per_image)
     return boxes[keep], scores[keep], classes[keep], batch_index[keep]
 
@@ -201,7 +201,7 @@ class DeployableGeneralizedRCNN(DeployableModel):
         boxes = clip_boxes(torch.where(valid[:, None], boxes, torch.zeros_like(boxes)), images)
         keep = nonzero(valid & nonempty_boxes(boxes, rpn.min_box_size)).squeeze(1)
         boxes, scores, levels, batch_index = boxes[keep], scores[keep], levels[keep], batch_index[keep]
-        keep = batched_nms_by_group(boxes, scores, batch_index * len(feats) + levels, rpn.nms_thresh)
+        keep = batched_nms_by_group(boxes, scores, levels, len(feats), batch_index, rpn.nms_thresh)
         keep = select_topk_per_image(keep, batch_index, images, rpn.post_nms_topk[False])
         return boxes[keep], batch_index[keep]
 
@@ -331,7 +331,7 @@ class DeployableDenseDetector(DeployableModel):
             all_batch.append(batch_ids[image_idx])
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
         classes, batch_index = torch.cat(all_classes), torch.cat(all_batch)
-        keep = batched_nms_by_group(boxes, scores, batch_index * num_classes + classes, model.test_nms_thresh)
+        keep = batched_nms_by_group(boxes, scores, classes, num_classes, batch_index, model.test_nms_thresh)
         keep = select_topk_per_image(keep, batch_index, images, model.max_detections_per_image)
         boxes = clip_boxes(boxes[keep], images)
         return _drop_empty(boxes, scores[keep], classes[keep], batch_index[keep])

@@ -162,7 +162,9 @@ def flatten_to_tuple(obj: Any, allow_non_tensor: bool = False) -> tuple[tuple, S
     if isinstance(obj, list):
         return ListSchema.flatten(obj, allow_non_tensor)
     wrapped = getattr(obj, "tensor", None)
-    if isinstance(obj, (Boxes, ROIMasks)) or (isinstance(wrapped, torch.Tensor) and type(obj).__module__.startswith("libdet.")):
+    if isinstance(obj, (Boxes, ROIMasks)) or (
+        isinstance(wrapped, torch.Tensor) and type(obj).__module__.startswith("libdet.")
+    ):
         return (wrapped,), TensorWrapSchema(f"{type(obj).__module__}.{type(obj).__qualname__}")
     if allow_non_tensor:
         return (obj,), IdentitySchema()

@@ -29,6 +29,25 @@ __all__ = [
 ]
 
 
+def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Fake (shape) kernel of ``torchvision::nms`` for torch.export: any number of kept boxes, 0 included.
+
+    torchvision's own declares at least 2 (its ``create_unbacked_symint()`` defaults to ``min=2``), so an
+    exported graph would assert, at run time, that every NMS keeps 2 boxes or more — false for an image or
+    class with one detection or none. Replacing it when :mod:`libdet.export` is imported fixes that for
+    every export of the op; the real kernel is untouched.
+    """
+    torch._check(dets.dim() == 2 and dets.size(1) == 4, lambda: f"nms: boxes must be (N, 4), got {dets.shape}")
+    torch._check(scores.dim() == 1 and scores.size(0) == dets.size(0), lambda: "nms: scores must be (N,)")
+    num_kept = torch.library.get_ctx().new_dynamic_size(min=0)
+    return dets.new_empty(num_kept, dtype=torch.long)
+
+
+try:
+    torch.library.register_fake("torchvision::nms", _nms_fake, allow_override=True)
+except TypeError:  # an older torch without `allow_override`: torchvision's kernel stays (NMS must keep >= 2)
+    pass
+
 #: Upper bound stated to torch.export for data-dependent row counts (candidates, NMS survivors). Without
 #: it their bound is int64's maximum, and bounds of products of such counts overflow int64, which the ONNX
 #: translation cannot represent.
@@ -89,21 +108,31 @@ def nonempty_boxes(boxes: Tensor, threshold: float = 0.0) -> Tensor:
     return ((boxes[:, 2] - boxes[:, 0]) > threshold) & ((boxes[:, 3] - boxes[:, 1]) > threshold)
 
 
-def batched_nms_by_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within each group (e.g. ``image * num_classes + class``): torchvision's coordinate offset
-    trick (boxes of group ``g`` moved by ``g * (max coordinate + 1)``), one NMS call.
+def batched_nms_by_group(
+    boxes: Tensor, scores: Tensor, categories: Tensor, num_categories: int, batch_index: Tensor, iou_threshold: float
+) -> Tensor:
+    """NMS within each (image, category), e.g. (image, class) or (image, feature level).
+
+    Boxes of group ``g = image * num_categories + category`` are moved by ``g * (max coordinate + 1)``
+    (torchvision's coordinate offset trick) and one NMS runs on all of them.
 
     Args:
         boxes: ``(R, 4)`` float boxes.
         scores: ``(R,)``.
-        groups: ``(R,)`` int64 group ids.
+        categories: ``(R,)`` int64 in ``[0, num_categories)``.
+        num_categories: number of categories.
+        batch_index: ``(R,)`` int64 image of each box.
         iou_threshold: boxes with IoU ``> iou_threshold`` with a kept, higher-scoring box of the same
-            group are removed.
+            image and category are removed.
 
     Returns:
         int64 indices of the kept boxes, by decreasing score.
     """
+    # Images and categories are separated by torchvision's coordinate offset trick in one NMS call.
+    # (One call per category would be faster for many boxes, as torchvision's batched_nms does, but the
+    # ONNX translation of such a graph fails.)
     boxes = boxes.float()
+    groups = batch_index * num_categories + categories
     # A zero is appended so that the max of no boxes is defined (no branch on the box count).
     max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
     offsets = groups.to(boxes.dtype) * (max_coordinate + 1)

@@ -1,13 +1,15 @@
 """detectron2's model zoo by its own names: the YAML configs shipped in ``libdet/model_zoo/yaml_configs`` (same
-names and values as detectron2's ``configs/``), the libdet lazy configs that stand for detectron2's lazy ones, and
-the published checkpoint of each (detectron2's ``MODEL_ZOO.md``: ``<prefix><name>/<model id>/<file>``).
+names and values as detectron2's ``configs/``), detectron2's lazy configs that libdet has no config of its own for
+(``libdet/model_zoo/lazy_configs``: the LSJ ``new_baselines`` and the RegNet Mask R-CNNs), the libdet configs that
+stand for detectron2's other lazy ones, and the published checkpoint of each (detectron2's ``MODEL_ZOO.md``:
+``<prefix><name>/<model id>/<file>``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CHECKPOINTS", "LAZY_ALIASES", "URL_PREFIX", "yaml_config_root"]
+__all__ = ["CHECKPOINTS", "LAZY_ALIASES", "URL_PREFIX", "lazy_config_root", "yaml_config_root"]
 
 URL_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 
@@ -99,6 +101,11 @@ LAZY_ALIASES: dict[str, str] = {
     "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.py": "COCO/keypoint_rcnn_r50.py",
     "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py": "COCO/panoptic_fpn_r50.py",
 }
+
+
+def lazy_config_root() -> Path:
+    """The folder of the shipped detectron2-named lazy configs (package data)."""
+    return Path(__file__).resolve().parent / "lazy_configs"
 
 
 def yaml_config_root() -> Path:

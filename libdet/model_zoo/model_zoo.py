@@ -72,6 +72,8 @@ def get_config_file(config_path: str) -> str:
     rel = _normalize(config_path)
     if rel.endswith(".yaml"):
         return _yaml_config_file(config_path, rel)
+    if (detectron2_zoo.lazy_config_root() / rel).is_file():  # one of detectron2's lazy configs
+        return str(detectron2_zoo.lazy_config_root() / rel)
     rel = detectron2_zoo.LAZY_ALIASES.get(rel, rel)
     roots = [r for r in _config_roots() if r.is_dir()]
     for root in roots:

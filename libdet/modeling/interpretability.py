@@ -73,6 +73,7 @@ class _Recorder:
     def __init__(self, model: nn.Module):
         self.features: dict[str, torch.Tensor] = {}
         self.objectness_logits: dict[str, torch.Tensor] = {}
+        self.padded_size: tuple[int, int] = (0, 0)  # (H, W) of the padded batch the backbone saw
         if isinstance(model, GeneralizedRCNN):
             rpn = model.proposal_generator
             head = getattr(rpn, "rpn_head", None) if rpn is not None else None
@@ -92,6 +93,7 @@ class _Recorder:
             self._handles.append(head.register_forward_hook(self._on_head))
 
     def _on_backbone(self, module, inputs, output) -> None:
+        self.padded_size = tuple(inputs[0].shape[-2:])
         self.features = dict(output)
 
     def _on_head(self, module, inputs, output) -> None:
@@ -120,13 +122,6 @@ def _to_image(x: torch.Tensor, image_size: tuple[int, int], padded_size: tuple[i
     """Upsample a ``(h, w)`` map of the padded batch to the padded size and crop it to ``image_size``."""
     up = F.interpolate(x[None, None].float(), size=padded_size, mode="bilinear", align_corners=False)[0, 0]
     return up[: image_size[0], : image_size[1]]
-
-
-def _padded_size(model: nn.Module, image_size: tuple[int, int]) -> tuple[int, int]:
-    d = int(getattr(model.backbone, "size_divisibility", 0) or 0)
-    if d <= 1:
-        return image_size
-    return (math.ceil(image_size[0] / d) * d, math.ceil(image_size[1] / d) * d)
 
 
 def _run(model: nn.Module, image: torch.Tensor) -> Instances:
@@ -173,7 +168,7 @@ def _level_maps(
     model: nn.Module, recorder: _Recorder, image: torch.Tensor
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     size = tuple(image.shape[-2:])
-    padded = _padded_size(model, size)
+    padded = recorder.padded_size
     features = {
         name: _valid_region(x[0].detach().abs().mean(0), size, padded).float().cpu().numpy()
         for name, x in recorder.features.items()
@@ -223,7 +218,7 @@ def explain_detections(
     if target == "mask" and not instances.has("pred_masks"):
         raise ValueError(f"explain: target='mask' but {type(model).__name__} predicts no masks.")
     size = tuple(pixels.shape[-2:])
-    padded = _padded_size(model, size)
+    padded = recorder.padded_size
     names = list(recorder.features)
     activations = [recorder.features[n] for n in names]
     results = []

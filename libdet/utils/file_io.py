@@ -11,13 +11,20 @@ from typing import IO
 from iopath.common.file_io import HTTPURLHandler, OneDrivePathHandler, PathHandler
 from iopath.common.file_io import PathManager as _PathManagerBase
 
-__all__ = ["PathManager", "PathHandler", "ModelZooHandler", "atomic_write", "MODEL_ZOO_URL_PREFIX"]
+__all__ = [
+    "PathManager",
+    "PathHandler",
+    "ModelCatalogHandler",
+    "ModelZooHandler",
+    "atomic_write",
+    "MODEL_ZOO_URL_PREFIX",
+]
 
 # Public detectron2 model-zoo weights load into libdet models unchanged, so both prefixes map there.
 MODEL_ZOO_URL_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 
 PathManager = _PathManagerBase()
-"""The project-wide path manager: local paths, ``http(s)://``, ``libdet://`` and ``detectron2://``."""
+"""The project-wide path manager: local paths, ``http(s)://``, ``libdet://``, ``detectron2://`` and ``catalog://``."""
 
 
 class ModelZooHandler(PathHandler):
@@ -41,9 +48,46 @@ class ModelZooHandler(PathHandler):
         return PathManager.open(self._get_local_path(path), mode, **kwargs)
 
 
+class ModelCatalogHandler(PathHandler):
+    """Resolve detectron2's ``catalog://ImageNetPretrained/<name>`` (the Caffe2 ImageNet backbones that the GN and
+    X-152 YAML configs start from) to its Detectron URL (downloaded and cached)."""
+
+    PREFIX = "catalog://"
+    URL_PREFIX = "https://dl.fbaipublicfiles.com/detectron/"
+    IMAGENET_MODELS = {
+        "MSRA/R-50": "ImageNetPretrained/MSRA/R-50.pkl",
+        "MSRA/R-101": "ImageNetPretrained/MSRA/R-101.pkl",
+        "FAIR/R-50-GN": "ImageNetPretrained/47261647/R-50-GN.pkl",
+        "FAIR/R-101-GN": "ImageNetPretrained/47592356/R-101-GN.pkl",
+        "FAIR/X-101-32x8d": "ImageNetPretrained/20171220/X-101-32x8d.pkl",
+        "FAIR/X-101-64x4d": "ImageNetPretrained/FBResNeXt/X-101-64x4d.pkl",
+        "FAIR/X-152-32x8d-IN5k": "ImageNetPretrained/25093814/X-152-32x8d-IN5k.pkl",
+    }
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _url(self, path: str) -> str:
+        name = path[len(self.PREFIX) :]
+        key = name.removeprefix("ImageNetPretrained/")
+        if not name.startswith("ImageNetPretrained/") or key not in self.IMAGENET_MODELS:
+            raise ValueError(
+                f"{path!r} is not in the model catalog; known: "
+                f"{sorted(self.PREFIX + 'ImageNetPretrained/' + k for k in self.IMAGENET_MODELS)}."
+            )
+        return self.URL_PREFIX + self.IMAGENET_MODELS[key]
+
+    def _get_local_path(self, path: str, **kwargs) -> str:
+        return PathManager.get_local_path(self._url(path), **kwargs)
+
+    def _open(self, path: str, mode: str = "r", **kwargs) -> IO:
+        return PathManager.open(self._get_local_path(path), mode, **kwargs)
+
+
 PathManager.register_handler(HTTPURLHandler())
 PathManager.register_handler(OneDrivePathHandler())
 PathManager.register_handler(ModelZooHandler())
+PathManager.register_handler(ModelCatalogHandler())
 
 
 @contextlib.contextmanager

@@ -246,3 +246,10 @@ def test_global_cfg():
     finally:
         set_global_cfg(CfgNode())
     assert len(global_cfg) == 0
+
+
+def test_file_without_version_and_with_old_keys_is_upgraded(tmp_path):
+    path = _write(tmp_path / "noversion.yaml", "MODEL:\n  WEIGHT: 'a.pkl'\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.WEIGHTS == "a.pkl" and cfg.VERSION == 2

@@ -69,7 +69,11 @@ def evaluate(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return "no", f"export fails: {type(e).__name__}: {first[:120]}"
     seconds = time.perf_counter() - start
-    diff = compare_to_eager(model, exported, batches)
+    try:
+        diff = compare_to_eager(model, exported, batches)
+    except Exception as e:  # e.g. a shape guard of the exported program fails on another image size
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return "no", f"exported model fails on other inputs: {type(e).__name__}: {first[:150]}"
     problems = diff.check(FORMATS[fmt][1], SCORE_TOL, MIN_MASK_IOU)
     if problems:
         return "no", "; ".join(problems)
@@ -104,12 +108,17 @@ def read_table(path: Path = TABLE_PATH) -> dict[tuple[str, str], tuple[str, str]
         for fmt, cell in zip(columns, row[1:]):
             match = re.match(r"(yes|no)\b[:,]?\s*(.*)", cell)
             if match:
-                cells[(family, fmt)] = (match.group(1), match.group(2))
+                detail = match.group(2)
+                if match.group(1) == "yes" and detail.startswith("(") and detail.endswith(")"):
+                    detail = detail[1:-1]  # write_table puts the details of a "yes" in parentheses
+                cells[(family, fmt)] = (match.group(1), detail)
     return cells
 
 
 def write_table(cells: dict[tuple[str, str], tuple[str, str]], families: list[str], path: Path = TABLE_PATH) -> None:
-    header = _HEADER.format(box=FORMATS["torch_export"][1], onnx_box=FORMATS["onnx"][1], score=SCORE_TOL, iou=MIN_MASK_IOU)
+    header = _HEADER.format(
+        box=FORMATS["torch_export"][1], onnx_box=FORMATS["onnx"][1], score=SCORE_TOL, iou=MIN_MASK_IOU
+    )
     lines = ["| family | " + " | ".join(title for title, _ in FORMATS.values()) + " |"]
     lines.append("|" + "---|" * (len(FORMATS) + 1))
     for family in families:
@@ -132,12 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", nargs="*", default=list(FORMATS), choices=list(FORMATS))
     parser.add_argument("--output", type=Path, default=TABLE_PATH)
     args = parser.parse_args(argv)
-    cells = read_table(args.output)
     with tempfile.TemporaryDirectory() as work_dir:
         for family in args.families:
             for fmt in args.formats:
-                cells[(family, fmt)] = evaluate(family, fmt, work_dir)
-                print(family, fmt, *cells[(family, fmt)], flush=True)
+                result = evaluate(family, fmt, work_dir)
+                print(family, fmt, *result, flush=True)
+                cells = read_table(args.output)  # re-read: another run may have written other cells
+                cells[(family, fmt)] = result
                 write_table(cells, list(FAMILIES), args.output)
 
 

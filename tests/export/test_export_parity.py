@@ -2,7 +2,8 @@
 the export sample and a batch of two; empty detections; the committed support table agrees.
 
 Exporting is slow (torch.export's symbolic shapes, the ONNX translation, AOTInductor's C++ build): the
-default run covers TorchScript tracing of every family and torch.export / ONNX of Mask R-CNN; the other
+default run covers TorchScript tracing of every family, torch.export of Mask R-CNN and ONNX of semantic
+FPN; the other
 cells are ``slow``. Exported artifacts are shared within the module.
 """
 
@@ -17,7 +18,7 @@ from libdet.export import compare_to_eager, deployable_model, export_model
 from tests.export import _models
 from tests.export.support_table import FORMATS, MIN_MASK_IOU, SCORE_TOL, read_table
 
-FAST = {("mask_rcnn_fpn", "torch_export"), ("mask_rcnn_fpn", "onnx")} | {(f, "torchscript") for f in _models.FAMILIES}
+FAST = {("mask_rcnn_fpn", "torch_export"), ("semantic_fpn", "onnx")} | {(f, "torchscript") for f in _models.FAMILIES}
 CASES = [
     pytest.param(family, fmt, id=f"{family}-{fmt}", marks=() if (family, fmt) in FAST else pytest.mark.slow)
     for fmt in ("torchscript", "torch_export", "onnx", "aot_inductor")
@@ -79,7 +80,8 @@ def test_torchscript_scripting_is_unsupported_as_documented():
 
 
 @pytest.mark.parametrize(
-    "fmt", ["torchscript", pytest.param("torch_export", marks=pytest.mark.slow), pytest.param("onnx", marks=pytest.mark.slow)]
+    "fmt",
+    ["torchscript", pytest.param("torch_export", marks=pytest.mark.slow), pytest.param("onnx", marks=pytest.mark.slow)],
 )
 def test_empty_detections(fmt, tmp_path):
     """A score threshold no detection reaches: empty outputs of the right shapes, as in eager mode."""

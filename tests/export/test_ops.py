@@ -59,9 +59,10 @@ def test_batched_nms_by_group_matches_torchvision():
     boxes = _random_boxes(200, 100, g)
     scores = torch.rand(200, generator=g)
     groups = torch.randint(0, 4, (200,), generator=g)
-    ref = torchvision.ops.batched_nms(boxes, scores, groups, 0.5)
-    assert torch.equal(batched_nms_by_group(boxes, scores, groups, 0.5), ref)
-    assert batched_nms_by_group(boxes[:0], scores[:0], groups[:0], 0.5).shape == (0,)
+    images = torch.randint(0, 2, (200,), generator=g)
+    ref = torchvision.ops.batched_nms(boxes, scores, groups * 2 + images, 0.5)
+    assert torch.equal(batched_nms_by_group(boxes, scores, groups, 4, images, 0.5), ref)
+    assert batched_nms_by_group(boxes[:0], scores[:0], groups[:0], 4, images[:0], 0.5).shape == (0,)
 
 
 def test_select_topk_per_image():

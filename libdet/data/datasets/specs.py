@@ -224,7 +224,9 @@ def _register(name: str, spec: DatasetSpec) -> None:
         if spec.kind == "coco":
             categories = _read_json(spec.path).get("categories", [])
             thing_classes = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
-            loader: Callable[[], list[dict]] = lambda: load_coco_json(spec.path, spec.location)  # noqa: E731
+            # with the dataset name, load_coco_json records thing_dataset_id_to_contiguous_id, which COCO evaluation
+            # needs to map predicted classes back to the json's category ids
+            loader: Callable[[], list[dict]] = lambda: load_coco_json(spec.path, spec.location, name)  # noqa: E731
             meta.set(thing_classes=thing_classes, evaluator_type="coco")
         else:
             loader = lambda: load_lvis_json(spec.path, spec.location)  # noqa: E731

@@ -317,10 +317,12 @@ class ViT(Backbone):
 
 
 def _init_transformer_weights(m: nn.Module) -> None:
-    """Truncated-normal (std 0.02) linear weights with zero biases; unit LayerNorms (channels-last ones only:
-    the zero-initialised channels-first norms of residual conv blocks are left alone)."""
+    """Normal (std 0.02) linear weights with zero biases; unit LayerNorms (channels-last ones only: the
+    zero-initialised channels-first norms of residual conv blocks are left alone)."""
     if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        # detectron2 / timm call trunc_normal_(std=0.02), whose default bounds are +-2 (absolute), i.e. 100 std:
+        # the same distribution as normal_, which is ~2.5x faster (seconds when building ViT-H / MViTv2-H on CPU)
+        nn.init.normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):

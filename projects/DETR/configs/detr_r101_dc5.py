@@ -2,5 +2,5 @@
 
 from .detr_r50 import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401  (config keys)
 
-model.backbone.stages.update(depth=101, res5_dilation=2)
+model.backbone.stages.update(depth=101, dc5=True)
 train.output_dir = "./output/detr_r101_dc5"

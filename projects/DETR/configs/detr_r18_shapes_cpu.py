@@ -4,22 +4,21 @@ AdamW 2e-4 everywhere (nothing is pretrained, so the backbone gets the full lr),
 
     python tools/lazyconfig_train_net.py --config-file projects/DETR/configs/detr_r18_shapes_cpu.py
 
-About 25 minutes on 2 CPU cores (see the README for the AP measured here).
+900 iterations of 4 images. Not timed on an idle machine; see the README for the (shortened) run made here.
 """
 
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 import libdet.data.transforms as T
 from libdet.config import LazyCall as L
+from libdet.modeling.backbone import ResNet
 from libdet.solver import WarmupParamScheduler
 
 from ....configs.common.data.shapes import dataloader
 from .detr_r50 import model, optimizer, train
 
 model.backbone.stem.norm = "BN"
-model.backbone.stages.update(depth=18, norm="BN")
-model.backbone.stages.pop("stride_in_1x1")  # BasicBlock has a single 3x3 conv per branch
-model.backbone.stages.pop("res5_dilation")
+model.backbone.stages = L(ResNet.make_default_stages)(depth=18, norm="BN")
 model.backbone.out_features = ["res4"]
 model.backbone.freeze_at = 0
 model.in_feature = "res4"

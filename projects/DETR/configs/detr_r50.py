@@ -11,6 +11,7 @@ from ._project import PROJECT_ROOT  # noqa: F401  (puts the `detr` package on sy
 
 import torch
 from detr import DETR, HungarianMatcher, PositionEmbeddingSine, SetCriterion, Transformer
+from detr.backbone import make_detr_resnet_stages
 from detr.optim import detr_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from omegaconf import OmegaConf
@@ -32,8 +33,8 @@ from ....configs.common.train import train
 model = L(DETR)(
     backbone=L(ResNet)(
         stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-        # torchvision's ResNet (the official weights): stride in the 3x3 conv
-        stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN", res5_dilation=1),
+        # torchvision's ResNet (the official weights): stride in the 3x3 conv; dc5=True for the DC5 models
+        stages=L(make_detr_resnet_stages)(depth=50, dc5=False, stride_in_1x1=False, norm="FrozenBN"),
         out_features=["res5"],
         freeze_at=2,  # stem and res2 frozen, as the official training
     ),

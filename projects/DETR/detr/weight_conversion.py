@@ -17,10 +17,15 @@ Layouts (``state_dict`` keys):
   (transformers 4: ``model.backbone.conv_encoder.model.``, ``out_proj``, ``fc1``) and transformers 5 modules
   (``model.backbone.model.``, ``o_proj``, ``mlp.fc1``). Both are read; either can be written.
 
+Panoptic models (official ``DETRsegm``, HF ``DetrForSegmentation``, libdet ``DETRSegm``) hold the detector under
+``detr.`` and the mask head as ``bbox_attention.{q,k}_linear`` and ``mask_head.{lay1..5,gn1..5,adapter1..3,out_lay}``
+(transformers 5: ``bbox_attention.{q,k}_proj``, ``mask_head.conv1.conv``, ``fpn_stages.N.refine.conv``, ...).
+
 COCO checkpoints of the official release and the hub have 92 class rows: row ``i`` is COCO category id ``i`` (ids
 0, 12, 26, ... are unused), row 91 is "no object". libdet numbers the 80 classes contiguously, so with
 ``coco_classes=True`` the rows are gathered to ``80 + 1`` (and scattered back when converting out; the unused
-rows get weight 0 and bias -1e4, i.e. probability ~0).
+rows get weight 0 and bias -1e4, i.e. probability ~0). Panoptic checkpoints have 251 rows (COCO panoptic category
+ids, 250 = "no object"), mapped to libdet's 133 + 1 with the category ids of the panoptic json.
 """
 
 from __future__ import annotations

@@ -133,6 +133,7 @@ def test_learned_encoding_shape_and_limit():
 
 
 def test_transformer_ignores_padded_features():
+    """What batching changes for the transformer (garbage features at padded cells) changes none of its outputs."""
     torch.manual_seed(0)
     transformer = Transformer(
         d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=3, dim_feedforward=32
@@ -159,6 +160,9 @@ def _inputs(sizes, seed=0):
 
 
 def test_batched_and_single_inference_agree(tiny_detr):
+    # Images of one size: with different sizes the backbone's convolutions see the padding (after FrozenBN it is no
+    # longer zero) near the bottom / right border, so features there legitimately differ from the unbatched ones, as
+    # in the official model. The transformer's own padding handling is tested exactly below.
     model = tiny_detr().eval()
     inputs = _inputs([(64, 96), (64, 96), (64, 96)])
     with torch.no_grad():
@@ -202,3 +206,19 @@ def test_training_losses_and_gradients(tiny_detr):
     sum(losses.values()).backward()
     assert model.query_embed.weight.grad.abs().sum() > 0
     assert model.backbone.res5[0].conv1.weight.grad is not None
+
+
+def test_dc5_stages_follow_torchvision():
+    from detr.backbone import make_detr_resnet_stages
+
+    kwargs = dict(depth=50, stem_out_channels=16, res2_out_channels=32, width_per_group=8, norm="FrozenBN")
+    res5 = make_detr_resnet_stages(dc5=True, **kwargs)[3]
+    # stride 16 kept; the first block's 3x3 conv undilated, the others dilated by 2 (torchvision's DC5)
+    assert [b.conv2.dilation for b in res5] == [(1, 1), (2, 2), (2, 2)]
+    assert all(b.conv1.stride == (1, 1) and b.conv2.stride == (1, 1) for b in res5)
+    plain = make_detr_resnet_stages(dc5=False, **kwargs)[3]
+    assert plain[0].conv2.stride == (2, 2) and [b.conv2.dilation for b in plain] == [(1, 1)] * 3
+    # same parameters either way: the weights of one load into the other
+    assert [p.shape for b in res5 for p in b.state_dict().values()] == [
+        p.shape for b in plain for p in b.state_dict().values()
+    ]

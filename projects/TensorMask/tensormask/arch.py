@@ -84,9 +84,9 @@ class TensorMask(DenseDetector):
                 f"head_in_features has {self.num_levels}."
             )
         first_stride = anchor_generator.strides[0]
-        first_sizes = [
-            float(box[2] - box[0]) for box in anchor_generator.cell_anchors[0]
-        ]  # aspect ratio 1: width = size
+        # The first level's anchor sizes (square anchors: the width is the size).
+        first_cell_anchors = next(iter(anchor_generator.cell_anchors))
+        first_sizes = [float(box[2] - box[0]) for box in first_cell_anchors]
         self.mask_sizes = [int(round(s)) // first_stride for s in first_sizes]
         if head.mask_on and list(head.mask_sizes) != self.mask_sizes:
             raise ValueError(

@@ -186,6 +186,21 @@ def test_fake_kernels_give_shapes_and_export_traces(no_disable_env):
     torch.testing.assert_close(program.module()(X), swap_align2nat(X, 2))
 
 
+def test_torch_compile_traces_the_kernel(no_disable_env):
+    _kernel_or_skip()
+    module = SwapAlign2Nat(2)
+    X = torch.randn(1, 9, 6, 7)
+    module(X)  # the kernel choice is made (and logged) eagerly; the compiled graph then has no break
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    Xc, Xe = X.clone().requires_grad_(), X.clone().requires_grad_()
+    Yc, Ye = compiled(Xc), module(Xe)
+    torch.testing.assert_close(Yc, Ye)
+    Yc.square().sum().backward()
+    Ye.square().sum().backward()
+    torch.testing.assert_close(Xc.grad, Xe.grad)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("lam,side", [(1, 3), (2, 3), (4, 2)])
 def test_cuda_kernel_matches_twin(no_disable_env, lam, side):

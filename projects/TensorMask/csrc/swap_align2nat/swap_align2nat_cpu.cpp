@@ -1,12 +1,15 @@
 // CPU kernels of tensormask::swap_align2nat_forward / _backward.
 //
-// The per-axis samples depend on one or two output indices only (v; u; (v, y); (u, x)), so they are
-// tabulated once per call. The forward runs one output mask channel (n, v, u) per task. The backward
-// gathers instead of scattering: a task owns one input mask row (n, cv) and adds the contributions of every
-// output channel v that samples it, so no two threads ever write the same gradient value.
+// The 4-D sample is separable, so it runs in two passes: first along (mask row, spatial row), which reads and
+// writes contiguous rows of x, into an intermediate tensor about the size of X; then along (mask column,
+// spatial column). The weight of the corners outside X is the product of the per-axis weights outside, and reads
+// pad_val. The per-axis samples depend on one or two output indices only (v; u; (v, y); (u, x)), so they are
+// tabulated once per call. The backward runs the transposed passes in reverse order; every task owns the slice
+// it writes (no atomics, deterministic).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "swap_align2nat.h"
@@ -51,11 +54,62 @@ T corner_weight(const AxisSample<T>& s, int corner) {
   return corner == 0 ? s.w_low : s.w_high;
 }
 
+// The part of a sample's weight that falls inside [0, size).
 template <typename T>
-void forward_kernel(const T* in, T* out, const Geometry& g, T pad) {
+T inside_weight(const AxisSample<T>& s, int64_t size) {
+  return (inside(s.low, size) ? s.w_low : T(0)) + (inside(s.low + 1, size) ? s.w_high : T(0));
+}
+
+// Layout of the intermediate "rows" tensor: R[n, v, iu, y, ix] = sum over the (mask row, spatial row) corners of
+// X[n, iv, iu, iy, ix], i.e. X sampled along v and y only ([N, Vout, V, Hout, W], about the size of X).
+struct RowsLayout {
+  int64_t side_out, side_in, height_out, width_in;
+  int64_t offset(int64_t n, int64_t v, int64_t iu, int64_t y) const {
+    return (((n * side_out + v) * side_in + iu) * height_out + y) * width_in;
+  }
+};
+
+template <typename T>
+void forward_kernel(const T* in, T* rows, T* out, const Geometry& g, T pad) {
   const Tables<T> t = make_tables<T>(g);
   const int64_t V = g.side_in, H = g.height_in, W = g.width_in;
-  const int64_t plane_out = g.height_out * g.width_out;
+  const RowsLayout r{g.side_out, V, g.height_out, W};
+  // Pass 1, one (n, v) per task: sample along the mask row and the spatial row (contiguous rows of x).
+  at::parallel_for(0, g.batch * g.side_out, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t v = task % g.side_out;
+      const int64_t n = task / g.side_out;
+      const AxisSample<T>& sv = t.mask[v];
+      for (int64_t iu = 0; iu < V; ++iu) {
+        for (int64_t y = 0; y < g.height_out; ++y) {
+          const AxisSample<T>& sy = t.rows[v * g.height_out + y];
+          T* dst = rows + r.offset(n, v, iu, y);
+          std::fill(dst, dst + W, T(0));
+          for (int a = 0; a < 2; ++a) {
+            const int64_t iv = sv.low + a;
+            const T wa = corner_weight(sv, a);
+            if (wa == T(0) || !inside(iv, V)) {
+              continue;
+            }
+            for (int c = 0; c < 2; ++c) {
+              const int64_t iy = sy.low + c;
+              const T wc = corner_weight(sy, c);
+              if (wc == T(0) || !inside(iy, H)) {
+                continue;
+              }
+              const T w = wa * wc;
+              const T* src = in + (((n * V + iv) * V + iu) * H + iy) * W;
+              for (int64_t ix = 0; ix < W; ++ix) {
+                dst[ix] += w * src[ix];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // Pass 2, one output mask channel (n, v, u) per task: sample the rows along the mask column and the spatial
+  // column; the weight of the corners outside X (on any axis) reads pad_val.
   at::parallel_for(0, g.batch * g.side_out * g.side_out, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t u = row % g.side_out;
@@ -63,41 +117,77 @@ void forward_kernel(const T* in, T* out, const Geometry& g, T pad) {
       const int64_t n = row / (g.side_out * g.side_out);
       const AxisSample<T>& sv = t.mask[v];
       const AxisSample<T>& su = t.mask[u];
-      T* dst = out + row * plane_out;
+      const T inside_v = inside_weight(sv, V);
+      const T inside_u = inside_weight(su, V);
+      T* dst = out + row * g.height_out * g.width_out;
       for (int64_t y = 0; y < g.height_out; ++y) {
-        const AxisSample<T>& sy = t.rows[v * g.height_out + y];
+        const T inside_rows = inside_v * inside_weight(t.rows[v * g.height_out + y], H);
         for (int64_t x = 0; x < g.width_out; ++x) {
           const AxisSample<T>& sx = t.cols[u * g.width_out + x];
           T acc = 0;
-          for (int c = 0; c < 2; ++c) {
-            const int64_t iy = sy.low + c;
+          for (int b = 0; b < 2; ++b) {
+            const int64_t iu = su.low + b;
+            const T wb = corner_weight(su, b);
+            if (wb == T(0) || !inside(iu, V)) {
+              continue;
+            }
+            const T* src = rows + r.offset(n, v, iu, y);
             for (int d = 0; d < 2; ++d) {
               const int64_t ix = sx.low + d;
-              for (int a = 0; a < 2; ++a) {
-                const int64_t iv = sv.low + a;
-                for (int b = 0; b < 2; ++b) {
-                  const int64_t iu = su.low + b;
-                  const T w = corner_weight(sy, c) * corner_weight(sx, d) * corner_weight(sv, a) *
-                      corner_weight(su, b);
-                  const bool ok = inside(iy, H) && inside(ix, W) && inside(iv, V) && inside(iu, V);
-                  acc += w * (ok ? in[(((n * V + iv) * V + iu) * H + iy) * W + ix] : pad);
-                }
+              const T wd = corner_weight(sx, d);
+              if (wd != T(0) && inside(ix, W)) {
+                acc += wb * wd * src[ix];
               }
             }
           }
-          dst[y * g.width_out + x] = acc;
+          const T inside_all = inside_rows * inside_u * inside_weight(sx, W);
+          dst[y * g.width_out + x] = acc + pad * (T(1) - inside_all);
         }
       }
     }
   });
 }
 
+// The transpose of the two passes, in reverse order; each task writes only its own slice.
 template <typename T>
-void backward_kernel(const T* grad_out, T* grad_in, const Geometry& g) {
+void backward_kernel(const T* grad_out, T* grad_rows, T* grad_in, const Geometry& g) {
   const Tables<T> t = make_tables<T>(g);
   const int64_t V = g.side_in, H = g.height_in, W = g.width_in;
-  const int64_t plane_out = g.height_out * g.width_out;
-  // One task per input (n, iv): only it writes grad_in[n, iv, :, :, :].
+  const RowsLayout r{g.side_out, V, g.height_out, W};
+  // Pass 2 transposed, one (n, v) per task: it owns grad_rows[n, v].
+  at::parallel_for(0, g.batch * g.side_out, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t v = task % g.side_out;
+      const int64_t n = task / g.side_out;
+      for (int64_t u = 0; u < g.side_out; ++u) {
+        const AxisSample<T>& su = t.mask[u];
+        const T* src = grad_out + ((n * g.side_out + v) * g.side_out + u) * g.height_out * g.width_out;
+        for (int b = 0; b < 2; ++b) {
+          const int64_t iu = su.low + b;
+          const T wb = corner_weight(su, b);
+          if (wb == T(0) || !inside(iu, V)) {
+            continue;
+          }
+          for (int64_t y = 0; y < g.height_out; ++y) {
+            T* dst = grad_rows + r.offset(n, v, iu, y);
+            for (int64_t x = 0; x < g.width_out; ++x) {
+              const AxisSample<T>& sx = t.cols[u * g.width_out + x];
+              const T gy = wb * src[y * g.width_out + x];
+              for (int d = 0; d < 2; ++d) {
+                const int64_t ix = sx.low + d;
+                const T wd = corner_weight(sx, d);
+                if (wd != T(0) && inside(ix, W)) {
+                  dst[ix] += wd * gy;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // Pass 1 transposed, one input mask row (n, iv) per task: it owns grad_in[n, iv] and gathers from every
+  // output mask row v that samples iv.
   at::parallel_for(0, g.batch * V, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t iv = task % V;
@@ -108,35 +198,21 @@ void backward_kernel(const T* grad_out, T* grad_in, const Geometry& g) {
         if (a < 0 || a > 1 || corner_weight(sv, a) == T(0)) {
           continue;
         }
-        for (int64_t u = 0; u < g.side_out; ++u) {
-          const AxisSample<T>& su = t.mask[u];
-          const T* src = grad_out + ((n * g.side_out + v) * g.side_out + u) * plane_out;
-          for (int b = 0; b < 2; ++b) {
-            const int64_t iu = su.low + b;
-            if (!inside(iu, V)) {
-              continue;
-            }
-            T* dst = grad_in + ((n * V + iv) * V + iu) * H * W;
-            for (int64_t y = 0; y < g.height_out; ++y) {
-              const AxisSample<T>& sy = t.rows[v * g.height_out + y];
-              for (int64_t x = 0; x < g.width_out; ++x) {
-                const AxisSample<T>& sx = t.cols[u * g.width_out + x];
-                const T gy = src[y * g.width_out + x];
-                for (int c = 0; c < 2; ++c) {
-                  const int64_t iy = sy.low + c;
-                  if (!inside(iy, H)) {
-                    continue;
-                  }
-                  for (int d = 0; d < 2; ++d) {
-                    const int64_t ix = sx.low + d;
-                    if (!inside(ix, W)) {
-                      continue;
-                    }
-                    const T w = corner_weight(sy, c) * corner_weight(sx, d) * corner_weight(sv, a) *
-                        corner_weight(su, b);
-                    dst[iy * W + ix] += w * gy;
-                  }
-                }
+        const T wa = corner_weight(sv, a);
+        for (int64_t iu = 0; iu < V; ++iu) {
+          for (int64_t y = 0; y < g.height_out; ++y) {
+            const AxisSample<T>& sy = t.rows[v * g.height_out + y];
+            const T* src = grad_rows + r.offset(n, v, iu, y);
+            for (int c = 0; c < 2; ++c) {
+              const int64_t iy = sy.low + c;
+              const T wc = corner_weight(sy, c);
+              if (wc == T(0) || !inside(iy, H)) {
+                continue;
+              }
+              const T w = wa * wc;
+              T* dst = grad_in + (((n * V + iv) * V + iu) * H + iy) * W;
+              for (int64_t ix = 0; ix < W; ++ix) {
+                dst[ix] += w * src[ix];
               }
             }
           }
@@ -157,9 +233,14 @@ at::Tensor swap_align2nat_forward_cpu(const at::Tensor& X, int64_t lambda_val, d
     return Y;
   }
   const at::Tensor in = X.contiguous();
+  at::Tensor rows = at::empty({g.batch, g.side_out, g.side_in, g.height_out, g.width_in}, X.options());
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "swap_align2nat_forward_cpu", [&] {
     forward_kernel<scalar_t>(
-        in.const_data_ptr<scalar_t>(), Y.mutable_data_ptr<scalar_t>(), g, static_cast<scalar_t>(pad_val));
+        in.const_data_ptr<scalar_t>(),
+        rows.mutable_data_ptr<scalar_t>(),
+        Y.mutable_data_ptr<scalar_t>(),
+        g,
+        static_cast<scalar_t>(pad_val));
   });
   return Y;
 }
@@ -185,8 +266,10 @@ at::Tensor swap_align2nat_backward_cpu(
     return gX;
   }
   const at::Tensor grad = gY.contiguous();
+  at::Tensor grad_rows = at::zeros({g.batch, g.side_out, g.side_in, g.height_out, g.width_in}, gY.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "swap_align2nat_backward_cpu", [&] {
-    backward_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), gX.mutable_data_ptr<scalar_t>(), g);
+    backward_kernel<scalar_t>(
+        grad.const_data_ptr<scalar_t>(), grad_rows.mutable_data_ptr<scalar_t>(), gX.mutable_data_ptr<scalar_t>(), g);
   });
   return gX;
 }

@@ -1,0 +1,8 @@
+"""detectron2's ``new_baselines/mask_rcnn_regnetx_4gf_dds_FPN_400ep_LSJ.py``: the 100-epoch RegNetX-4GF LSJ recipe
+trained 4x longer."""
+
+from .mask_rcnn_regnetx_4gf_dds_FPN_100ep_LSJ import dataloader, lr_multiplier, model, optimizer, train
+
+train.max_iter *= 4  # 100ep -> 400ep
+lr_multiplier.scheduler.milestones = [m * 4 for m in lr_multiplier.scheduler.milestones]
+lr_multiplier.scheduler.num_updates = train.max_iter
