@@ -372,23 +372,11 @@ REFERENCE = Path(__file__).with_name("d2_public_api.md")
 
 # Reference names libdet does not have yet, and why; remove an entry when its name lands.
 PENDING = {
-    "libdet.modeling": {
-        "MMDetBackbone": "mmdet wrappers: libdet does not wrap mmdetection (not planned)",
-        "MMDetDetector": "mmdet wrappers: libdet does not wrap mmdetection (not planned)",
-        "mmdet_wrapper": "mmdet wrappers: libdet does not wrap mmdetection (not planned)",
-    },
     "libdet.export": {
-        name: "TorchScript export layer of detectron2 (libdet.export exports with torch.export / ONNX)"
-        for name in (
-            "TracingAdapter",
-            "add_export_config",
-            "dump_torchscript_IR",
-            "flatten",
-            "scripting_with_instances",
-            "torchscript",
-            "torchscript_patch",
-            "warnings",
-        )
+        "scripting_with_instances": "torch.jit.script cannot compile libdet's models (docs/export_support.md); "
+        "libdet exports with torch.export, ONNX and TorchScript tracing",
+        "torchscript_patch": "the patching helpers of scripting_with_instances (see above)",
+        "warnings": "the standard-library module detectron2's export/__init__ happens to import, not API",
     },
 }
 

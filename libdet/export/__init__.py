@@ -5,6 +5,7 @@ TorchScript tracing, with detectron2's ``libdet.export`` names where they apply 
 from . import flatten, torchscript
 from .api import EXPORT_FORMATS, STABLE_ONNX_OPSET_VERSION, ExportedModel, batch_images, export_model, load_exported
 from .compare import ExportDiff, compare_to_eager
+from .config import add_export_config
 from .deployable import (
     DeployableDenseDetector,
     DeployableGeneralizedRCNN,

@@ -9,6 +9,7 @@ from . import (
     box_regression,
     matcher,
     meta_arch,
+    mmdet_wrapper,
     poolers,
     postprocessing,
     proposal_generator,
@@ -45,6 +46,7 @@ from .meta_arch import (
     build_model,
     build_sem_seg_head,
 )
+from .mmdet_wrapper import MMDetBackbone, MMDetDetector
 from .postprocessing import detector_postprocess
 from .proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN_HEAD_REGISTRY, build_proposal_generator, build_rpn_head
 from .proposal_generator.build import build_anchor_generator
@@ -97,6 +99,8 @@ __all__ = [
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
     "GeneralizedRCNNWithTTA",
+    "MMDetBackbone",
+    "MMDetDetector",
     "MViT",
     "PanopticFPN",
     "ProposalNetwork",
@@ -117,6 +121,7 @@ __all__ = [
     "make_stage",
     "matcher",
     "meta_arch",
+    "mmdet_wrapper",
     "poolers",
     "postprocessing",
     "proposal_generator",

@@ -139,12 +139,19 @@ class CompiledOp:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         device = next((a.device for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), "cpu")
-        if self.use_kernel(device):
+        if _choose_kernel(self.name, torch.device(device).type):
             kernel = self.kernel if self.kernel is not None else getattr(self.ops, next(iter(self.schemas)))
             return kernel(*args, **kwargs)
         if self.twin is None:
             raise RuntimeError(f"libdet op {self.qualified_name} is unavailable for {device} tensors and has no twin.")
         return self.twin(*args, **kwargs)
+
+
+# torch.compile runs this eagerly while tracing and keeps its result as a constant: the loader (a lock, perhaps a
+# compilation) cannot be traced, and the choice is fixed per op and device type anyway.
+@torch.compiler.assume_constant_result
+def _choose_kernel(name: str, device_type: str) -> bool:
+    return _default_loader.use_kernel(name, device_type)
 
 
 _REGISTRY: dict[str, CompiledOp] = {}

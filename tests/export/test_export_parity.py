@@ -53,21 +53,30 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("family, fmt", CASES)
 def test_exported_matches_eager(family, fmt, exported):
+    """Where docs/export_support.md says "yes" the export matches eager; where it says "no" it does not."""
     _require(fmt)
-    model, exported_model = exported(family, fmt)
+    status = read_table().get((family, fmt), ("missing", ""))[0]
+    if status not in ("yes", "no"):
+        pytest.skip(
+            f"docs/export_support.md has no result for {family} / {fmt} (not measured yet): measure it with "
+            f"`python -m tests.export.support_table --families {family} --formats {fmt}`."
+        )
     _, batches = _models.images(family)
-    diff = compare_to_eager(model, exported_model, batches)
+    try:
+        model, exported_model = exported(family, fmt)
+        diff = compare_to_eager(model, exported_model, batches)
+    except Exception as e:  # export or run failure: what a "no" documents
+        assert status == "no", f"{family} / {fmt} fails ({type(e).__name__}: {e}) but the table says 'yes'"
+        return
+    problems = diff.check(FORMATS[fmt][1], SCORE_TOL, MIN_MASK_IOU)
+    if status == "no":
+        assert problems, f"{family} / {fmt} now matches eager ({diff.summary()}); regenerate the table"
+        return
     if family in DETECTORS:
         assert len(diff.num_detections) == 4 and all(n > 0 for n, _ in diff.num_detections), (
             f"the calibrated {family} should detect objects in every image: {diff.num_detections}"
         )
-    problems = diff.check(FORMATS[fmt][1], SCORE_TOL, MIN_MASK_IOU)
     assert not problems, f"{family} exported as {fmt}: {problems} ({diff.summary()})"
-    status = read_table().get((family, fmt), ("missing", ""))[0]
-    assert status == "yes", (
-        f"docs/export_support.md says {status!r} for {family} / {fmt}, but the export matches eager; "
-        "regenerate it with `python -m tests.export.support_table`."
-    )
 
 
 def test_torchscript_scripting_is_unsupported_as_documented():

@@ -339,3 +339,20 @@ def test_core_fake_kernels_give_shapes(no_disable_env):
     program = torch.export.export(RotatedIoU(), (a, a[:1]))
     assert "libdet.box_iou_rotated" in str(program.graph)
     torch.testing.assert_close(program.module()(a, a[:1]), rotated_boxes.box_iou_rotated(a, a[:1]))
+
+
+def test_fullgraph_compile_on_the_first_call_of_an_op():
+    """torch.compile(fullgraph=True) works even when the op's first call is inside the compiled function: the
+    kernel choice (which may build the op) runs eagerly during tracing."""
+    code = (
+        "import torch\n"
+        "from libdet.layers.rotated_boxes import pairwise_iou_rotated\n"
+        "a = torch.tensor([[10., 10, 8, 6, 30], [20, 20, 5, 5, 0]]); b = torch.tensor([[11., 10, 8, 6, 25]])\n"
+        "f = torch.compile(lambda x, y: pairwise_iou_rotated(x, y) * 2, fullgraph=True, backend='eager')\n"
+        "out = f(a, b)\n"
+        "assert torch.allclose(out, pairwise_iou_rotated(a, b) * 2), out\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LIBDET_DISABLE_OPS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
