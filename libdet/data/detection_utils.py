@@ -71,7 +71,8 @@ def convert_PIL_to_numpy(image: Image.Image, format: str | None) -> np.ndarray:
     """
     if format is not None:
         conformed = "RGB" if format in ("BGR", "YUV-BT.601") else format
-        image = image.convert(conformed)
+        if image.mode != conformed:  # convert() to the same mode would only copy the image
+            image = image.convert(conformed)
     array = np.asarray(image)
     if format == "L":
         array = np.expand_dims(array, -1)
@@ -248,6 +249,55 @@ def transform_instance_annotations(
             annotation["keypoints"], transforms, image_size, keypoint_hflip_indices
         )
     return annotation
+
+
+def _transform_plain_annotations(
+    annotations: list[dict[str, Any]], transforms: T.TransformList, image_size: tuple[int, int]
+) -> bool:
+    """:func:`transform_instance_annotations` of all ``annotations`` at once, when they are plain (XYXY/XYWH_ABS
+    boxes of Python numbers, polygon or no segmentation, no keypoints) and every transform maps polygons point
+    by point: one ``apply_box`` and one ``apply_coords`` per image instead of per annotation and polygon.
+
+    Gives the same values as the per-annotation function, whose list boxes go through ``BoxMode.convert``
+    (a float32 tensor for XYWH boxes: the rounding is kept). Returns False, changing nothing, otherwise.
+    """
+    plain_modes = (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+    if not annotations or torch.get_default_dtype() != torch.float32:
+        return False
+    for t in transforms.transforms:
+        if isinstance(t, T.TransformList) or type(t).apply_polygons is not T.Transform.apply_polygons:
+            return False
+    for anno in annotations:
+        box, segm = anno["bbox"], anno.get("segmentation", [])
+        if anno["bbox_mode"] not in plain_modes or "keypoints" in anno or not isinstance(segm, list):
+            return False
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            return False
+        if not all(type(v) in (int, float) and abs(v) < 2**24 for v in box):  # exact in float32
+            return False
+    boxes = np.empty((len(annotations), 4), dtype=np.float64)
+    for i, anno in enumerate(annotations):
+        if anno["bbox_mode"] == BoxMode.XYWH_ABS:  # as BoxMode.convert: x1 = x0 + w in float32
+            xywh = np.array(anno["bbox"], dtype=np.float32)
+            xywh[2:] += xywh[:2]
+            boxes[i] = xywh
+        else:
+            boxes[i] = anno["bbox"]
+    boxes = np.minimum(transforms.apply_box(boxes).clip(min=0), list(image_size + image_size)[::-1])
+
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for a in annotations for p in a.get("segmentation", [])]
+    if polygons:
+        points = transforms.apply_coords(np.concatenate(polygons))
+        ends = np.cumsum([len(p) for p in polygons])
+        polygons = [p.reshape(-1) for p in np.split(points, ends[:-1])]
+    start = 0
+    for anno, box in zip(annotations, boxes):
+        anno["bbox"], anno["bbox_mode"] = box, BoxMode.XYXY_ABS
+        if "segmentation" in anno:
+            count = len(anno["segmentation"])
+            anno["segmentation"] = polygons[start : start + count]
+            start += count
+    return True
 
 
 def transform_keypoint_annotations(

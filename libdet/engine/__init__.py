@@ -6,6 +6,7 @@ iteration does to the weights is an :class:`OptimizerStep` (see :mod:`libdet.eng
 """
 
 from . import hooks, train_loop
+from .batch_predictor import BatchPredictionError, BatchPredictor, PredictionResult
 from .cli import default_argument_parser
 from .ddp import create_ddp_model
 from .defaults_trainer import DefaultTrainer
@@ -18,12 +19,13 @@ from .optimizer_step import (
     MixedPrecision,
     OptimizerStep,
 )
-from .predictor import BatchPredictor, DefaultPredictor
+from .predictor import DefaultPredictor
 from .run_setup import default_setup, default_writers
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
     "AMPTrainer",
+    "BatchPredictionError",
     "BatchPredictor",
     "ClipGradNorm",
     "ClipGradNormPerGroup",
@@ -34,6 +36,7 @@ __all__ = [
     "HookBase",
     "MixedPrecision",
     "OptimizerStep",
+    "PredictionResult",
     "SimpleTrainer",
     "TrainerBase",
     "create_ddp_model",

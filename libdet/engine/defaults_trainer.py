@@ -67,10 +67,11 @@ class DefaultTrainer(TrainerBase):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
+        # losses are read from the device (a synchronisation) every 20 iterations, when the writers need them
         if cfg.SOLVER.AMP.ENABLED:
-            self._trainer: SimpleTrainer = AMPTrainer(model, data_loader, optimizer)
+            self._trainer: SimpleTrainer = AMPTrainer(model, data_loader, optimizer, gather_metric_period=20)
         else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer)
+            self._trainer = SimpleTrainer(model, data_loader, optimizer, gather_metric_period=20)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # the trainer state (iteration, LR schedule, loader position, RNG) is saved by the PeriodicCheckpointer hook
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer)

@@ -1,9 +1,8 @@
-"""Inference on raw images with a built model: :class:`DefaultPredictor` (one image) and :class:`BatchPredictor`
-(a list of images, one forward)."""
+"""Inference on raw images with a built model: :class:`DefaultPredictor` (one image). Many images:
+:class:`~libdet.engine.batch_predictor.BatchPredictor`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from torch import nn
 
 from libdet.data.transforms import ResizeShortestEdge
 
-__all__ = ["BatchPredictor", "DefaultPredictor"]
+__all__ = ["DefaultPredictor"]
 
 
 class DefaultPredictor:
@@ -78,19 +77,3 @@ class DefaultPredictor:
         """
         with torch.no_grad():
             return self.model([self._prepare(original_image)])[0]
-
-
-class BatchPredictor(DefaultPredictor):
-    """:class:`DefaultPredictor` for a list of images: each is resized, then one forward runs on the batch.
-
-    Takes the same arguments as :class:`DefaultPredictor`.
-    """
-
-    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:  # type: ignore[override]
-        """Predict on a list of ``(H_i, W_i, 3)`` BGR images; returns one output dict per image, in order."""
-        if isinstance(images, np.ndarray):
-            raise TypeError(f"{type(self).__name__}: expected a list of images, got one array; wrap it in a list.")
-        if len(images) == 0:
-            return []
-        with torch.no_grad():
-            return list(self.model([self._prepare(image, i) for i, image in enumerate(images)]))

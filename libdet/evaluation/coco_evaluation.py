@@ -9,9 +9,11 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import re
+import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,12 +82,13 @@ def instances_to_coco_json(instances: Instances, img_id: Any) -> list[dict]:
 
     rles = None
     if instances.has("pred_masks"):
-        import pycocotools.mask as mask_util
-
         masks = instances.pred_masks
-        masks = masks.tensor if hasattr(masks, "tensor") else masks
-        masks = torch.as_tensor(masks).detach().cpu().numpy().astype(np.uint8)  # [N, H, W]
-        rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+        masks = torch.as_tensor(masks.tensor if hasattr(masks, "tensor") else masks).detach().cpu()
+        if masks.dim() != 3 or masks.shape[0] != num_instance:
+            raise ValueError(
+                f"image_id {img_id}: pred_masks must be [N={num_instance}, H, W], got shape {tuple(masks.shape)}."
+            )
+        rles = _encode_masks(masks)
         for rle in rles:
             rle["counts"] = rle["counts"].decode("utf-8")
 
@@ -96,20 +99,94 @@ def instances_to_coco_json(instances: Instances, img_id: Any) -> list[dict]:
         keypoints = torch.as_tensor(kpts).detach().cpu().to(torch.float64).clone()  # [N, K, 3]
         keypoints[:, :, :2] -= 0.5
 
+    keypoints_list = keypoints.flatten(1).tolist() if keypoints is not None else None
     results = []
-    for k in range(num_instance):
-        result = {
-            "image_id": img_id,
-            "category_id": classes[k],
-            "bbox": boxes_list[k],
-            "score": scores_list[k],
-        }
+    for k, (category, box, score) in enumerate(zip(classes, boxes_list, scores_list)):
+        result = {"image_id": img_id, "category_id": category, "bbox": box, "score": score}
         if rles is not None:
             result["segmentation"] = rles[k]
-        if keypoints is not None:
-            result["keypoints"] = keypoints[k].flatten().tolist()
+        if keypoints_list is not None:
+            result["keypoints"] = keypoints_list[k]
         results.append(result)
     return results
+
+
+def _encode_masks(masks: torch.Tensor) -> list[dict]:
+    """Compressed COCO RLEs of ``masks`` ``[N, H, W]`` (bool; other dtypes: nonzero is foreground), equal to
+    ``pycocotools.mask.encode``'s (``{"size": [H, W], "counts": bytes}``).
+
+    pycocotools scans every pixel in column-major order, which costs a transposed copy of the whole stack; a
+    model's masks are empty outside their object, so only each mask's foreground box is transposed and scanned
+    here, the zeros around it added to the runs arithmetically.
+    """
+    import pycocotools.mask as mask_util
+
+    n, height, width = masks.shape
+    if n == 0:
+        return []
+    if height == 0 or width == 0:
+        return mask_util.encode(np.zeros((height, width, n), dtype=np.uint8, order="F"))
+    masks = (masks if masks.dtype == torch.bool else masks != 0).contiguous()
+    pixels = masks.numpy().view(np.uint8)
+    # The foreground's bounding box (an empty mask gets its top-left pixel, a zero, so that it has one run):
+    # rows from one reduction over the whole stack (torch's over the last dimension is the fastest here),
+    # columns from each mask's band of rows only.
+    rows = masks.view(torch.uint8).amax(dim=2).numpy()  # [N, H]
+    y0 = rows.argmax(axis=1).astype(np.int64)
+    y1 = np.maximum(height - rows[:, ::-1].argmax(axis=1), y0 + 1).astype(np.int64)
+    columns = np.stack([pixels[i, a:b].max(axis=0) for i, a, b in zip(range(n), y0.tolist(), y1.tolist())])
+    x0 = columns.argmax(axis=1).astype(np.int64)
+    x1 = np.maximum(width - columns[:, ::-1].argmax(axis=1), x0 + 1).astype(np.int64)
+    box_h = y1 - y0
+    # Column-major pixels of each box, one zero standing for the (height - box_h) zeros between two columns
+    # (none when the box is full-height: its columns are contiguous), all masks one after another.
+    gapped = box_h < height
+    pieces = []
+    for i, a, b, c, d, gap in zip(range(n), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), gapped.tolist()):
+        box = pixels[i, a:b, c:d]
+        if gap:
+            padded = np.zeros((d - c, b - a + 1), dtype=np.uint8)
+            padded[:, :-1] = box.T
+            pieces.append(padded.reshape(-1)[:-1])
+        else:
+            pieces.append(box.T.reshape(-1))
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=n)
+    flat = np.concatenate(pieces)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    is_run_start = np.empty(len(flat), dtype=bool)
+    is_run_start[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=is_run_start[1:])
+    is_run_start[starts] = True
+    run_starts = np.flatnonzero(is_run_start)
+    run_ends = np.append(run_starts[1:], len(flat))
+    values = flat[run_starts]
+    first_run = np.searchsorted(run_starts, starts)
+    last_run = np.append(first_run[1:], len(run_starts)) - 1
+    num_runs = last_run - first_run + 1
+    owner = np.repeat(np.arange(n), num_runs)
+    # Each gap pixel in a run stands for (height - box_h) zeros.
+    stride = box_h[owner] + 1
+    gaps = (run_ends - starts[owner]) // stride - (run_starts - starts[owner]) // stride
+    counts = run_ends - run_starts + gaps * np.where(gapped, height - box_h - 1, 0)[owner]
+    # The zeros before the box's first column and after its last one join the first / last run when it is a
+    # zero run, else they become a run of their own (a zero-length first run when the first pixel is set, as
+    # pycocotools writes it).
+    lead = x0 * height + y0
+    trail = (height - y1) + (width - x1) * height
+    lead_joins = values[first_run] == 0
+    trail_joins = values[last_run] == 0
+    counts[first_run[lead_joins]] += lead[lead_joins]
+    counts[last_run[trail_joins]] += trail[trail_joins]
+    new_lead = ~lead_joins
+    new_trail = ~trail_joins & (trail > 0)
+    counts = np.insert(
+        counts,
+        np.concatenate([last_run[new_trail] + 1, first_run[new_lead]]),  # at equal positions: trail of the mask before
+        np.concatenate([trail[new_trail], lead[new_lead]]),
+    )
+    per_mask = np.split(counts, np.cumsum(num_runs + new_lead + new_trail)[:-1])
+    return mask_util.frPyObjects([{"size": [height, width], "counts": c} for c in per_mask], height, width)
 
 
 def _top_k_instances(instances: Instances, k: int | None) -> Instances:
@@ -184,8 +261,52 @@ def _check_rle(rle: Any, height: int, width: int, img_id: Any, *, check_runs: bo
 
 
 def _check_results(coco_gt: Any, coco_results: list[dict], task: str, *, check_rle_runs: bool = True) -> None:
-    """Validate image ids, finiteness and segmentations of ``coco_results`` against ``coco_gt``
+    """Validate image ids, categories, finiteness and segmentations of ``coco_results`` against ``coco_gt``
     (``check_rle_runs``: see :func:`_check_rle`)."""
+    imgs, cats = coco_gt.imgs, coco_gt.cats
+    try:  # everything at once; the per-result pass below runs only to name what is wrong
+        valid = all(r["image_id"] in imgs and r["category_id"] in cats for r in coco_results)
+        valid = valid and bool(np.isfinite(np.array([r["score"] for r in coco_results], dtype=np.float64)).all())
+        boxes = np.array([r["bbox"] for r in coco_results if "bbox" in r], dtype=np.float64)
+        valid = valid and bool(np.isfinite(boxes).all())
+        if task == "keypoints":
+            keypoints = np.array([r["keypoints"] for r in coco_results], dtype=np.float64)
+            valid = valid and bool(np.isfinite(keypoints).all())
+    except (KeyError, TypeError, ValueError):
+        valid = False
+    if not valid:
+        _check_each_result(coco_gt, coco_results, task)
+    if task == "segm" and (check_rle_runs or not _rle_strings_look_valid(coco_results, imgs)):
+        for result in coco_results:
+            info = imgs[result["image_id"]]
+            _check_rle(
+                result.get("segmentation"), info["height"], info["width"], result["image_id"], check_runs=check_rle_runs
+            )
+
+
+def _rle_strings_look_valid(coco_results: list[dict], imgs: dict) -> bool:
+    """:func:`_check_rle` without ``check_runs`` for all results at once, when every segmentation is an RLE dict
+    with ``str`` counts (as :func:`instances_to_coco_json` writes them); False means "check one by one"."""
+    segmentations = [r.get("segmentation") for r in coco_results]
+    if not all(type(s) is dict and type(s.get("counts")) is str and "size" in s for s in segmentations):
+        return False
+    try:
+        sizes = np.array([s["size"] for s in segmentations], dtype=np.int64).reshape(len(segmentations), 2)
+    except (TypeError, ValueError):
+        return False
+    heights = [imgs[r["image_id"]]["height"] for r in coco_results]
+    widths = [imgs[r["image_id"]]["width"] for r in coco_results]
+    if not (np.array_equal(sizes[:, 0], heights) and np.array_equal(sizes[:, 1], widths)):
+        return False
+    counts = [s["counts"] for s in segmentations]
+    if not _RLE_STRING_CHARS.fullmatch("".join(counts)):
+        return False
+    last_chars = np.frombuffer("".join(c[-1:] for c in counts).encode("ascii"), dtype=np.uint8)
+    return not ((last_chars.astype(np.int64) - 48) & 0x20).any()
+
+
+def _check_each_result(coco_gt: Any, coco_results: list[dict], task: str) -> None:
+    """The checks of :func:`_check_results` but segmentations, result by result, raising at the first bad one."""
     for result in coco_results:
         img_id = result["image_id"]
         if img_id not in coco_gt.imgs:
@@ -201,9 +322,6 @@ def _check_results(coco_gt: Any, coco_results: list[dict], task: str, *, check_r
         values = list(result.get("bbox", [])) + [result["score"]]
         if not np.all(np.isfinite(values)):
             raise ValueError(f"image_id {img_id}: non-finite bbox or score {values}.")
-        if task == "segm":
-            info = coco_gt.imgs[img_id]
-            _check_rle(result.get("segmentation"), info["height"], info["width"], img_id, check_runs=check_rle_runs)
         if task == "keypoints" and not np.all(np.isfinite(result["keypoints"])):
             raise ValueError(f"image_id {img_id}: non-finite keypoints.")
 
@@ -316,7 +434,7 @@ class COCOEvaluator(DatasetEvaluator):
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             with atomic_write(os.path.join(self._output_dir, "instances_predictions.pth"), "wb") as f:
-                torch.save(predictions, f)
+                _torch_save(predictions, f)
 
         results: dict = OrderedDict()
         if any("proposals" in p for p in predictions):
@@ -336,19 +454,21 @@ class COCOEvaluator(DatasetEvaluator):
         return tuple(sorted(tasks))
 
     def _eval_predictions(self, predictions: list[dict], img_ids: Sequence[Any] | None = None) -> dict:
-        # Copied so that evaluate() can run twice on the same predictions (category ids are remapped).
-        coco_results = copy.deepcopy(list(itertools.chain(*[p.get("instances", []) for p in predictions])))
         tasks = self._tasks or self._tasks_from_predictions(predictions)
         coco_api = self._coco_api
         metadata = self._metadata
         class_names = _class_names(metadata, coco_api)
-        _map_category_ids(coco_results, metadata, coco_api)
+        # New top-level dicts with dataset category ids; their values (boxes, RLEs) are shared with the
+        # predictions and never modified, so evaluate() can run again on the same predictions.
+        coco_results = _with_dataset_category_ids(
+            itertools.chain.from_iterable(p.get("instances", ()) for p in predictions), metadata, coco_api
+        )
 
         if self._output_dir:
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")
             self._logger.info(f"Saving results to {file_path}")
             with atomic_write(file_path, "w") as f:
-                json.dump(coco_results, f)
+                _dump_json(coco_results, f)
 
         results: dict = OrderedDict()
         for task in sorted(tasks, key=list(_METRICS).index):
@@ -423,8 +543,6 @@ class COCOEvaluator(DatasetEvaluator):
                     logits.append(p["proposals"].objectness_logits.numpy())
             data = {"boxes": boxes, "objectness_logits": logits, "ids": ids, "bbox_mode": BoxMode.XYXY_ABS}
             with atomic_write(os.path.join(self._output_dir, "box_proposals.pkl"), "wb") as f:
-                import pickle
-
                 pickle.dump(data, f)
 
         res = {}
@@ -464,8 +582,55 @@ def _class_names(metadata: Any, coco_api: Any) -> list[str]:
     return list(names)
 
 
-def _map_category_ids(coco_results: list[dict], metadata: Any, coco_api: Any) -> None:
-    """Replace contiguous ``category_id``s by dataset ids (in place); unknown ids raise a ValueError."""
+class _HasTensors(Exception):
+    pass
+
+
+class _TensorFreePickler(pickle.Pickler):
+    """A C pickler that refuses tensors and storages (``reducer_override`` is not called for builtin types)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor) or torch.is_storage(obj) or isinstance(obj, torch.storage.TypedStorage):
+            raise _HasTensors
+        return NotImplemented
+
+
+def _torch_save(obj: Any, f: Any) -> None:
+    """``torch.save(obj, f)``, the same file, ~10x faster for an object without tensors (COCO json results).
+
+    torch.save calls its Python ``persistent_id`` for every object it pickles (1.5 M calls for 75 k results);
+    without tensors that hook returns None each time, so the pickle is what the C pickler writes alone, stored
+    in the zip records torch.save writes (``tests/evaluation/test_coco_results_encoding.py`` compares the two
+    files). Objects holding tensors, and torch versions without these writer internals, go to torch.save.
+    """
+    from torch import serialization
+
+    data = io.BytesIO()
+    try:
+        _TensorFreePickler(data, protocol=serialization.DEFAULT_PROTOCOL).dump(obj)
+        open_writer, alignment = serialization._open_zipfile_writer, serialization._get_storage_alignment
+    except (_HasTensors, AttributeError):
+        torch.save(obj, f)
+        return
+    records = {
+        "data.pkl": data.getvalue(),
+        ".format_version": b"1",
+        ".storage_alignment": str(alignment()).encode(),
+        "byteorder": sys.byteorder.encode(),
+    }
+    with open_writer(f) as zip_file:
+        for name, value in records.items():
+            zip_file.write_record(name, value, len(value))
+
+
+def _dump_json(obj: Any, f: Any) -> None:
+    """``json.dump`` with the C encoder (``json.dump`` streams through the pure-Python one); the same text."""
+    f.write(json.dumps(obj))
+
+
+def _with_dataset_category_ids(results: Iterable[dict], metadata: Any, coco_api: Any) -> list[dict]:
+    """Shallow copies of ``results`` with contiguous ``category_id``s replaced by dataset ids; unknown ids raise
+    a ValueError."""
     id_map = metadata.get("thing_dataset_id_to_contiguous_id")
     if id_map is not None:
         reverse = {int(v): int(k) for k, v in id_map.items()}
@@ -477,14 +642,16 @@ def _map_category_ids(coco_results: list[dict], metadata: Any, coco_api: Any) ->
             )
     else:
         reverse = {c: c for c in coco_api.cats}
-    for result in coco_results:
-        category_id = result["category_id"]
-        if category_id not in reverse:
+    mapped = []
+    for result in results:
+        category_id = reverse.get(result["category_id"])
+        if category_id is None:
             raise ValueError(
-                f"image_id {result['image_id']}: predicted category {category_id} is outside the dataset's "
-                f"category mapping (known contiguous ids: 0..{len(reverse) - 1})."
+                f"image_id {result['image_id']}: predicted category {result['category_id']} is outside the "
+                f"dataset's category mapping (known contiguous ids: 0..{len(reverse) - 1})."
             )
-        result["category_id"] = reverse[category_id]
+        mapped.append({**result, "category_id": category_id})
+    return mapped
 
 
 def _zero_results(task: str, class_names: Sequence[str]) -> dict:
@@ -507,14 +674,18 @@ def _evaluate_predictions_on_coco(
     """Run COCOeval ``evaluate()`` and ``accumulate()`` on non-empty ``coco_results``; returns the COCOeval."""
     from pycocotools.cocoeval import COCOeval
 
+    # loadRes adds keys to the result dicts (and pycocotools' COCOeval replaces "segmentation"), so it gets new
+    # top-level dicts; the values are shared, nothing modifies them.
     if iou_type == "segm":
         # With a "bbox" in the results, loadRes would use the box area for the small/medium/large
         # ranges; without it the mask area is used, as for the ground truth.
-        coco_results = copy.deepcopy(coco_results)
+        coco_results = [result.copy() for result in coco_results]
         for result in coco_results:
             result.pop("bbox", None)
+    else:
+        coco_results = [result.copy() for result in coco_results]
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(coco_results)
+        coco_dt = _load_results(coco_gt, coco_results)
     if cocoeval_class is not None:
         coco_eval = cocoeval_class(coco_gt, coco_dt, iou_type)
     elif use_fast_impl:
@@ -537,6 +708,42 @@ def _evaluate_predictions_on_coco(
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
+
+
+def _load_results(coco_gt: Any, coco_results: list[dict]) -> Any:
+    """``coco_gt.loadRes(coco_results)``, the same ``COCO`` object; masks without boxes are measured in one call.
+
+    pycocotools' ``loadRes`` calls ``maskUtils.area`` and ``maskUtils.toBbox`` once per result, the largest cost of
+    loading many mask results; other kinds of results go to ``loadRes`` itself.
+    """
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+
+    if not coco_results or "segmentation" not in coco_results[0] or "bbox" in coco_results[0]:
+        return coco_gt.loadRes(coco_results)
+    if any("caption" in r or "bbox" in r for r in coco_results):  # loadRes decides on the first result only
+        return coco_gt.loadRes(coco_results)
+    img_ids = {r["image_id"] for r in coco_results}
+    if not img_ids <= set(coco_gt.getImgIds()):
+        raise AssertionError("Results do not correspond to current coco set")  # loadRes' assertion
+    segmentations = [r["segmentation"] for r in coco_results]
+    # uint32, as loadRes stores them; pycocotools' area() overflows (a uint8 shape array) past 255 masks a call.
+    areas = np.concatenate(
+        [mask_util.area(segmentations[i : i + 255]) for i in range(0, len(segmentations), 255)]
+    ).astype(np.uint32, copy=False)
+    boxes = mask_util.toBbox(segmentations)  # float64 [N, 4]
+    for i, result in enumerate(coco_results):
+        result["area"] = areas[i]
+        result["bbox"] = boxes[i]
+        result["id"] = i + 1
+        result["iscrowd"] = 0
+    res = COCO()
+    res.dataset["info"] = copy.deepcopy(coco_gt.dataset.get("info", {}))
+    res.dataset["images"] = list(coco_gt.dataset["images"])
+    res.dataset["categories"] = copy.deepcopy(coco_gt.dataset["categories"])
+    res.dataset["annotations"] = coco_results
+    res.createIndex()
+    return res
 
 
 def _mean_precision(precision: np.ndarray) -> float:

@@ -155,6 +155,7 @@ def inference_on_dataset(
     evaluator.reset()
 
     num_warmup = min(5, total - 1) if total else 5
+    sync_cuda = torch.cuda.is_available()  # asked once: it costs more than the rest of the per-batch bookkeeping
     total_data_time = total_compute_time = total_eval_time = 0.0
     num_images = num_timed_images = 0
     idx = -1
@@ -181,7 +182,7 @@ def inference_on_dataset(
             outputs = model(inputs)
             if "after_inference" in callbacks:
                 callbacks["after_inference"]()
-            if torch.cuda.is_available():
+            if sync_cuda:
                 torch.cuda.synchronize()
             compute_time = time.perf_counter() - start_compute_time
 

@@ -1,8 +1,10 @@
 """Export libdet models for deployment: ``torch.export`` (and AOTInductor), ONNX (run in onnxruntime) and
-TorchScript tracing, with detectron2's ``libdet.export`` names where they apply (``TracingAdapter``,
-``flatten``, ``dump_torchscript_IR``, ``STABLE_ONNX_OPSET_VERSION``). Start with :func:`export_model`."""
+TorchScript tracing and scripting, with detectron2's ``libdet.export`` names where they apply (``TracingAdapter``,
+``flatten``, ``dump_torchscript_IR``, ``scripting_with_instances``, ``STABLE_ONNX_OPSET_VERSION``). Start with :func:`export_model`."""
 
-from . import flatten, torchscript
+import warnings  # noqa: F401  (detectron2's libdet.export exposes it; kept for `s/detectron2/libdet/` ports)
+
+from . import flatten, torchscript, torchscript_patch
 from .api import EXPORT_FORMATS, STABLE_ONNX_OPSET_VERSION, ExportedModel, batch_images, export_model, load_exported
 from .compare import ExportDiff, compare_to_eager
 from .config import add_export_config
@@ -16,4 +18,4 @@ from .deployable import (
 )
 from .flatten import TracingAdapter, flatten_to_tuple
 from .postprocess import outputs_to_instances
-from .torchscript import dump_torchscript_IR
+from .torchscript import dump_torchscript_IR, scripting_with_instances

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .deployable import DeployableModel, deployable_model
+from .ops import nms_allowing_empty_output
 from .postprocess import outputs_to_instances
 
 __all__ = [
@@ -154,7 +155,13 @@ def _export_sample(images: torch.Tensor, dynamic: bool) -> torch.Tensor:
 
 def _torch_export(deployable: DeployableModel, images: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
     images = _export_sample(images, dynamic)
-    with torch.no_grad():
+    # Size-oblivious reasoning on the input sizes: without it torch.export specialises any size that is 1
+    # in the sample (a 1 x 1 RetinaNet p7 map fixes the image size to <= 128 px) or guards on it not being 1
+    # (a p5 map of height 1 fails), so that sizes a real image can have would be refused.
+    from torch.fx.experimental import _config as fx_config
+
+    oblivious = {"backed_size_oblivious": True} if dynamic and hasattr(fx_config, "backed_size_oblivious") else {}
+    with torch.no_grad(), fx_config.patch(**oblivious):
         return torch.export.export(deployable, (images,), dynamic_shapes=_dynamic_shapes(dynamic), strict=False)
 
 
@@ -204,6 +211,14 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / _FILE_NAMES[format]
 
+    with nms_allowing_empty_output():
+        _export(deployable, images, format, path, dynamic)
+    info = _model_info(deployable, format)
+    _write_atomically(out_dir / _INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    return load_exported(path)
+
+
+def _export(deployable: DeployableModel, images: torch.Tensor, format: str, path: Path, dynamic: bool) -> None:
     if format == "torch_export":
         program = _torch_export(deployable, images, dynamic)
         _write_atomically(path, lambda tmp: torch.export.save(program, tmp))
@@ -213,17 +228,19 @@ def export_model(
         program = _torch_export(deployable, images, dynamic)
         from torch._inductor import aoti_compile_and_package
 
-        _write_atomically(path, lambda tmp: aoti_compile_and_package(program, package_path=tmp))
+        # Without layout optimisation: with it, AOTInductor (torch 2.15, CPU) computes a transposed convolution
+        # after a convolution wrongly when the batch size is data dependent — Mask R-CNN's mask head on the
+        # detections gave wrong masks (a 3x3 conv then a 2x2 stride-2 deconv reproduces it).
+        configs = {"layout_optimization": False}
+        _write_atomically(
+            path, lambda tmp: aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
+        )
     elif format == "onnx":
         _export_onnx(deployable, images, path, dynamic)
     else:
         with torch.no_grad():
             traced = torch.jit.trace(deployable, (images,), check_trace=False, strict=False)
         _write_atomically(path, lambda tmp: torch.jit.save(traced, tmp))
-
-    info = _model_info(deployable, format)
-    _write_atomically(out_dir / _INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
-    return load_exported(path)
 
 
 def _without_runtime_asserts(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:

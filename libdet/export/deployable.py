@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from libdet.modeling.meta_arch.dense_detector import DenseDetector, permute_to_N_HWA_K
+from libdet.modeling.meta_arch.dense_detector import DenseDetector
 from libdet.modeling.meta_arch.fcos import FCOS
 from libdet.modeling.meta_arch.panoptic_fpn import PanopticFPN
 from libdet.modeling.meta_arch.rcnn import GeneralizedRCNN
@@ -41,6 +41,7 @@ from .ops import (
     paste_masks,
     pool_rois,
     select_topk_per_image,
+    to_N_HWA_K,
     topk_along_dim1,
 )
 from .ops import pad_images as _pad_images
@@ -182,7 +183,7 @@ class DeployableGeneralizedRCNN(DeployableModel):
         all_boxes, all_scores, all_levels = [], [], []
         for level, (logits_i, deltas_i, anchors_i) in enumerate(zip(logits, deltas, anchors)):
             logits_i = logits_i.permute(0, 2, 3, 1).flatten(1)  # (N, Hi*Wi*A)
-            deltas_i = permute_to_N_HWA_K(deltas_i, 4)  # (N, Hi*Wi*A, 4)
+            deltas_i = to_N_HWA_K(deltas_i, 4)  # (N, Hi*Wi*A, 4)
             scores_i, idx = topk_along_dim1(logits_i, rpn.pre_nms_topk[False])
             # Decoding only the kept anchors gives the same boxes as decoding all of them.
             boxes_i = rpn.box2box_transform.apply_deltas(
@@ -308,10 +309,10 @@ class DeployableDenseDetector(DeployableModel):
         batch_ids = torch.arange(num_images, device=images.device)
         all_boxes, all_scores, all_classes, all_batch = [], [], [], []
         for level in range(len(feats)):
-            logits = permute_to_N_HWA_K(predictions[0][level], num_classes)  # (N, R, K)
-            deltas = permute_to_N_HWA_K(predictions[1][level], 4)  # (N, R, 4)
+            logits = to_N_HWA_K(predictions[0][level], num_classes)  # (N, R, K)
+            deltas = to_N_HWA_K(predictions[1][level], 4)  # (N, R, 4)
             if isinstance(model, FCOS):
-                ctrness = permute_to_N_HWA_K(predictions[2][level], 1)
+                ctrness = to_N_HWA_K(predictions[2][level], 1)
                 scores = torch.sqrt(logits.sigmoid() * ctrness.sigmoid())
             else:
                 scores = logits.sigmoid()

@@ -8,6 +8,9 @@ Batched detections are kept flat: ``D`` rows over all images, each with its imag
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
 from torch import Tensor
@@ -15,10 +18,12 @@ from torch.nn import functional as F
 
 __all__ = [
     "MAX_ROWS",
+    "nms_allowing_empty_output",
     "nonzero",
     "pad_images",
     "grid_anchors",
     "topk_along_dim1",
+    "to_N_HWA_K",
     "clip_boxes",
     "nonempty_boxes",
     "batched_nms_by_group",
@@ -34,8 +39,7 @@ def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
     torchvision's own declares at least 2 (its ``create_unbacked_symint()`` defaults to ``min=2``), so an
     exported graph would assert, at run time, that every NMS keeps 2 boxes or more — false for an image or
-    class with one detection or none. Replacing it when :mod:`libdet.export` is imported fixes that for
-    every export of the op; the real kernel is untouched.
+    class with one detection or none.
     """
     torch._check(dets.dim() == 2 and dets.size(1) == 4, lambda: f"nms: boxes must be (N, 4), got {dets.shape}")
     torch._check(scores.dim() == 1 and scores.size(0) == dets.size(0), lambda: "nms: scores must be (N,)")
@@ -43,10 +47,20 @@ def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return dets.new_empty(num_kept, dtype=torch.long)
 
 
-try:
-    torch.library.register_fake("torchvision::nms", _nms_fake, allow_override=True)
-except TypeError:  # an older torch without `allow_override`: torchvision's kernel stays (NMS must keep >= 2)
-    pass
+@contextlib.contextmanager
+def nms_allowing_empty_output() -> Iterator[None]:
+    """Within the block, ``torchvision::nms`` has :func:`_nms_fake` as fake kernel (see there why); on
+    exit torchvision's is back, so that importing libdet changes nothing for other code. Every export
+    (tracing, AOTInductor's compilation, the ONNX translation) of :func:`export_model` runs in it; wrap
+    your own ``torch.export.export`` of a deployable model in it too."""
+    # A fragment library of our own holds the override: destroying it deregisters exactly our kernel.
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    try:
+        torch.library.register_fake("torchvision::nms", _nms_fake, lib=lib, allow_override=True)
+        yield
+    finally:
+        lib._destroy()
+
 
 #: Upper bound stated to torch.export for data-dependent row counts (candidates, NMS survivors). Without
 #: it their bound is int64's maximum, and bounds of products of such counts overflow int64, which the ONNX
@@ -78,11 +92,20 @@ def grid_anchors(feature: Tensor, cell_anchors: Tensor, stride: int, offset: flo
     w = feature.shape[3]
     shifts_x = (torch.arange(w, device=feature.device, dtype=torch.float32) + offset) * stride
     shifts_y = (torch.arange(h, device=feature.device, dtype=torch.float32) + offset) * stride
-    shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-    shift_x = shift_x.reshape(-1)
-    shift_y = shift_y.reshape(-1)
+    # The (H, W) grids by broadcasting additions of zeros (exact), not meshgrid: reshaping meshgrid's
+    # expanded views makes torch.export specialise maps of height or width 1 (e.g. RetinaNet's p7).
+    shift_x = (shifts_x[None, :] + torch.zeros_like(shifts_y)[:, None]).reshape(-1)
+    shift_y = (shifts_y[:, None] + torch.zeros_like(shifts_x)[None, :]).reshape(-1)
     shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-    return (shifts.view(-1, 1, 4) + cell_anchors.view(1, -1, 4)).reshape(-1, 4)
+    return (shifts[:, None, :] + cell_anchors[None, :, :]).reshape(-1, 4)
+
+
+def to_N_HWA_K(x: Tensor, k: int) -> Tensor:
+    """``(N, A*K, Hi, Wi)`` head outputs -> ``(N, Hi*Wi*A, K)``, as :func:`permute_to_N_HWA_K`.
+
+    An explicit contiguous copy, then a view: a ``reshape`` of the permuted tensor makes torch.export
+    guard on the map size being 1 (e.g. RetinaNet's p7 is 1 x 1 on small images)."""
+    return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).view(x.shape[0], -1, k)
 
 
 @torch.jit.script_if_tracing

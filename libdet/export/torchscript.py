@@ -1,9 +1,10 @@
-"""TorchScript helpers (detectron2 parity): inspect a TorchScript model's code and graphs.
+"""TorchScript helpers (detectron2 parity): script a model that uses ``Instances``, and inspect a
+TorchScript model's code and graphs.
 
 TorchScript *tracing* of every model family is :func:`libdet.export.export_model` with
-``format="torchscript"``. Scripting (``torch.jit.script``) of libdet's models, detectron2's
-``scripting_with_instances``, is not supported: the model code uses Python features TorchScript lacks
-(``from __future__`` annotations of structures, dict-of-Any inputs); use tracing or ``torch.export``.
+``format="torchscript"``; :func:`scripting_with_instances` *scripts* (``torch.jit.script``) a model whose
+inference passes :class:`~libdet.structures.Instances` around (docs/export_support.md lists the families
+that script).
 """
 
 from __future__ import annotations
@@ -12,8 +13,42 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
-__all__ = ["dump_torchscript_IR"]
+from .torchscript_patch import compile_attribute_classes, freeze_training_mode, patch_instances, resolved_annotations
+
+__all__ = ["scripting_with_instances", "dump_torchscript_IR"]
+
+
+def scripting_with_instances(model: nn.Module, fields: dict[str, type]) -> torch.jit.ScriptModule:
+    """Script ``model`` (``torch.jit.script``) with ``Instances`` compiled as a class with the given fields.
+
+    Every ``Instances`` the model's inference creates or reads must only use fields listed in ``fields``
+    (e.g. ``proposal_boxes``, ``objectness_logits``, ``pred_boxes``, ``scores``, ``pred_classes``,
+    ``pred_masks`` for Mask R-CNN). The model is scripted with its current ``training`` flag frozen to a
+    constant, so the code of the other mode is not compiled: call ``model.eval()`` first for inference.
+    The scripted model returns objects of a generated class; turn them into ``Instances`` with
+    :func:`libdet.utils.testing.convert_scripted_instances`.
+
+    Example::
+
+        fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+        scripted = scripting_with_instances(model.eval(), fields)
+        outputs = scripted.inference([{"image": image}], do_postprocess=False)
+
+    Args:
+        model: the module to script (not modified).
+        fields: ``Instances`` field name -> type (``torch.Tensor``, ``Boxes``, ...).
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+        RuntimeError: (from TorchScript) naming the code that cannot be compiled.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"scripting_with_instances: `model` must be an nn.Module, got {type(model).__name__}.")
+    with resolved_annotations(model), freeze_training_mode(model), patch_instances(fields):
+        compile_attribute_classes(model)
+        return torch.jit.script(model)
 
 
 def dump_torchscript_IR(model: torch.jit.ScriptModule, dir: str | os.PathLike) -> None:

@@ -52,7 +52,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         int64 ``Tensor[K]``: indices of the kept boxes by decreasing score.
     """
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"batched_nms: `boxes` must have shape [N, 4], got {tuple(boxes.shape)}.")
+        raise ValueError(f"batched_nms: `boxes` must have shape [N, 4], got {list(boxes.shape)}.")
     dtype = torch.promote_types(boxes.dtype, torch.float32)
     return torchvision.ops.batched_nms(boxes.to(dtype), scores.to(dtype), idxs, iou_threshold)
 

@@ -44,7 +44,7 @@ class BufferList(nn.Module):
 
 
 def _create_grid_offsets(
-    size: Sequence[int], stride: float, offset: float, target_device_tensor: torch.Tensor
+    size: list[int], stride: int, offset: float, target_device_tensor: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the (H*W,) x and y coordinates ``(index + offset) * stride`` of a grid, row-major."""
     grid_height, grid_width = size
@@ -93,6 +93,10 @@ class DefaultAnchorGenerator(nn.Module):
     """
 
     box_dim: int = 4
+    # For TorchScript (scripting_with_instances): a compile-time constant, and Python-side conveniences it
+    # need not compile.
+    __constants__ = ["box_dim"]
+    __jit_unused_properties__ = ["num_cell_anchors", "num_anchors"]
 
     def __init__(self, *, sizes: _Params, aspect_ratios: _Params, strides: Sequence[int], offset: float = 0.5):
         super().__init__()
@@ -118,9 +122,10 @@ class DefaultAnchorGenerator(nn.Module):
         """Number of anchors per location, for each feature level (e.g. [3, 3, 3, 3, 3])."""
         return [len(cell_anchors) for cell_anchors in self.cell_anchors]
 
-    def _grid_anchors(self, grid_sizes: list[Sequence[int]]) -> list[torch.Tensor]:
+    def _grid_anchors(self, grid_sizes: list[list[int]]) -> list[torch.Tensor]:
         anchors = []
-        buffers: list[torch.Tensor] = list(self.cell_anchors)
+        # named_buffers(), not iter(): TorchScript can compile the former.
+        buffers: list[torch.Tensor] = [x[1] for x in self.cell_anchors.named_buffers()]
         for size, stride, base_anchors in zip(grid_sizes, self.strides, buffers):
             shift_x, shift_y = _create_grid_offsets(size, stride, self.offset, base_anchors)
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)

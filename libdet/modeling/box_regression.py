@@ -23,10 +23,10 @@ _DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
 def _check_boxes(name: str, what: str, t: torch.Tensor, dim: int) -> None:
-    if not isinstance(t, torch.Tensor):
+    if not isinstance(t, torch.Tensor):  # never true in TorchScript, which then skips the branch
         raise TypeError(f"{name}: `{what}` must be a Tensor, got {type(t).__name__}.")
     if t.dim() != 2 or t.shape[1] % dim != 0:
-        raise ValueError(f"{name}: `{what}` must have shape (N, k*{dim}), got {tuple(t.shape)}.")
+        raise ValueError(f"{name}: `{what}` must have shape (N, k*{dim}), got {list(t.shape)}.")
 
 
 class Box2BoxTransform:
@@ -41,11 +41,12 @@ class Box2BoxTransform:
         scale_clamp: upper clamp of ``dw`` and ``dh`` (after division by the weights) when decoding.
     """
 
-    def __init__(self, weights: Sequence[float], scale_clamp: float = _DEFAULT_SCALE_CLAMP):
+    def __init__(self, weights: list[float], scale_clamp: float = _DEFAULT_SCALE_CLAMP):
         if len(weights) != 4:
             raise ValueError(f"Box2BoxTransform: `weights` must have 4 values (wx, wy, ww, wh), got {weights}.")
-        self.weights = tuple(weights)
-        self.scale_clamp = scale_clamp
+        # Spelled out (and made floats) so that TorchScript, which compiles this class, types it as 4 floats.
+        self.weights = (float(weights[0]), float(weights[1]), float(weights[2]), float(weights[3]))
+        self.scale_clamp = float(scale_clamp)
 
     def get_deltas(self, src_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
         """Encode ``target_boxes`` relative to ``src_boxes``.
@@ -239,7 +240,7 @@ class Box2BoxTransformLinear:
 
         deltas = torch.stack((target_l, target_t, target_r, target_b), dim=1)
         if self.normalize_by_size:
-            deltas = deltas / self._strides(src_boxes, 1)
+            deltas = deltas / Box2BoxTransformLinear._strides(src_boxes, 1)
         return deltas
 
     @staticmethod
@@ -265,7 +266,7 @@ class Box2BoxTransformLinear:
         ctr_x = 0.5 * (boxes[:, 0] + boxes[:, 2])
         ctr_y = 0.5 * (boxes[:, 1] + boxes[:, 3])
         if self.normalize_by_size:
-            deltas = deltas * self._strides(boxes, deltas.shape[1] // 4)
+            deltas = deltas * Box2BoxTransformLinear._strides(boxes, deltas.shape[1] // 4)
         l = deltas[:, 0::4]  # noqa: E741
         t = deltas[:, 1::4]
         r = deltas[:, 2::4]

@@ -165,7 +165,9 @@ class ROIPooler(nn.Module):
             the i-th box of the image-by-image concatenation of ``box_lists``.
         """
         num_level_assignments = len(self.level_poolers)
-        if not _is_fx_tracing():
+        if torch.jit.is_scripting():
+            pass  # TorchScript compiles neither the checks' messages nor _is_fx_tracing
+        elif not _is_fx_tracing():
             if not isinstance(x, list) or not isinstance(box_lists, list):
                 raise TypeError(
                     f"ROIPooler: `x` and `box_lists` must be lists, got {type(x).__name__} and "
@@ -180,7 +182,7 @@ class ROIPooler(nn.Module):
                     f"ROIPooler: got boxes for {len(box_lists)} images but the feature batch has {x[0].size(0)}."
                 )
         if len(box_lists) == 0:
-            return _create_zeros(None, x[0].shape[1], *self.output_size, x[0])
+            return _create_zeros(None, x[0].shape[1], self.output_size[0], self.output_size[1], x[0])
 
         pooler_fmt_boxes = convert_boxes_to_pooler_format(box_lists)
         if num_level_assignments == 1:
@@ -190,7 +192,7 @@ class ROIPooler(nn.Module):
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )
         num_channels = x[0].shape[1]
-        output = _create_zeros(pooler_fmt_boxes, num_channels, *self.output_size, x[0])
+        output = _create_zeros(pooler_fmt_boxes, num_channels, self.output_size[0], self.output_size[1], x[0])
         for level, pooler in enumerate(self.level_poolers):
             inds = nonzero_tuple(level_assignments == level)[0]
             pooler_fmt_boxes_level = pooler_fmt_boxes[inds]

@@ -1,9 +1,10 @@
 """Axis-aligned boxes: the :class:`BoxMode` conventions, the :class:`Boxes` container and pairwise metrics."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: TorchScript compiles `Boxes` and cannot resolve string
+# annotations such as "torch.device" in a class; the forward references to the classes are quoted instead.
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from enum import IntEnum, unique
 
 import numpy as np
@@ -43,7 +44,7 @@ class BoxMode(IntEnum):
     XYWHA_ABS = 4
 
     @staticmethod
-    def convert(box: _RawBoxType, from_mode: BoxMode, to_mode: BoxMode) -> _RawBoxType:
+    def convert(box: _RawBoxType, from_mode: "BoxMode", to_mode: "BoxMode") -> _RawBoxType:
         """Convert one box or a batch of boxes from ``from_mode`` to ``to_mode``.
 
         Supported: ``XYXY_ABS <-> XYWH_ABS``, ``XYWH_ABS/XYXY_ABS -> XYWHA_ABS`` (angle 0),
@@ -162,15 +163,12 @@ class Boxes:
         tensor: float32 tensor of shape ``(N, 4)``.
     """
 
-    # Number of numbers per box; subclasses (RotatedBoxes) store more.
-    _BOX_DIM = 4
-
-    def __init__(self, tensor: torch.Tensor | np.ndarray | Sequence[Sequence[float]]):
+    def __init__(self, tensor: torch.Tensor):
         """
         Args:
-            tensor: an ``(N, 4)`` tensor, array or nested list of ``(x0, y0, x1, y1)`` boxes. Any input
-                with no elements (e.g. ``[]``) gives an empty ``(0, 4)`` tensor. Tensors keep their device
-                and are cast to float32.
+            tensor: an ``(N, 4)`` tensor, array or nested list of ``(x0, y0, x1, y1)`` boxes (annotated as a
+                tensor, the only input of TorchScript-compiled code). Any input with no elements (e.g. ``[]``)
+                gives an empty ``(0, 4)`` tensor. Tensors keep their device and are cast to float32.
 
         Raises:
             ValueError: if ``tensor`` is not of shape ``(N, 4)``.
@@ -179,21 +177,35 @@ class Boxes:
             tensor = tensor.to(torch.float32)
         else:
             tensor = torch.as_tensor(tensor, dtype=torch.float32, device=torch.device("cpu"))
-        dim, name = self._BOX_DIM, type(self).__name__
+        dim = self._box_dim()
         if tensor.numel() == 0:
             # Handles `Boxes([])` and other empty inputs without losing the (N, 4) shape contract.
             tensor = tensor.reshape((-1, dim)).to(dtype=torch.float32)
         if tensor.dim() != 2 or tensor.size(-1) != dim:
-            raise ValueError(f"{name}: `tensor` must have shape (N, {dim}), got {tuple(tensor.shape)}.")
+            raise ValueError(self._shape_error(tensor))
         self.tensor = tensor
 
-    def clone(self) -> Boxes:
-        """Return a copy that owns a cloned tensor."""
-        return type(self)(self.tensor.clone())
+    # TorchScript compiles Boxes (scripted models pass them around): it has no class attributes nor
+    # `type(self)`, so the subclass-specific parts are the two methods below, which RotatedBoxes overrides.
+    def _box_dim(self) -> int:
+        """Numbers per box."""
+        return 4
 
-    def to(self, device: torch.device | str) -> Boxes:
-        """Return the boxes on ``device`` (the tensor stays float32)."""
-        return type(self)(self.tensor.to(device=device))
+    def _new(self, tensor: torch.Tensor) -> "Boxes":
+        """Boxes of this class holding ``tensor``."""
+        return Boxes(tensor)
+
+    @torch.jit.unused
+    def _shape_error(self, tensor) -> str:
+        return f"{type(self).__name__}: `tensor` must have shape (N, {self._box_dim()}), got {tuple(tensor.shape)}."
+
+    def clone(self) -> "Boxes":
+        """Return a copy that owns a cloned tensor."""
+        return self._new(self.tensor.clone())
+
+    def to(self, device: torch.device) -> "Boxes":
+        """Return the boxes on ``device`` (a ``torch.device`` or a string; the tensor stays float32)."""
+        return self._new(self.tensor.to(device=device))
 
     def area(self) -> torch.Tensor:
         """Return the ``(N,)`` areas ``(x1 - x0) * (y1 - y0)``."""
@@ -225,27 +237,31 @@ class Boxes:
         heights = box[:, 3] - box[:, 1]
         return (widths > threshold) & (heights > threshold)
 
-    def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> Boxes:
+    def __getitem__(self, item: torch.Tensor) -> "Boxes":
         """Select boxes; always returns a :class:`Boxes` (an int selects a single box).
 
         Args:
-            item: an int, a slice, a bool mask of length N, or an index tensor/list.
+            item: an int, a slice, a bool mask of length N, or an index tensor/list (annotated as a tensor,
+                the index TorchScript-compiled code may use).
 
         Returns:
             New boxes that may share storage with these (as tensor indexing does).
         """
         if isinstance(item, int):
-            return type(self)(self.tensor[item].view(1, -1))
+            return self._new(self.tensor[item].view(1, -1))
         selected = self.tensor[item]
         if selected.dim() != 2:
-            raise IndexError(
-                f"{type(self).__name__}: indexing with {item!r} did not return an (M, {self._BOX_DIM}) matrix."
-            )
-        return type(self)(selected)
+            raise IndexError(self._index_error(item))
+        return self._new(selected)
+
+    @torch.jit.unused
+    def _index_error(self, item) -> str:
+        return f"{type(self).__name__}: indexing with {item!r} did not return an (M, {self._box_dim()}) matrix."
 
     def __len__(self) -> int:
         return self.tensor.shape[0]
 
+    @torch.jit.unused
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor})"
 
@@ -275,7 +291,8 @@ class Boxes:
         self.tensor[:, 1::2] *= scale_y
 
     @classmethod
-    def cat(cls, boxes_list: Sequence[Boxes]) -> Boxes:
+    @torch.jit.unused  # TorchScript: concatenate the tensors, `Boxes(torch.cat([b.tensor for b in boxes_list]))`
+    def cat(cls, boxes_list: Sequence["Boxes"]) -> "Boxes":
         """Concatenate a list of boxes of this class into one; an empty list gives empty boxes.
 
         Raises:
@@ -295,7 +312,8 @@ class Boxes:
         """The device of the box tensor."""
         return self.tensor.device
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    @torch.jit.unused
+    def __iter__(self):  # -> Iterator[torch.Tensor] (TorchScript reads annotations even of unused methods)
         """Yield each box as a 1-D tensor (4 numbers; 5 for rotated boxes)."""
         yield from self.tensor
 

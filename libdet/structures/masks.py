@@ -131,10 +131,19 @@ def _boxes_tensor(boxes: Boxes | torch.Tensor, name: str) -> torch.Tensor:
 class BitMasks:
     """``N`` instance masks over the whole image, stored as one ``(N, H, W)`` bool tensor.
 
+    Selecting masks with an index tensor (``masks[idx]``) copies nothing yet: the selection keeps the source masks
+    and the index, and :attr:`tensor` gathers them on first use. Training needs this: the ROI heads give each of
+    the 512 sampled proposals of an image its matched object's mask, then keep the foreground ones, and
+    :meth:`crop_and_resize` crops each proposal's mask straight from the few source masks, never copying
+    ``(512, H, W)`` bitmaps.
+
     Attributes:
         tensor: bool tensor of shape ``(N, H, W)``.
         image_size: ``(H, W)``.
     """
+
+    _source: torch.Tensor | None = None  # (M, H, W) masks a lazy selection picks from
+    _index: torch.Tensor | None = None  # (N,) int64 indices into ``_source``
 
     def __init__(self, tensor: torch.Tensor | np.ndarray):
         """
@@ -153,6 +162,27 @@ class BitMasks:
         self.image_size = tensor.shape[1:]
         self.tensor = tensor
 
+    @classmethod
+    def _selection(cls, source: torch.Tensor, index: torch.Tensor) -> BitMasks:
+        """The masks ``source[index]``, gathered only when :attr:`tensor` is first read."""
+        masks = cls.__new__(cls)
+        masks.image_size = source.shape[1:]
+        masks._source, masks._index = source, index
+        return masks
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The ``(N, H, W)`` bool masks."""
+        if self._index is not None:
+            self._tensor = self._source[self._index]
+            self._source = self._index = None
+        return self._tensor
+
+    @tensor.setter
+    def tensor(self, value: torch.Tensor) -> None:
+        self._tensor = value
+        self._source = self._index = None
+
     def to(self, *args: Any, **kwargs: Any) -> BitMasks:
         """Return the masks moved with ``tensor.to(*args, **kwargs)`` (they stay bool)."""
         return BitMasks(self.tensor.to(*args, **kwargs))
@@ -160,7 +190,7 @@ class BitMasks:
     @property
     def device(self) -> torch.device:
         """The device of the mask tensor."""
-        return self.tensor.device
+        return self._source.device if self._index is not None else self.tensor.device
 
     def __getitem__(self, item: int | slice | torch.Tensor | Sequence[int]) -> BitMasks:
         """Select masks; always returns :class:`BitMasks` (an int selects a single mask).
@@ -170,10 +200,21 @@ class BitMasks:
         """
         if isinstance(item, int):
             return BitMasks(self.tensor[item].unsqueeze(0))
+        if isinstance(item, torch.Tensor) and item.dim() == 1 and not item.is_floating_point():
+            return self._select(item)
         selected = self.tensor[item]
         if selected.dim() != 3:
             raise IndexError(f"BitMasks: indexing with {item!r} returned shape {tuple(selected.shape)}, not (M, H, W).")
         return BitMasks(selected)
+
+    def _select(self, item: torch.Tensor) -> BitMasks:
+        """``self[item]`` for a 1-d bool mask or integer index tensor, as a lazy selection (see the class
+        docstring); a bad index raises like tensor indexing."""
+        if self._index is not None:
+            source, base = self._source, self._index
+        else:
+            source, base = self.tensor, torch.arange(len(self.tensor), device=self.tensor.device)
+        return BitMasks._selection(source, base[item.to(base.device)])
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         """Yield each mask as an ``(H, W)`` bool tensor."""
@@ -183,7 +224,7 @@ class BitMasks:
         return f"{self.__class__.__name__}(num_instances={len(self.tensor)})"
 
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return len(self._index) if self._index is not None else self.tensor.shape[0]
 
     def nonempty(self) -> torch.Tensor:
         """Return an ``(N,)`` bool mask of the masks with at least one foreground pixel."""
@@ -280,13 +321,18 @@ class BitMasks:
             raise ValueError(
                 f"BitMasks.crop_and_resize: got {len(boxes)} boxes for {len(self)} masks; need one box per mask."
             )
-        device = self.tensor.device
+        device = self.device
         if len(boxes) == 0:
             return torch.empty(0, mask_size, mask_size, dtype=torch.bool, device=device)
-        masks = self.tensor.to(dtype=torch.float32)[:, None, :, :]  # (N, 1, H, W)
+        if self._index is not None and len(self._source) <= len(self._index):
+            # a selection of no more masks than boxes (the ROI heads' case): box i crops source mask index[i]
+            masks, batch_inds = self._source, self._index.to(torch.float32)[:, None]
+        else:
+            masks = self.tensor
+            batch_inds = torch.arange(len(boxes), device=device, dtype=torch.float32)[:, None]
+        masks = masks.to(dtype=torch.float32)[:, None, :, :]  # (M, 1, H, W)
         boxes = boxes.to(device=device, dtype=torch.float32)
-        batch_inds = torch.arange(len(boxes), device=device, dtype=torch.float32)[:, None]
-        rois = torch.cat([batch_inds, boxes], dim=1)  # (N, 5): mask i is cropped by box i
+        rois = torch.cat([batch_inds, boxes], dim=1)  # (N, 5): box i crops mask batch_inds[i]
         crops = roi_align(masks, rois, (mask_size, mask_size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
         return crops.squeeze(1) >= 0.5
 

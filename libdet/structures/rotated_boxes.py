@@ -27,7 +27,13 @@ class RotatedBoxes(Boxes):
         tensor: float32 tensor of shape ``(N, 5)``.
     """
 
-    _BOX_DIM = 5
+    def _box_dim(self) -> int:
+        """Numbers per box (``Boxes`` uses this method, not a class attribute, to stay TorchScript-compilable)."""
+        return 5
+
+    def _new(self, tensor: torch.Tensor) -> RotatedBoxes:
+        """Rotated boxes holding ``tensor`` (used by ``clone``, ``to`` and indexing)."""
+        return RotatedBoxes(tensor)
 
     def area(self) -> torch.Tensor:
         """Return the ``(N,)`` areas ``w * h``."""

@@ -149,9 +149,14 @@ class CompiledOp:
 
 # torch.compile runs this eagerly while tracing and keeps its result as a constant: the loader (a lock, perhaps a
 # compilation) cannot be traced, and the choice is fixed per op and device type anyway.
-@torch.compiler.assume_constant_result
 def _choose_kernel(name: str, device_type: str) -> bool:
     return _default_loader.use_kernel(name, device_type)
+
+
+# `torch.compiler.assume_constant_result` only sets this flag, but calling it imports torch._dynamo (seconds) in
+# every process that imports an op module; dynamo reads the flag when it traces.
+# tests/evaluation/test_lazy_imports.py checks that the decorator still sets exactly this flag.
+_choose_kernel._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 _REGISTRY: dict[str, CompiledOp] = {}

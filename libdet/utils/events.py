@@ -3,6 +3,10 @@ periodically print, append to ``metrics.json`` or send to TensorBoard what the s
 
 A storage is active inside ``with EventStorage(start_iter):``; code anywhere in the training step reaches it
 with :func:`get_event_storage` (e.g. a model logging an accuracy). Storages nest as a stack.
+
+Scalars put as tensors are not read from their device when they are put: they wait in the storage until something
+reads it (a writer, a hook looking at :meth:`EventStorage.latest`), and are then read together, one transfer per
+device and dtype. A model can log ``(pred == gt).float().mean()`` every iteration without a device synchronisation.
 """
 
 from __future__ import annotations
@@ -54,15 +58,36 @@ def has_event_storage() -> bool:
     return bool(_CURRENT_STORAGE_STACK)
 
 
+_MAX_PENDING_SCALARS = 10_000
+"""Tensor scalars kept waiting at most: a run without any reader (no writer registered) stays bounded in memory."""
+
+
 def _to_float(value: Any, name: str) -> float:
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"EventStorage: scalar {name!r} must have one element, got shape {tuple(value.shape)}.")
-        return float(value.detach().item())
+        return float(_checked_scalar_tensor(value, name).item())
     try:
         return float(value)
     except (TypeError, ValueError) as e:
         raise TypeError(f"EventStorage: scalar {name!r} must be a number, got {type(value).__name__}.") from e
+
+
+def _checked_scalar_tensor(value: torch.Tensor, name: str) -> torch.Tensor:
+    """``value`` as a detached 0-dim tensor (a check of its shape, which reads nothing from the device)."""
+    if value.numel() != 1:
+        raise ValueError(f"EventStorage: scalar {name!r} must have one element, got shape {tuple(value.shape)}.")
+    return value.detach().reshape(())
+
+
+def _read_scalars(tensors: list[torch.Tensor]) -> list[float]:
+    """The values of 0-dim tensors as floats, as ``.item()`` gives them, one transfer per device and dtype."""
+    out: list[float] = [0.0] * len(tensors)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    for indices in groups.values():
+        for i, v in zip(indices, torch.stack([tensors[i] for i in indices]).tolist()):
+            out[i] = float(v)
+    return out
 
 
 class EventStorage:
@@ -80,6 +105,8 @@ class EventStorage:
         self._current_prefix = ""
         self._vis_data: list[tuple[str, torch.Tensor, int]] = []
         self._histograms: list[dict[str, Any]] = []
+        # puts not in the histories yet, in order: (name, value, iteration); values are floats or 0-dim tensors
+        self._pending: list[tuple[str, float | torch.Tensor, int]] = []
 
     def put_image(self, img_name: str, img_tensor: torch.Tensor) -> None:
         """Queue an image for the writers (e.g. TensorBoard).
@@ -100,16 +127,14 @@ class EventStorage:
 
         Args:
             name: metric name (prefixed by the active :meth:`name_scope`).
-            value: a number or one-element tensor.
+            value: a number or one-element tensor. A tensor is read from its device only when the storage is read
+                (see the module docstring), so it costs no synchronisation now.
             smoothing_hint: whether writers should report a windowed median/average rather than the latest
                 value. A metric must keep the same hint for the whole run.
             cur_iter: iteration to record at (default: the storage's current iteration).
         """
         name = self._current_prefix + name
         cur_iter = self._iter if cur_iter is None else int(cur_iter)
-        value = _to_float(value, name)
-        self._history[name].update(value, cur_iter)
-        self._latest_scalars[name] = (value, cur_iter)
         existing = self._smoothing_hints.get(name)
         if existing is not None and existing != smoothing_hint:
             raise ValueError(
@@ -117,6 +142,31 @@ class EventStorage:
                 f"smoothing_hint={smoothing_hint} now; use one hint per metric."
             )
         self._smoothing_hints[name] = smoothing_hint
+        if isinstance(value, torch.Tensor):
+            # a copy: the caller may change its tensor in place before the storage reads it
+            self._pending.append((name, _checked_scalar_tensor(value, name).clone(), cur_iter))
+            if len(self._pending) >= _MAX_PENDING_SCALARS:
+                self._read_pending()
+        elif self._pending:  # after waiting tensors: keep the order of the puts
+            self._pending.append((name, _to_float(value, name), cur_iter))
+        else:
+            self._record(name, _to_float(value, name), cur_iter)
+
+    def _record(self, name: str, value: float, cur_iter: int) -> None:
+        self._history[name].update(value, cur_iter)
+        self._latest_scalars[name] = (value, cur_iter)
+
+    def _read_pending(self) -> None:
+        """Read the waiting tensor scalars (one transfer per device and dtype) into the histories, in put order."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        tensor_idx = [i for i, (_, v, _) in enumerate(pending) if isinstance(v, torch.Tensor)]
+        values: list[Any] = [v for _, v, _ in pending]
+        for i, v in zip(tensor_idx, _read_scalars([values[i] for i in tensor_idx])):
+            values[i] = v
+        for (name, _, cur_iter), value in zip(pending, values):
+            self._record(name, value, cur_iter)
 
     def put_scalars(self, *, smoothing_hint: bool = True, cur_iter: int | None = None, **kwargs: Any) -> None:
         """Record several scalars: ``storage.put_scalars(loss=1.0, accuracy=0.5)``."""
@@ -151,6 +201,7 @@ class EventStorage:
         Raises:
             KeyError: if no scalar of that name was put.
         """
+        self._read_pending()
         if name not in self._history:
             raise KeyError(f"EventStorage: no history for scalar {name!r}; known: {sorted(self._history)}.")
         return self._history[name]
@@ -176,14 +227,17 @@ class EventStorage:
 
     def histories(self) -> dict[str, HistoryBuffer]:
         """All history buffers, by name."""
+        self._read_pending()
         return dict(self._history)
 
     def latest(self) -> dict[str, tuple[float, int]]:
         """``{name: (latest value, iteration it was put at)}``."""
+        self._read_pending()
         return dict(self._latest_scalars)
 
     def latest_with_smoothing_hint(self, window_size: int = 20) -> dict[str, tuple[float, int]]:
         """Like :meth:`latest`, but smoothed scalars are the median of their last ``window_size`` values."""
+        self._read_pending()
         result = {}
         for name, (value, it) in self._latest_scalars.items():
             if self._smoothing_hints[name]:

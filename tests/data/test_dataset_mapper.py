@@ -129,3 +129,31 @@ def test_bad_inputs_name_the_file(record, tmp_path):
         mapper({**d, "width": W + 1})
     with pytest.raises(FileNotFoundError, match="nope.png"):
         mapper({**d, "file_name": str(tmp_path / "nope.png")})
+
+
+class _BoxRecorder(T.Augmentation):
+    """Records the boxes it is given (after the augmentations before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def get_transform(self, image, boxes):
+        self.seen.append(None if boxes is None else np.array(boxes))
+        return T.NoOpTransform()
+
+
+def test_box_aware_augmentation_gets_boxes_and_input_is_left_intact(record):
+    import copy
+
+    d, _ = record
+    snapshot = copy.deepcopy(d)
+    recorder = _BoxRecorder()
+    mapper = DatasetMapper(
+        is_train=True, augmentations=[T.RandomFlip(prob=1.0), recorder], image_format="RGB", use_instance_mask=True
+    )
+    out = mapper(d)
+    # the non-crowd box (XYWH [20, 10, 30, 30]) as XYXY, flipped by the first augmentation
+    np.testing.assert_allclose(recorder.seen[-1], [[W - 50, 10, W - 20, 40]])
+    assert d == snapshot  # the mapper copies before it edits annotations
+    assert len(out["instances"]) == 1

@@ -211,3 +211,51 @@ def test_transform_proposals():
     p = d["proposals"]
     np.testing.assert_allclose(p.proposal_boxes.tensor.numpy(), [[0, 0, 20, 20], [0, 0, 8, 8]])
     np.testing.assert_allclose(p.objectness_logits.numpy(), [3.0, 1.0])
+
+
+def _random_annotations(rng, count):
+    annos = []
+    for i in range(count):
+        x, y, w, h = (float(v) for v in rng.uniform(0, 60, 4).round(3))
+        box = [x, y, w, h] if i % 3 else [int(x), int(y), int(w), int(h)]  # float and int boxes
+        mode = BoxMode.XYXY_ABS if i % 4 == 3 else BoxMode.XYWH_ABS
+        if mode == BoxMode.XYXY_ABS:
+            box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+        anno = {"bbox": box, "bbox_mode": mode, "category_id": 0}
+        if i % 5:
+            anno["segmentation"] = [rng.uniform(0, 80, 2 * n).tolist() for n in range(3, 3 + i % 3)]
+        annos.append(anno)
+    return annos
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_batched_annotation_transform_equals_per_annotation(flip):
+    import copy
+
+    rng = np.random.RandomState(0)
+    annos = _random_annotations(rng, 12)
+    tfms = [T.ResizeTransform(64, 80, 101, 127)] + ([T.HFlipTransform(127)] if flip else [])
+    transforms = T.TransformList(tfms)
+    expected = [utils.transform_instance_annotations(a, transforms, (101, 127)) for a in copy.deepcopy(annos)]
+    got = copy.deepcopy(annos)
+    assert utils._transform_plain_annotations(got, transforms, (101, 127))
+    for e, g in zip(expected, got):
+        assert g["bbox_mode"] == e["bbox_mode"] == BoxMode.XYXY_ABS
+        np.testing.assert_array_equal(np.asarray(g["bbox"], dtype=np.float64), e["bbox"])
+        assert ("segmentation" in g) == ("segmentation" in e)
+        for pg, pe in zip(g.get("segmentation", []), e.get("segmentation", [])):
+            np.testing.assert_array_equal(pg, pe)
+        assert len(g.get("segmentation", [])) == len(e.get("segmentation", []))
+
+
+def test_batched_annotation_transform_declines_what_it_does_not_cover():
+    annos = _random_annotations(np.random.RandomState(1), 3)
+    crop = T.TransformList([T.CropTransform(0, 0, 30, 30)])  # crops polygons with its own apply_polygons
+    before = [dict(a) for a in annos]
+    assert not utils._transform_plain_annotations(annos, crop, (30, 30))
+    assert annos == before
+    resize = T.TransformList([T.ResizeTransform(64, 80, 32, 40)])
+    with_keypoints = [dict(annos[0], keypoints=[1.0, 2.0, 2])]
+    assert not utils._transform_plain_annotations(with_keypoints, resize, (32, 40))
+    numpy_box = [dict(annos[0], bbox=np.array([1.0, 2.0, 3.0, 4.0]))]
+    assert not utils._transform_plain_annotations(numpy_box, resize, (32, 40))

@@ -300,3 +300,15 @@ def test_min_iou_crop_patch_iou():
     patch = np.array([0, 0, 10, 10])
     boxes = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
     np.testing.assert_allclose(_patch_iou(patch, boxes), [1.0, 1.0 / 3.0, 0.0])
+
+
+def test_resize_of_a_channel_reversed_view_equals_resize_of_its_copy():
+    from PIL import Image
+
+    rgb = np.random.RandomState(0).randint(0, 255, (30, 40, 3)).astype(np.uint8)
+    bgr_view = rgb[:, :, ::-1]  # what read_image(format="BGR") returns
+    tfm = T.ResizeTransform(30, 40, 45, 50)
+    got = tfm.apply_image(bgr_view)
+    expected = np.asarray(Image.fromarray(np.ascontiguousarray(bgr_view)).resize((50, 45), Image.BILINEAR))
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(tfm.apply_image(np.ascontiguousarray(bgr_view)), expected)

@@ -179,7 +179,8 @@ def test_batch_predictor_matches_single_predictor():
     expected = [single(img) for img in images]
     model.calls.clear()
     got = batch(images)
-    assert len(model.calls) == 1 and len(model.calls[0]) == 3  # one forward for the batch
+    # a model without a libdet backbone: one forward per distinct input size (padding would change results)
+    assert sorted(len(c) for c in model.calls) == [1, 1, 1]
     assert len(got) == 3
     for e, g in zip(expected, got):
         e, g = e["instances"], g["instances"]

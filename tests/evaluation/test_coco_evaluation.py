@@ -371,7 +371,7 @@ def test_results_written_atomically(coco_dataset, tmp_path, monkeypatch):
         f.write('[{"partial": ')
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(coco_module.json, "dump", failing_dump)
+    monkeypatch.setattr(coco_module, "_dump_json", failing_dump)
     with pytest.raises(RuntimeError, match="disk full"):
         run_evaluator(COCOEvaluator(name, output_dir=str(out), use_fast_impl=False), predictions)
     assert (out / "coco_instances_results.json").read_text() == "OLD"

@@ -50,17 +50,19 @@ the graph, in `libdet.export.outputs_to_instances`.
 
 def evaluate(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
     """``("yes" | "no", detail)`` of exporting ``family`` in ``fmt``."""
-    from libdet.export import compare_to_eager, deployable_model, export_model
+    from libdet.export import compare_to_eager, export_model
     from tests.export import _models
 
     model = _models.build(family)
     if fmt == "torchscript_scripting":
-        try:
-            torch.jit.script(deployable_model(model))
-        except Exception as e:  # TorchScript raises several error types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return "no", f"torch.jit.script fails ({type(e).__name__}: {first[:80]}); use tracing or torch.export"
-        return "yes", "scripted"
+        # libdet.export.scripting_with_instances on the whole model, compared to eager (tests/export/_scripting.py)
+        from tests.export._scripting import script_and_compare
+
+        error, problems = script_and_compare(family, FORMATS["torchscript"][1], SCORE_TOL, MIN_MASK_IOU)
+        if error is not None:
+            error = error.replace("|", "/").rstrip(":")
+            return "no", f"scripting_with_instances stops at {error}; use tracing or torch.export"
+        return ("no", "; ".join(problems)) if problems else ("yes", "scripted, outputs match eager")
     sample, batches = _models.images(family)
     start = time.perf_counter()
     try:

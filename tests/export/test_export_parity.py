@@ -3,8 +3,10 @@ the export sample and a batch of two; empty detections; the committed support ta
 
 Exporting is slow (torch.export's symbolic shapes, the ONNX translation, AOTInductor's C++ build): the
 default run covers TorchScript tracing of every family, torch.export of Mask R-CNN and ONNX of semantic
-FPN; the other
-cells are ``slow``. Exported artifacts are shared within the module.
+FPN; the other cells are ``slow``. AOTInductor compiles for minutes per model, so of its column only Mask
+R-CNN FPN (NMS, ROI pooling, the mask head and mask pasting on a data-dependent number of detections: the
+family where an AOTInductor bug showed) is checked here; ``python -m tests.export.support_table`` measures
+the others. Exported artifacts are shared within the module.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from tests.export import _models
 from tests.export.support_table import FORMATS, MIN_MASK_IOU, SCORE_TOL, read_table
 
 FAST = {("mask_rcnn_fpn", "torch_export"), ("semantic_fpn", "onnx")} | {(f, "torchscript") for f in _models.FAMILIES}
+AOT_INDUCTOR_CHECKED = {"mask_rcnn_fpn"}
 CASES = [
     pytest.param(family, fmt, id=f"{family}-{fmt}", marks=() if (family, fmt) in FAST else pytest.mark.slow)
     for fmt in ("torchscript", "torch_export", "onnx", "aot_inductor")
     for family in _models.FAMILIES
+    if fmt != "aot_inductor" or family in AOT_INDUCTOR_CHECKED
 ]
 DETECTORS = {f for f in _models.FAMILIES if f != "semantic_fpn"}
 
@@ -79,13 +83,17 @@ def test_exported_matches_eager(family, fmt, exported):
     assert not problems, f"{family} exported as {fmt}: {problems} ({diff.summary()})"
 
 
-def test_torchscript_scripting_is_unsupported_as_documented():
-    model = _models.build("retinanet")
-    with pytest.raises(Exception):  # noqa: B017  (TorchScript raises several error types)
-        torch.jit.script(deployable_model(model))
+def test_torchscript_scripting_is_as_documented():
+    """Scripting (``scripting_with_instances``) is measured per family by tests/export/test_scripting.py;
+    here: the table has a measured cell for every family, and a "no" says where scripting stops."""
     table = read_table()
     for family in _models.FAMILIES:
-        assert table.get((family, "torchscript_scripting"), ("missing",))[0] == "no"
+        status, detail = table.get((family, "torchscript_scripting"), ("missing", ""))
+        assert status == "yes" or (status == "no" and "scripting_with_instances stops at libdet/" in detail), (
+            family,
+            status,
+            detail,
+        )
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,16 @@ from libdet.export.ops import (
     batched_nms_by_group,
     clip_boxes,
     grid_anchors,
+    nms_allowing_empty_output,
     pad_images,
     paste_masks,
     pool_rois,
     select_topk_per_image,
+    to_N_HWA_K,
 )
 from libdet.layers.mask_ops import paste_masks_in_image
 from libdet.modeling.anchor_generator import DefaultAnchorGenerator
+from libdet.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from libdet.modeling.poolers import ROIPooler
 from libdet.structures import Boxes, ImageList
 
@@ -49,9 +52,35 @@ def test_pad_images_matches_image_list():
 
 def test_grid_anchors_match_anchor_generator():
     gen = DefaultAnchorGenerator(sizes=[[32, 64]], aspect_ratios=[[0.5, 1.0, 2.0]], strides=[8], offset=0.5)
-    feature = torch.zeros(1, 4, 5, 7)
-    ref = gen([feature])[0].tensor
-    assert torch.equal(grid_anchors(feature, list(gen.cell_anchors)[0], 8, 0.5), ref)
+    for h, w in [(5, 7), (1, 1), (1, 6), (4, 1)]:
+        feature = torch.zeros(1, 4, h, w)
+        ref = gen([feature])[0].tensor
+        assert torch.equal(grid_anchors(feature, list(gen.cell_anchors)[0], 8, 0.5), ref)
+
+
+def test_to_N_HWA_K_matches_permute_to_N_HWA_K():
+    x = torch.rand(2, 9 * 3, 4, 5)
+    assert torch.equal(to_N_HWA_K(x, 3), permute_to_N_HWA_K(x, 3))
+    assert torch.equal(to_N_HWA_K(x[:, :, :1, :1], 3), permute_to_N_HWA_K(x[:, :, :1, :1], 3))
+
+
+def _nms_output_lower_bound() -> int:
+    """The lower bound torch.export gets for the number of boxes ``torchvision::nms`` keeps."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with FakeTensorMode(shape_env=ShapeEnv()) as mode:
+        keep = torch.ops.torchvision.nms(torch.rand(5, 4), torch.rand(5), 0.5)
+    return int(mode.shape_env.var_to_range[keep.shape[0].node.expr].lower)
+
+
+def test_nms_fake_kernel_is_scoped():
+    """libdet's fake NMS kernel (0 kept boxes allowed) holds only while exporting: importing libdet.export
+    leaves torchvision's in place for everyone else."""
+    torchvision_bound = _nms_output_lower_bound()
+    with nms_allowing_empty_output():
+        assert _nms_output_lower_bound() == 0
+    assert _nms_output_lower_bound() == torchvision_bound
 
 
 def test_batched_nms_by_group_matches_torchvision():

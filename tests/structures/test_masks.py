@@ -196,6 +196,29 @@ def test_bitmasks_indexing_cat_to():
     assert len(list(bm)) == 3 and repr(bm) == "BitMasks(num_instances=3)"
 
 
+def test_bitmasks_selection_is_lazy_and_equal_to_indexing():
+    g = torch.Generator().manual_seed(0)
+    t = torch.rand(3, 20, 24, generator=g) > 0.5
+    bm = BitMasks(t)
+    index = torch.tensor([2, 0, 0, 1, 2, 2, 1])
+    sel = bm[index]
+    assert sel._index is not None and len(sel) == 7 and sel.image_size == (20, 24)  # nothing gathered yet
+    fg = torch.tensor([True, False, True, True, False, True, True])
+    chained = sel[fg][torch.tensor([4, 0, -1])]  # selections of selections still pick from the 3 masks
+    assert chained._source is t and torch.equal(chained._index, index[fg][torch.tensor([4, 0, -1])])
+    boxes = torch.rand(5, 2, generator=g) * 10
+    boxes = torch.cat([boxes, boxes + 4 + torch.rand(5, 2, generator=g) * 10], dim=1)
+    lazy_crops = sel[fg].crop_and_resize(boxes, 7)  # cropped from the 3 source masks
+    eager_crops = BitMasks(t[index[fg]]).crop_and_resize(boxes, 7)
+    assert torch.equal(lazy_crops, eager_crops)
+    assert torch.equal(sel.tensor, t[index]) and sel._index is None  # gathered on first read
+    assert torch.equal(bm[torch.tensor([], dtype=torch.int64)].tensor, t[:0])
+    with pytest.raises(IndexError):
+        bm[torch.tensor([3])]
+    with pytest.raises(IndexError):
+        bm[torch.tensor([True, False])]
+
+
 def test_rle_uncompressed_hand_value():
     # Column-major runs, starting with background: 1 zero, 2 ones, 3 zeros over a 3x2 image.
     mask = rle_to_bitmask({"size": [3, 2], "counts": [1, 2, 3]})

@@ -16,9 +16,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pprint
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,20 +46,34 @@ def _check_img_dtype(img: np.ndarray) -> None:
         raise ValueError(f"[Augmentation] Expected an HxW or HxWxC image, got shape {img.shape}.")
 
 
+def _names_of(parameters: list[inspect.Parameter]) -> tuple[str, ...]:
+    if len(parameters) == 1:  # a single input is the image, whatever its name
+        return ("image",)
+    var = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return tuple(p.name for p in parameters if p.kind not in var)
+
+
+@functools.cache
+def _method_input_names(get_transform: Callable) -> tuple[str, ...]:
+    """:func:`_input_names` of a ``get_transform`` method, from its function (``self`` dropped). Cached per
+    function: ``inspect.signature`` was paid for every augmentation of every image before."""
+    return _names_of(list(inspect.signature(get_transform).parameters.values())[1:])
+
+
+def _input_names(aug: Augmentation) -> tuple[str, ...]:
+    """Names of the :class:`AugInput` attributes ``aug.get_transform`` takes: ``aug.input_args``, or its
+    parameter names."""
+    if aug.input_args is not None:
+        return tuple(aug.input_args)
+    get_transform = aug.get_transform
+    if inspect.ismethod(get_transform) and get_transform.__self__ is aug:
+        return _method_input_names(get_transform.__func__)
+    return _names_of(list(inspect.signature(get_transform).parameters.values()))  # e.g. set on the instance
+
+
 def _get_aug_input_args(aug: Augmentation, aug_input: Any) -> list[Any]:
     """The attributes of ``aug_input`` named by ``aug.input_args``, in order."""
-    if aug.input_args is None:
-        prms = list(inspect.signature(aug.get_transform).parameters.items())
-        if len(prms) == 1:
-            names = ("image",)
-        else:
-            names = tuple(
-                name
-                for name, prm in prms
-                if prm.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-            )
-    else:
-        names = aug.input_args
+    names = _input_names(aug)
     args = []
     for name in names:
         if not hasattr(aug_input, name):

@@ -145,9 +145,12 @@ class ResizeTransform(Transform):
             )
         interp_method = self.interp if interp is None else interp
         if img.dtype == np.uint8:
-            return _image_through_pil(
-                img, lambda pil, resample: pil.resize((self.new_w, self.new_h), resample), interp_method
-            )
+            resize = lambda pil, resample: pil.resize((self.new_w, self.new_h), resample)  # noqa: E731
+            if img.ndim == 3 and img.shape[2] == 3 and img.strides[2] < 0 and img[:, :, ::-1].flags.c_contiguous:
+                # A BGR image of read_image is a channel-reversed view of an RGB array: resize that array (each
+                # channel is resized on its own) and reverse the result, instead of copying the view for PIL.
+                return _image_through_pil(img[:, :, ::-1], resize, interp_method)[:, :, ::-1]
+            return _image_through_pil(img, resize, interp_method)
         if img.ndim > 4:
             raise ValueError(f"ResizeTransform: expected at most 4 image dims, got shape {img.shape}.")
         shape = list(img.shape)

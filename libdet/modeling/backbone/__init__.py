@@ -1,4 +1,4 @@
-"""Backbones: the :class:`Backbone` contract, ResNet / ResNeXt, RegNet, ViT (with ViTDet's simple feature
+"""Backbones: the :class:`Backbone` contract, ResNet / ResNeXt, RegNet, MobileNetV3, ViT (with ViTDet's simple feature
 pyramid), MViTv2, Swin and the FPN neck
 (``detectron2.modeling.backbone`` compatible; built directly or with ``LazyCall``, no registry).
 """
@@ -12,6 +12,7 @@ from .build import (
     build_retinanet_resnet_fpn_backbone,
 )
 from .fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from .mobilenet import MobileNetV3
 from .mvit import MViT
 from .regnet import RegNet
 from .resnet import (

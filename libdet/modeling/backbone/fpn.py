@@ -174,18 +174,10 @@ class FPN(Backbone):
         """
         bottom_up_features = self.bottom_up(x)
         results = []
-        prev_features = self.lateral_convs[0](bottom_up_features[self.in_features[-1]])
-        results.append(self.output_convs[0](prev_features))
-
-        for idx in range(1, len(self.lateral_convs)):
-            features = bottom_up_features[self.in_features[-idx - 1]]
-            lateral_features = self.lateral_convs[idx](features)
-            # Nearest 2x upsampling (sized to the lateral map, which is the same for divisible inputs).
-            top_down_features = F.interpolate(prev_features, size=lateral_features.shape[-2:], mode="nearest")
-            prev_features = lateral_features + top_down_features
-            if self._fuse_type == "avg":
-                prev_features = prev_features / 2
-            results.insert(0, self.output_convs[idx](prev_features))
+        if torch.jit.is_scripting():
+            results = self._scripted_top_down(bottom_up_features)
+        else:
+            results = self._top_down(bottom_up_features)
 
         if self.top_block is not None:
             if self.top_block.in_feature in bottom_up_features:
@@ -194,8 +186,8 @@ class FPN(Backbone):
                 top_block_in_feature = results[self._out_features.index(self.top_block.in_feature)]
             else:
                 raise ValueError(
-                    f"FPN: `top_block.in_feature` {self.top_block.in_feature!r} is neither a bottom-up "
-                    f"output ({list(bottom_up_features)}) nor a pyramid level built from `in_features` "
+                    f"FPN: `top_block.in_feature` '{self.top_block.in_feature}' is neither a bottom-up "
+                    f"output ({list(bottom_up_features.keys())}) nor a pyramid level built from `in_features` "
                     f"({self._out_features[: len(results)]})."
                 )
             results.extend(self.top_block(top_block_in_feature))
@@ -204,7 +196,65 @@ class FPN(Backbone):
                 f"FPN: produced {len(results)} levels but expected {len(self._out_features)} "
                 f"({self._out_features}); check `top_block.num_levels`."
             )
-        return dict(zip(self._out_features, results))
+        return {name: level for name, level in zip(self._out_features, results)}  # TorchScript has no dict(zip())
+
+    @torch.jit.unused
+    def _top_down(self, bottom_up_features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The top-down path: the output of every level built from ``in_features``, finest first."""
+        results: list[torch.Tensor] = []
+        prev_features = bottom_up_features[self.in_features[-1]]
+        for idx, (lateral_conv, output_conv) in enumerate(zip(self.lateral_convs, self.output_convs)):
+            lateral_features = lateral_conv(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, output_conv(prev_features))
+        return results
+
+    def _scripted_top_down(self, bottom_up_features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`_top_down` for TorchScript, which cannot iterate over ``self.lateral_convs`` (a Python list of
+        modules): the levels ``fpn_lateral6``..``fpn_lateral2`` unrolled (``hasattr`` is resolved at compile
+        time)."""
+        results: list[torch.Tensor] = []
+        prev_features = bottom_up_features[self.in_features[-1]]
+        idx = 0
+        if hasattr(self, "fpn_lateral6"):
+            lateral_features = self.fpn_lateral6(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, self.fpn_output6(prev_features))
+            idx += 1
+        if hasattr(self, "fpn_lateral5"):
+            lateral_features = self.fpn_lateral5(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, self.fpn_output5(prev_features))
+            idx += 1
+        if hasattr(self, "fpn_lateral4"):
+            lateral_features = self.fpn_lateral4(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, self.fpn_output4(prev_features))
+            idx += 1
+        if hasattr(self, "fpn_lateral3"):
+            lateral_features = self.fpn_lateral3(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, self.fpn_output3(prev_features))
+            idx += 1
+        if hasattr(self, "fpn_lateral2"):
+            lateral_features = self.fpn_lateral2(bottom_up_features[self.in_features[-idx - 1]])
+            prev_features = self._fuse(lateral_features, prev_features, idx == 0)
+            results.insert(0, self.fpn_output2(prev_features))
+            idx += 1
+        if idx != len(self.in_features):
+            raise RuntimeError("FPN: scripting supports lateral levels 2 to 6 only.")
+        return results
+
+    def _fuse(self, lateral_features: torch.Tensor, prev_features: torch.Tensor, first: bool) -> torch.Tensor:
+        """A level of the top-down path: the lateral features plus the upsampled coarser level."""
+        if first:
+            return lateral_features
+        # Nearest 2x upsampling (sized to the lateral map, which is the same for divisible inputs).
+        top_down_features = F.interpolate(prev_features, size=lateral_features.shape[-2:], mode="nearest")
+        prev_features = lateral_features + top_down_features
+        if self._fuse_type == "avg":
+            prev_features = prev_features / 2
+        return prev_features
 
 
 def _assert_strides_are_log2_contiguous(strides: list[int], in_features: Sequence[str]) -> None:

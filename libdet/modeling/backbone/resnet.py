@@ -373,15 +373,15 @@ class ResNet(Backbone):
             ``"linear"`` -> Tensor[N, num_classes].
         """
         if x.dim() != 4:
-            raise ValueError(f"ResNet takes an input of shape (N, C, H, W); got {tuple(x.shape)}.")
+            raise ValueError(f"ResNet takes an input of shape (N, C, H, W); got {list(x.shape)}.")
         outputs = {}
         x = self.stem(x)
         if "stem" in self._out_features:
             outputs["stem"] = x
-        for name, stage in zip(self.stage_names, self.stages):
-            x = stage(x)
-            if name in self._out_features:
-                outputs[name] = x
+        if torch.jit.is_scripting():
+            x = self._scripted_stages(x, outputs)
+        else:
+            x = self._stages(x, outputs)
         if self.num_classes is not None:
             x = self.avgpool(x)
             x = torch.flatten(x, 1)
@@ -389,6 +389,36 @@ class ResNet(Backbone):
             if "linear" in self._out_features:
                 outputs["linear"] = x
         return outputs
+
+    @torch.jit.unused
+    def _stages(self, x: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the stages on ``x``, putting the requested outputs into ``outputs``; the last output."""
+        for name, stage in zip(self.stage_names, self.stages):
+            x = stage(x)
+            if name in self._out_features:
+                outputs[name] = x
+        return x
+
+    def _scripted_stages(self, x: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`_stages` for TorchScript, which cannot iterate over ``self.stages`` (a Python list of modules):
+        the stages ``res2``..``res5`` unrolled (``hasattr`` is resolved at compile time)."""
+        if hasattr(self, "res2"):
+            x = self.res2(x)
+            if "res2" in self._out_features:
+                outputs["res2"] = x
+        if hasattr(self, "res3"):
+            x = self.res3(x)
+            if "res3" in self._out_features:
+                outputs["res3"] = x
+        if hasattr(self, "res4"):
+            x = self.res4(x)
+            if "res4" in self._out_features:
+                outputs["res4"] = x
+        if hasattr(self, "res5"):
+            x = self.res5(x)
+            if "res5" in self._out_features:
+                outputs["res5"] = x
+        return x
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         """``{name: ShapeSpec(channels, stride)}`` of each requested output (not for ``"linear"``)."""

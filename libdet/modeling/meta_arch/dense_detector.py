@@ -4,7 +4,6 @@ feature-map position (RetinaNet, FCOS, ...)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -20,8 +19,8 @@ __all__ = ["DenseDetector", "permute_to_N_HWA_K"]
 def permute_to_N_HWA_K(tensor: torch.Tensor, K: int) -> torch.Tensor:
     """``(N, A*K, H, W)`` -> ``(N, H*W*A, K)``: the anchor order (y, x, a) of the anchor generator."""
     if tensor.dim() != 4:
-        raise ValueError(f"permute_to_N_HWA_K: expected a (N, A*K, H, W) tensor, got {tuple(tensor.shape)}.")
-    n, _, h, w = tensor.shape
+        raise ValueError(f"permute_to_N_HWA_K: expected a (N, A*K, H, W) tensor, got {list(tensor.shape)}.")
+    n, h, w = tensor.shape[0], tensor.shape[2], tensor.shape[3]  # (not unpacked: TorchScript compiles this)
     return tensor.view(n, -1, K, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, K)
 
 
@@ -55,13 +54,20 @@ class DenseDetector(_ImageNormalizer):
         self.head_in_features = list(head_in_features)
         self._register_pixel_stats(type(self).__name__, pixel_mean, pixel_std)
 
-    def forward(self, batched_inputs: list[dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
         """Training: a dict of losses (needs ``"instances"``). Inference: per image,
-        ``{"instances": Instances}`` at the requested ``height`` x ``width``."""
+        ``{"instances": Instances}`` at the requested ``height`` x ``width``. Scripted
+        (:func:`libdet.export.scripting_with_instances`, where inputs hold tensors only): per image, the raw
+        ``Instances`` at the network input resolution, as in detectron2 (:func:`detector_postprocess` maps them)."""
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        missing = [f for f in self.head_in_features if f not in features]
-        if missing:
+        missing: list[str] = []
+        for f in self.head_in_features:  # a loop: TorchScript compiles no filtering comprehension
+            if f not in features:
+                missing.append(f)
+        if len(missing) > 0:
+            if torch.jit.is_scripting():
+                raise ValueError("head_in_features are not among the backbone outputs.")
             raise ValueError(
                 f"{type(self).__name__}: head_in_features {missing} are not among the backbone outputs {sorted(features)}."
             )
@@ -75,6 +81,8 @@ class DenseDetector(_ImageNormalizer):
                 )
             return self.forward_training(images, features, predictions, gt_instances)
         results = self.forward_inference(images, features, predictions)
+        if torch.jit.is_scripting():
+            return results
         processed = []
         for result, x, size in zip(results, batched_inputs, images.image_sizes):
             height = x.get("height", size[0])
@@ -98,7 +106,7 @@ class DenseDetector(_ImageNormalizer):
         """Per image, detections at the network input resolution (implemented by subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} must implement `forward_inference`.")
 
-    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -116,6 +124,8 @@ class DenseDetector(_ImageNormalizer):
             dims_per_anchor: ``K`` of each kind (e.g. [num_classes, 4]).
         """
         if len(predictions) != len(dims_per_anchor):
+            if torch.jit.is_scripting():  # TorchScript cannot build the message below
+                raise ValueError("the number of kinds of predictions differs from len(dims_per_anchor).")
             raise ValueError(
                 f"{type(self).__name__}: got {len(predictions)} kinds of predictions but "
                 f"{len(dims_per_anchor)} dims_per_anchor."
@@ -137,7 +147,7 @@ class DenseDetector(_ImageNormalizer):
         pred_deltas: torch.Tensor,
         score_thresh: float,
         topk_candidates: int,
-        image_size: tuple,
+        image_size: tuple[int, int],
     ) -> Instances:
         """Candidates of one level: (anchor, class) pairs with score ``> score_thresh``, the
         ``topk_candidates`` best of them, their boxes decoded with ``self.box2box_transform``.
@@ -169,7 +179,7 @@ class DenseDetector(_ImageNormalizer):
         pred_deltas: list[torch.Tensor],
         score_thresh: float,
         topk_candidates: int,
-        image_size: tuple,
+        image_size: tuple[int, int],
     ) -> Instances:
         """:meth:`_decode_per_level_predictions` on every level, concatenated (level order)."""
         per_level = [

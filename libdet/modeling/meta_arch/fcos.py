@@ -253,7 +253,7 @@ class FCOS(DenseDetector):
         """Per image, detections at the network input resolution."""
         logits, deltas, ctrness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
         anchors = self.anchor_generator(features)
-        results = []
+        results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             scores_i = [self.combine_scores(x[i], c[i]) for x, c in zip(logits, ctrness)]
             deltas_i = [x[i] for x in deltas]

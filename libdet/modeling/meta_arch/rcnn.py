@@ -61,7 +61,12 @@ class _ImageNormalizer(nn.Module):
     def _move_to_current_device(self, x: torch.Tensor) -> torch.Tensor:
         return move_device_like(x, self.pixel_mean)
 
-    def _normalized_images(self, batched_inputs: list[dict[str, Any]]) -> list[torch.Tensor]:
+    def _normalized_images(self, batched_inputs: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        if torch.jit.is_scripting():  # scripted models (inputs hold tensors only): no checks, whose messages
+            # TorchScript cannot build
+            return [
+                (self._move_to_current_device(x["image"]) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+            ]
         images = []
         for i, x in enumerate(batched_inputs):
             if "image" not in x:
@@ -227,7 +232,7 @@ class GeneralizedRCNN(_ImageNormalizer):
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
 
-    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -272,7 +277,7 @@ class ProposalNetwork(_ImageNormalizer):
         self.proposal_generator = proposal_generator
         self._register_pixel_stats("ProposalNetwork", pixel_mean, pixel_std)
 
-    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),

@@ -181,7 +181,7 @@ class RetinaNet(DenseDetector):
         """Per image, detections at the network input resolution."""
         logits, deltas = self._transpose_dense_predictions(predictions, [self.num_classes, 4])
         anchors = self.anchor_generator(features)
-        results = []
+        results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             scores_i = [x[i].sigmoid() for x in logits]
             deltas_i = [x[i] for x in deltas]

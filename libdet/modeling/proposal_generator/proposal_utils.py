@@ -21,7 +21,7 @@ _GT_LOGIT = math.log((1.0 - 1e-10) / (1 - (1.0 - 1e-10)))
 def find_top_rpn_proposals(
     proposals: list[torch.Tensor],
     pred_objectness_logits: list[torch.Tensor],
-    image_sizes: Sequence[tuple[int, int]],
+    image_sizes: list[tuple[int, int]],
     nms_thresh: float,
     pre_nms_topk: int,
     post_nms_topk: int,
@@ -50,6 +50,17 @@ def find_top_rpn_proposals(
     Raises:
         FloatingPointError: in training, when a box or score is infinite or NaN.
     """
+    if torch.jit.is_scripting():
+        return _find_top_rpn_proposals_scripted(
+            proposals,
+            pred_objectness_logits,
+            image_sizes,
+            nms_thresh,
+            pre_nms_topk,
+            post_nms_topk,
+            min_box_size,
+            training,
+        )
     return _select_top_proposals(
         proposals,
         pred_objectness_logits,
@@ -63,6 +74,58 @@ def find_top_rpn_proposals(
         box_type=Boxes,
         nms=batched_nms,
     )
+
+
+def _find_top_rpn_proposals_scripted(
+    proposals: list[torch.Tensor],
+    pred_objectness_logits: list[torch.Tensor],
+    image_sizes: list[tuple[int, int]],
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+    training: bool,
+) -> list[Instances]:
+    """:func:`_select_top_proposals` for axis-aligned boxes in what TorchScript compiles (it cannot take the
+    box type and the NMS as arguments); the same steps, the same results."""
+    device = proposals[0].device
+    batch_idx = torch.arange(len(image_sizes), device=device)
+    topk_scores: list[torch.Tensor] = []
+    topk_proposals: list[torch.Tensor] = []
+    level_ids: list[torch.Tensor] = []
+    for level_id, (proposals_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
+        num_kept = min(logits_i.shape[1], pre_nms_topk)
+        scores_i, idx = logits_i.topk(num_kept, dim=1)  # both (N, num_kept); sorted by score
+        topk_scores.append(scores_i)
+        topk_proposals.append(proposals_i[batch_idx[:, None], idx])  # (N, num_kept, 4)
+        level_ids.append(torch.full((num_kept,), level_id, dtype=torch.int64, device=device))
+    all_scores = torch.cat(topk_scores, dim=1)
+    all_proposals = torch.cat(topk_proposals, dim=1)
+    all_levels = torch.cat(level_ids, dim=0)
+
+    results: list[Instances] = []
+    for n, image_size in enumerate(image_sizes):
+        boxes = Boxes(all_proposals[n])
+        scores = all_scores[n]
+        levels = all_levels
+        valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
+        if not bool(valid.all()):
+            if training:
+                raise FloatingPointError(
+                    "find_top_rpn_proposals: infinite or NaN predicted proposal boxes or objectness logits; "
+                    "training has diverged."
+                )
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        boxes.clip(image_size)
+        keep = boxes.nonempty(threshold=min_box_size)
+        if int(keep.sum()) != len(boxes):
+            boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        keep = batched_nms(boxes.tensor, scores, levels, nms_thresh)[:post_nms_topk]
+        result = Instances(image_size)
+        result.proposal_boxes = boxes[keep]
+        result.objectness_logits = scores[keep]
+        results.append(result)
+    return results
 
 
 def _select_top_proposals(

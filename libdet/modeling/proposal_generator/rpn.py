@@ -225,8 +225,9 @@ class RPN(nn.Module):
         pos_mask = labels == 1
         if has_event_storage():  # training statistics, when run under a trainer
             storage = get_event_storage()
-            storage.put_scalar("rpn/num_pos_anchors", pos_mask.sum().item() / num_images)
-            storage.put_scalar("rpn/num_neg_anchors", (labels == 0).sum().item() / num_images)
+            # tensors: read when metrics are written, not now (no device synchronisation)
+            storage.put_scalar("rpn/num_pos_anchors", pos_mask.sum() / num_images)
+            storage.put_scalar("rpn/num_neg_anchors", (labels == 0).sum() / num_images)
         loc_loss = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
@@ -259,8 +260,13 @@ class RPN(nn.Module):
             proposals: per image, :class:`Instances` with ``proposal_boxes`` and ``objectness_logits``.
             losses: the RPN losses in training, else ``{}``.
         """
-        missing = [f for f in self.in_features if f not in features]
-        if missing:
+        missing: list[str] = []
+        for f in self.in_features:  # a loop: TorchScript compiles no filtering comprehension
+            if f not in features:
+                missing.append(f)
+        if len(missing) > 0:
+            if torch.jit.is_scripting():  # TorchScript cannot build the message below
+                raise ValueError("RPN: features are missing.")
             raise ValueError(f"RPN: features {missing} are missing; the backbone gives {sorted(features)}.")
         feats = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(feats)

@@ -23,6 +23,8 @@ class FastRCNNConvFCHead(nn.Sequential):
     With ``fc_dims`` empty the output stays a feature map.
     """
 
+    __jit_unused_properties__ = ["output_shape"]  # a Python-side description TorchScript need not compile
+
     def __init__(
         self, input_shape: ShapeSpec, *, conv_dims: Sequence[int], fc_dims: Sequence[int], conv_norm: str = ""
     ):

@@ -3,7 +3,7 @@ the inference that turns them into detections (score threshold, per-class NMS, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,9 @@ __all__ = ["fast_rcnn_inference", "fast_rcnn_inference_single_image", "FastRCNNO
 
 
 def fast_rcnn_inference(
-    boxes: Sequence[torch.Tensor],
-    scores: Sequence[torch.Tensor],
-    image_shapes: Sequence[tuple[int, int]],
+    boxes: list[torch.Tensor],
+    scores: list[torch.Tensor],
+    image_shapes: list[tuple[int, int]],
     score_thresh: float,
     nms_thresh: float,
     topk_per_image: int,
@@ -69,9 +69,49 @@ def fast_rcnn_inference_single_image(
         :class:`Instances` with ``pred_boxes`` (``D`` boxes), ``scores`` ``(D,)``, ``pred_classes``
         ``(D,)``; and the ``(D,)`` ROI index of each detection (into the finite ROIs).
     """
+    if torch.jit.is_scripting():
+        return _select_detections_scripted(boxes, scores, image_shape, score_thresh, nms_thresh, topk_per_image)
     return _select_detections(
         boxes, scores, image_shape, score_thresh, nms_thresh, topk_per_image, box_type=Boxes, box_dim=4, nms=batched_nms
     )
+
+
+def _select_detections_scripted(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    image_shape: tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+) -> tuple[Instances, torch.Tensor]:
+    """:func:`_select_detections` for axis-aligned boxes in what TorchScript compiles (it cannot take the box
+    type and the NMS as arguments); the same steps, the same results."""
+    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if not bool(valid.all()):
+        boxes, scores = boxes[valid], scores[valid]
+    scores = scores[:, :-1]  # drop background
+    num_reg_classes = boxes.shape[1] // 4
+    clipped = Boxes(boxes.reshape(-1, 4))
+    clipped.clip(image_shape)
+    boxes = clipped.tensor.view(-1, num_reg_classes, 4)  # (R, K or 1, 4)
+
+    candidate = scores > score_thresh  # (R, K)
+    candidate_idx = candidate.nonzero()  # (C, 2): (roi index, class)
+    if num_reg_classes == 1:
+        boxes = boxes[candidate_idx[:, 0], 0]
+    else:
+        boxes = boxes[candidate]
+    scores = scores[candidate]
+
+    keep = batched_nms(boxes, scores, candidate_idx[:, 1], nms_thresh)
+    if topk_per_image >= 0:
+        keep = keep[:topk_per_image]
+    boxes, scores, candidate_idx = boxes[keep], scores[keep], candidate_idx[keep]
+    result = Instances(image_shape)
+    result.pred_boxes = Boxes(boxes)
+    result.scores = scores
+    result.pred_classes = candidate_idx[:, 1]
+    return result, candidate_idx[:, 0]
 
 
 def _select_detections(
@@ -124,9 +164,10 @@ def _log_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, nu
         return
     pred = scores.argmax(dim=1)
     fg = (gt_classes >= 0) & (gt_classes < num_classes)
-    num_fg = int(fg.sum())
     storage = get_event_storage()
-    storage.put_scalar("fast_rcnn/cls_accuracy", (pred == gt_classes).float().mean().item())
+    # a tensor: read when metrics are written (the foreground count below is read now: it decides what is logged)
+    storage.put_scalar("fast_rcnn/cls_accuracy", (pred == gt_classes).float().mean())
+    num_fg = int(fg.sum())
     if num_fg > 0:
         storage.put_scalar("fast_rcnn/fg_cls_accuracy", (pred[fg] == gt_classes[fg]).sum().item() / num_fg)
         storage.put_scalar("fast_rcnn/false_negative", (pred[fg] == num_classes).sum().item() / num_fg)
@@ -369,7 +410,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     def predict_boxes_for_gt_classes(
         self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
-    ) -> Sequence[torch.Tensor]:
+    ) -> list[torch.Tensor]:
         """Per image, the ``(R_i, 4)`` boxes predicted for each proposal's ``gt_classes`` (background is
         clamped to the last class; class-agnostic predictors return their single box)."""
         if not len(proposals):
@@ -386,7 +427,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     def predict_boxes(
         self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
-    ) -> Sequence[torch.Tensor]:
+    ) -> list[torch.Tensor]:
         """Per image, the ``(R_i, K*4)`` (or ``(R_i, 4)``) decoded boxes of each proposal."""
         if not len(proposals):
             return []
@@ -397,7 +438,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     def predict_probs(
         self, predictions: tuple[torch.Tensor, torch.Tensor], proposals: list[Instances]
-    ) -> Sequence[torch.Tensor]:
+    ) -> list[torch.Tensor]:
         """Per image, the ``(R_i, K+1)`` class probabilities (softmax, or sigmoid with ``use_sigmoid_ce``)."""
         scores, _ = predictions
         probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)

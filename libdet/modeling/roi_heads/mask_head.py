@@ -63,13 +63,14 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: list[Instances], v
     if targets.dtype != torch.bool:
         targets = targets > 0.5
     if has_event_storage():  # training statistics (threshold 0.5), when run under a trainer
-        predicted = logits > 0.0
-        num_pos = max(int(targets.sum()), 1)
-        num_neg = max(targets.numel() - int(targets.sum()), 1)
+        # tensors: the storage reads them when metrics are written, not now (no device synchronisation)
+        predicted = logits.detach() > 0.0
+        num_pos = targets.sum().clamp(min=1)
+        num_neg = (targets.numel() - targets.sum()).clamp(min=1)
         storage = get_event_storage()
-        storage.put_scalar("mask_rcnn/accuracy", (predicted == targets).float().mean().item())
-        storage.put_scalar("mask_rcnn/false_positive", (predicted & ~targets).sum().item() / num_neg)
-        storage.put_scalar("mask_rcnn/false_negative", (~predicted & targets).sum().item() / num_pos)
+        storage.put_scalar("mask_rcnn/accuracy", (predicted == targets).float().mean())
+        storage.put_scalar("mask_rcnn/false_positive", (predicted & ~targets).sum() / num_neg)
+        storage.put_scalar("mask_rcnn/false_negative", (~predicted & targets).sum() / num_pos)
         if vis_period > 0 and storage.iter % vis_period == 0:
             side_by_side = torch.cat([logits.detach().sigmoid(), targets.to(logits.dtype)], dim=2).cpu()
             for i, vis_mask in enumerate(side_by_side):
@@ -90,7 +91,7 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: list[Ins
         probs = pred_mask_logits.sigmoid()
     else:
         classes = cat([i.pred_classes for i in pred_instances])
-        device = "cpu" if torch.jit.is_tracing() else classes.device
+        device = torch.device("cpu") if torch.jit.is_tracing() else classes.device
         idx = move_device_like(torch.arange(pred_mask_logits.shape[0], device=device), classes)
         probs = pred_mask_logits[idx, classes][:, None].sigmoid()
     for prob, inst in zip(probs.split([len(i) for i in pred_instances], dim=0), pred_instances):
@@ -137,6 +138,11 @@ class BaseMaskRCNNHead(nn.Module):
 
     def inference(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
         """The detections ``instances`` (with ``pred_classes``), with ``pred_masks`` set in place."""
+        if torch.jit.is_scripting():  # TorchScript compiles `layers` of a tensor (the libdet heads' input)
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("scripted mask heads take a tensor of per-ROI features.")
+            mask_rcnn_inference(self.layers(x), instances)
+            return instances
         mask_rcnn_inference(self.layers(x), instances)
         return instances
 

@@ -173,11 +173,12 @@ class ROIHeads(nn.Module):
             # Without gt no gt_* field but gt_classes (all background) can be filled in.
             sampled_proposals.append(props)
         if has_event_storage():  # training statistics, when run under a trainer
-            num_bg = [int((p.gt_classes == self.num_classes).sum()) for p in sampled_proposals]
-            num_fg = [len(p) - bg for p, bg in zip(sampled_proposals, num_bg)]
+            # tensors: read when metrics are written, not now (no device synchronisation)
+            num_bg = torch.stack([(p.gt_classes == self.num_classes).sum() for p in sampled_proposals]).sum()
+            num_sampled = sum(len(p) for p in sampled_proposals)
             storage = get_event_storage()
-            storage.put_scalar("roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
-            storage.put_scalar("roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
+            storage.put_scalar("roi_head/num_fg_samples", (num_sampled - num_bg) / len(sampled_proposals))
+            storage.put_scalar("roi_head/num_bg_samples", num_bg / len(sampled_proposals))
         return sampled_proposals
 
     def forward(
@@ -230,6 +231,9 @@ class StandardROIHeads(ROIHeads):
     """ROI heads where each branch pools its own features: a box branch (pooler, box head, predictor),
     an optional mask branch (pooler, mask head) and an optional keypoint branch (pooler, keypoint head).
     Another branch is added by a subclass that extends :meth:`_branch_losses` and :meth:`_branch_inference`."""
+
+    # Constants for TorchScript (scripting_with_instances): the code of an absent branch is not compiled.
+    __constants__ = ["mask_on", "keypoint_on"]
 
     def __init__(
         self,
@@ -389,6 +393,12 @@ class StandardROIHeads(ROIHeads):
         if not self.mask_on:
             return instances
         boxes = [x.pred_boxes for x in instances]
+        if torch.jit.is_scripting():  # TorchScript passes no module to a function (_branch_features)
+            if self.mask_pooler is None:
+                raise NotImplementedError("scripting: a mask branch without a pooler is not supported.")
+            return self.mask_head.inference(
+                self.mask_pooler([features[f] for f in self.mask_in_features], boxes), instances
+            )
         mask_features = self._branch_features(self.mask_pooler, self.mask_in_features, features, boxes)
         return self.mask_head.inference(mask_features, instances)
 
@@ -410,6 +420,11 @@ class StandardROIHeads(ROIHeads):
         if not self.keypoint_on:
             return instances
         boxes = [x.pred_boxes for x in instances]
+        if torch.jit.is_scripting():  # TorchScript passes no module to a function (_branch_features)
+            if self.keypoint_pooler is None:
+                raise NotImplementedError("scripting: a keypoint branch without a pooler is not supported.")
+            keypoint_features = self.keypoint_pooler([features[f] for f in self.keypoint_in_features], boxes)
+            return self.keypoint_head.inference(keypoint_features, instances)
         keypoint_features = self._branch_features(self.keypoint_pooler, self.keypoint_in_features, features, boxes)
         return self.keypoint_head.inference(keypoint_features, instances)
 
