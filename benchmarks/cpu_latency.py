@@ -16,7 +16,9 @@ with 3 classes):
 2. run every inference mode on the same shapes-val images (resized by the config's test mapper to a 320-px
    shorter side), one image per call, the modes interleaved image by image so that a change of machine load
    affects them alike, and report per mode the median latency of a call (pre-processing inside the model,
-   backbone, heads, post-processing; not data loading) and the box AP of its detections (COCO AP on those images).
+   backbone, heads, post-processing; not data loading), the median CPU time this process spent in it (all its
+   threads; less sensitive than the wall time to other jobs on the cores) and the box AP of its detections
+   (COCO AP on those images).
 
 Modes:
 
@@ -25,6 +27,7 @@ Modes:
   image and kept only when it is at least 3% faster: BatchNorm folded into the preceding convolution,
   ``channels_last`` weights, bfloat16 autocast (only offered where the CPU computes bf16 natively: AVX512-BF16 or
   AMX), ``torch.compile`` of the backbone (with ``--compile``; its compilation takes minutes on a loaded machine).
+  The last three come from ``libdet.engine.fast_mode.optimize_for_inference`` when the library has it.
 * ``int8``: post-training static int8 quantization of the backbone and FPN (``libdet.quantization.quantize_pt2e``:
   PT2E with torchao's x86 Inductor quantizer, calibrated on shapes-train images, compiled by Inductor); the heads
   and post-processing stay float. Needs torchao; without it the line says int8 is not available.
@@ -59,7 +62,7 @@ from libdet.checkpoint import DetectionCheckpointer  # noqa: E402
 from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.data import get_detection_dataset_dicts  # noqa: E402
 from libdet.evaluation import COCOEvaluator  # noqa: E402
-from libdet.layers import FrozenBatchNorm2d  # noqa: E402
+from libdet.layers.conv_bn_folding import fold_conv_batchnorm  # noqa: E402
 from libdet.utils.env import cpu_has_native_bf16  # noqa: E402
 
 DEFAULT_CONFIGS = [
@@ -137,31 +140,10 @@ def load_inputs(cfg, names: str, num_images: int) -> list[dict]:
 
 
 def fold_conv_bn(model: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm / FrozenBN that directly follows a Conv2d in an ``nn.Sequential`` into the
-    conv (torchvision's Conv-BN-activation blocks), and every libdet ``Conv2d`` with a ``norm``: one op instead
-    of two, exact up to rounding."""
-    from torch.nn.utils.fusion import fuse_conv_bn_weights
-
-    def fold(conv: nn.Conv2d, bn: nn.Module) -> None:
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-        )
-        conv.weight, conv.bias = weight, bias
-
-    def is_bn(m: nn.Module) -> bool:
-        return isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) and m.running_mean is not None
-
+    """A copy with every eval-mode BatchNorm / FrozenBN folded into the convolution before it (libdet's ``Conv2d``
+    norms and torchvision's Conv-BN-activation blocks): one op instead of two, exact up to rounding."""
     model = copy.deepcopy(model).eval()
-    for module in list(model.modules()):
-        if isinstance(module, nn.Sequential):
-            children = list(module.named_children())
-            for (_, first), (name, second) in zip(children, children[1:]):
-                if type(first) is nn.Conv2d and is_bn(second):
-                    fold(first, second)
-                    setattr(module, name, nn.Identity())
-        elif isinstance(module, nn.Conv2d) and is_bn(getattr(module, "norm", None) or nn.Identity()):
-            fold(module, module.norm)
-            module.norm = None
+    fold_conv_batchnorm(model)
     return model
 
 
@@ -195,43 +177,74 @@ class Mode:
             return self.model(inputs)
 
 
-def time_call(fn: Callable[[list[dict]], list[dict]], inputs: list[dict]) -> float:
-    start = time.perf_counter()
+def time_call(fn: Callable[[list[dict]], list[dict]], inputs: list[dict]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn(inputs)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def median_alternating(modes: list[Mode], inputs: list[dict], rounds: int) -> list[float]:
-    """Median seconds per call of each mode on ``inputs``, the modes alternating call by call."""
+    """Median seconds per call of each mode on ``inputs``, the modes alternating call by call. With one intra-op
+    thread the CPU time of this process is compared (other jobs on the cores inflate the wall time, not it);
+    with several, the wall time (CPU time adds the threads up)."""
+    use_cpu_time = torch.get_num_threads() == 1
     times: list[list[float]] = [[] for _ in modes]
     for mode in modes:
         mode(inputs)  # warm-up (and compilation)
     for _ in range(rounds):
         for t, mode in zip(times, modes):
-            t.append(time_call(mode, inputs))
+            wall, cpu = time_call(mode, inputs)
+            t.append(cpu if use_cpu_time else wall)
     return [statistics.median(t) for t in times]
 
 
-def choose_fast_path(model: nn.Module, probe: list[dict], rounds: int, try_compile: bool) -> tuple[Mode, list[str]]:
-    """Time each transform alone against fp32 on ``probe``; combine those that save >= 3%. Returns the combined
-    mode and a log line per candidate."""
-    base = Mode("fp32", model)
-    candidates: list[tuple[str, Callable[[nn.Module], nn.Module], bool]] = [
-        ("fold-BN", fold_conv_bn, False),
-        ("channels_last", to_channels_last, False),
-    ]
+def _fast_mode_transform(**options) -> Callable[[nn.Module], nn.Module]:
+    """One option of ``libdet.engine.fast_mode.optimize_for_inference`` (the others off), on a copy."""
+    from libdet.engine.fast_mode import optimize_for_inference
+
+    settings = dict(bf16=False, channels_last=False, compile=False, fold_frozen_bn=False) | options
+    return lambda model: optimize_for_inference(copy.deepcopy(model), **settings)
+
+
+def fast_path_candidates(try_compile: bool) -> list[tuple[str, Callable[[nn.Module], nn.Module], bool]]:
+    """(name, model transform, needs whole-model bf16 autocast) of each fast-path transform offered here.
+
+    libdet's ``optimize_for_inference`` (``libdet.engine.fast_mode``) provides channels_last, bf16 autocast
+    scoped to the backbone and heads (box decoding, NMS and scores stay float32) and ``torch.compile``; where it
+    is missing, this script applies the plain equivalents. BatchNorm folding is this script's
+    :func:`fold_conv_bn`, which also folds the BatchNorms of torchvision's blocks (MobileNetV3)."""
+    have_fast_mode = importlib.util.find_spec("libdet.engine.fast_mode") is not None
+    candidates = [("fold-BN", fold_conv_bn, False)]
+    if have_fast_mode:
+        candidates.append(("channels_last", _fast_mode_transform(channels_last=True), False))
+        if cpu_has_native_bf16():
+            candidates.append(("bf16 (fast_mode)", _fast_mode_transform(bf16=True), False))
+        if try_compile:
+            candidates.append(("torch.compile(backbone)", _fast_mode_transform(compile=True), False))
+        return candidates
+    candidates.append(("channels_last", to_channels_last, False))
     if cpu_has_native_bf16():
-        candidates.append(("bf16 autocast", lambda m: m, True))
+        candidates.append(("bf16 autocast", copy.deepcopy, True))
     if try_compile:
         candidates.append(("torch.compile(backbone)", compile_backbone, False))
+    return candidates
+
+
+def choose_fast_path(model: nn.Module, probe: list[dict], rounds: int, try_compile: bool) -> tuple[Mode, list[str]]:
+    """Time each transform alone against fp32 on ``probe`` (see :func:`median_alternating`); combine those that save
+    >= 3% (in the order listed, compilation last). Returns the combined mode and a log line per candidate."""
+    base = Mode("fp32", model)
+    unit = " (CPU time)" if torch.get_num_threads() == 1 else " (wall)"
     kept, log = [], []
-    for name, transform, bf16 in candidates:
+    for name, transform, bf16 in fast_path_candidates(try_compile):
         candidate = Mode(name, transform(model), bf16=bf16)
         base_s, cand_s = median_alternating([base, candidate], probe, rounds)
         speedup = base_s / cand_s
         keep = speedup >= MIN_SPEEDUP
         log.append(
-            f"    {name:<24} {1000 * cand_s:7.1f} ms vs fp32 {1000 * base_s:7.1f} ms: x{speedup:.2f} -> {'kept' if keep else 'off'}"
+            f"    {name:<24} {1000 * cand_s:7.1f} ms vs fp32 {1000 * base_s:7.1f} ms{unit}: x{speedup:.2f} -> "
+            f"{'kept' if keep else 'off'}"
         )
         if keep:
             kept.append((name, transform, bf16))
@@ -271,8 +284,9 @@ def build_int8_mode(model: nn.Module, calibration: list[dict]) -> tuple[Mode | N
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def evaluate_modes(cfg, modes: list[Mode], inputs: list[dict]) -> tuple[list[float], list[float]]:
-    """Run every mode on every image (alternating), returning each mode's median latency (s) and box AP."""
+def evaluate_modes(cfg, modes: list[Mode], inputs: list[dict]) -> tuple[list[float], list[float], list[float]]:
+    """Run every mode on every image (alternating), returning each mode's median latency (s), median CPU time of
+    this process per call (s; all its threads) and box AP."""
     dataset_name = cfg.dataloader.test.dataset.names
     evaluators = [COCOEvaluator(dataset_name, tasks=("bbox",), distributed=False) for _ in modes]
     for evaluator in evaluators:
@@ -280,18 +294,20 @@ def evaluate_modes(cfg, modes: list[Mode], inputs: list[dict]) -> tuple[list[flo
     for mode in modes:  # warm-up
         mode([inputs[0]])
     times: list[list[float]] = [[] for _ in modes]
+    cpu_times: list[list[float]] = [[] for _ in modes]
     for item in inputs:
-        for mode, evaluator, t in zip(modes, evaluators, times):
-            start = time.perf_counter()
+        for mode, evaluator, t, c in zip(modes, evaluators, times, cpu_times):
+            start, cpu_start = time.perf_counter(), time.process_time()
             outputs = mode([item])
             t.append(time.perf_counter() - start)
+            c.append(time.process_time() - cpu_start)
             evaluator.process([item], [{"instances": outputs[0]["instances"].to("cpu")}])
     img_ids = [item["image_id"] for item in inputs]
     aps = []
     for evaluator in evaluators:
         results = evaluator.evaluate(img_ids=img_ids) or {}
         aps.append(float(results.get("bbox", {}).get("AP", float("nan"))))
-    return [statistics.median(t) for t in times], aps
+    return [statistics.median(t) for t in times], [statistics.median(c) for c in cpu_times], aps
 
 
 def main() -> None:
@@ -308,6 +324,7 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=None, help="int8 calibration images (default 64)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (default: all cores)")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile of the backbone")
+    parser.add_argument("--no-int8", action="store_true", help="skip int8 quantization (minutes per model)")
     parser.add_argument("--output-dir", default=str(REPO_ROOT / "output/cpu_latency"))
     args = parser.parse_args()
     train_iters = args.train_iters if args.train_iters is not None else (20 if args.quick else None)
@@ -343,29 +360,38 @@ def main() -> None:
         print("  fast-path probes (one image):")
         print("\n".join(log))
         modes = [Mode("fp32", model), fast]
-        int8, int8_note = build_int8_mode(model, load_inputs(cfg, cfg.dataloader.train.dataset.names, calib_images))
+        if args.no_int8:
+            int8, int8_note = None, "skipped (--no-int8)"
+        else:
+            calibration = load_inputs(cfg, cfg.dataloader.train.dataset.names, calib_images)
+            int8, int8_note = build_int8_mode(model, calibration)
         print(f"  int8: {int8_note}")
         if int8 is not None:
             modes.append(int8)
-        latencies, aps = evaluate_modes(cfg, modes, inputs)
-        for mode, latency, ap in zip(modes, latencies, aps):
+        latencies, cpu_times, aps = evaluate_modes(cfg, modes, inputs)
+        for mode, latency, cpu_time, ap in zip(modes, latencies, cpu_times, aps):
             detail = f" ({', '.join(mode.transforms) or 'no transform helped: fp32'})" if mode.name != "fp32" else ""
-            shown = f"{1000 * latency:7.1f} ms/image" if mode.latency_valid else f"{'n/a':>7} ms/image"
+            shown = (
+                f"{1000 * latency:7.1f} ms/image (CPU {1000 * cpu_time:6.1f} ms)"
+                if mode.latency_valid
+                else f"{'n/a':>7} ms/image{'':>17}"
+            )
             print(f"  {mode.name:<5} {shown}  box AP {ap:5.1f}{detail}")
-        summary.append((name, iters, latencies, aps, int8))
+        summary.append((name, iters, modes, latencies, cpu_times, aps))
 
-    print("\nSummary (median ms per 320-px image; box AP on the measured shapes-val images)")
-    print(f"  {'config':<34} {'iters':>6} {'fp32 ms':>8} {'AP':>5} {'fast ms':>8} {'AP':>5} {'int8 ms':>8} {'AP':>5}")
-    for name, iters, latencies, aps, int8 in summary:
-        if int8 is None:
-            int8_cols = f"{'n/a':>8} {'n/a':>5}"
-        else:
-            int8_ms = f"{1000 * latencies[2]:8.1f}" if int8.latency_valid else f"{'n/a':>8}"
-            int8_cols = f"{int8_ms} {aps[2]:5.1f}"
-        print(
-            f"  {name:<34} {iters or 'reused':>6} {1000 * latencies[0]:8.1f} {aps[0]:5.1f} {1000 * latencies[1]:8.1f} "
-            f"{aps[1]:5.1f} {int8_cols}"
-        )
+    print("\nSummary: median wall ms / CPU ms of this process per 320-px image, and box AP on the measured images")
+    header = "".join(f" {m + ' ms (CPU)':>17} {'AP':>5}" for m in ("fp32", "fast", "int8"))
+    print(f"  {'config':<38} {'iters':>6}{header}")
+    for name, iters, modes, latencies, cpu_times, aps in summary:
+        cols = ""
+        for i in range(3):
+            if i >= len(modes):
+                cols += f" {'n/a':>17} {'n/a':>5}"
+            elif not modes[i].latency_valid:
+                cols += f" {'n/a':>17} {aps[i]:5.1f}"
+            else:
+                cols += f" {1000 * latencies[i]:8.1f} ({1000 * cpu_times[i]:6.1f}) {aps[i]:5.1f}"
+        print(f"  {name:<38} {iters or 'reused':>6}{cols}")
     for line in environment_lines(args.threads)[-1:]:
         print("  after: " + line)
 

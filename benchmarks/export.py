@@ -88,8 +88,9 @@ def matched_agreement(eager: Instances, exported: Instances, min_iou: float = 0.
         line += f"; pairs: max |score| {(eager.scores[ei] - exported.scores[xi]).abs().max():.1e}"
         if eager.has("pred_masks"):
             a, b = eager.pred_masks[ei].flatten(1), exported.pred_masks[xi].flatten(1)
-            union = (a | b).sum(1).clamp(min=1)
-            line += f", min mask IoU {((a & b).sum(1) / union).min():.3f}"
+            inter, union = (a & b).sum(1), (a | b).sum(1)
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+            line += f", min mask IoU {iou.min():.3f}"  # two empty masks agree
     unpaired_eager = sorted(set(range(len(eager))) - {i for i, _ in pairs})
     if unpaired_eager and len(eager):
         scores = eager.scores[unpaired_eager]

@@ -2,8 +2,7 @@
 
 ``D2_PUBLIC_NAMES`` lists names per module, with a few libdet additions. ``tests/d2_public_api.md`` is a copy of
 the project's reference list of detectron2's public names (every module, the YAML layer and the legacy names
-included): :func:`test_every_reference_name_exists` checks all of them, except those in ``PENDING``, each with
-the reason it is not there yet.
+included): :func:`test_every_reference_name_exists` checks all of them.
 """
 
 import importlib
@@ -370,10 +369,6 @@ def test_import_libdet_is_cheap():
 
 REFERENCE = Path(__file__).with_name("d2_public_api.md")
 
-# Reference names libdet does not have yet, and why; remove an entry when its name lands.
-PENDING: dict[str, dict[str, str]] = {}
-
-
 def _reference_names() -> dict[str, list[str]]:
     """``{libdet module: [names]}`` from ``d2_public_api.md`` (module attributes such as ``__file__`` left out)."""
     sections = re.findall(r"^## (\S+)\n(.*)$", REFERENCE.read_text(), flags=re.MULTILINE)
@@ -398,16 +393,8 @@ def test_reference_list_is_complete():
 @pytest.mark.parametrize("module_name", sorted(REFERENCE_NAMES))
 def test_every_reference_name_exists(module_name):
     module = importlib.import_module(module_name)
-    pending = PENDING.get(module_name, {})
-    missing = [n for n in REFERENCE_NAMES[module_name] if n not in pending and not hasattr(module, n)]
+    missing = [n for n in REFERENCE_NAMES[module_name] if not hasattr(module, n)]
     assert not missing, f"{module_name} lacks detectron2's public names: {missing}"
-
-
-@pytest.mark.xfail(reason="names listed in PENDING have not landed yet", strict=False)
-@pytest.mark.parametrize("module_name", sorted(PENDING))
-def test_pending_names(module_name):
-    module = importlib.import_module(module_name)
-    assert all(hasattr(module, n) for n in PENDING[module_name])
 
 
 # detectron2 modules outside the reference list that libdet also provides.

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from libdet.layers.conv_bn_folding import fold_conv_batchnorm
+
 __all__ = ["optimize_for_inference", "fold_conv_batchnorm"]
 
 logger = logging.getLogger(__name__)
@@ -40,44 +42,6 @@ _BF16_BLOCKS: list[tuple[str, str]] = [
     ("roi_heads.mask_head", "layers"),
     ("roi_heads.keypoint_head", "layers"),
 ]
-
-
-@torch.no_grad()
-def fold_conv_batchnorm(model: nn.Module) -> int:
-    """Fold every ``FrozenBatchNorm2d`` (or eval-mode ``BatchNorm2d`` with running statistics) that is the
-    ``norm`` of a convolution into that convolution's weight and bias, in place, and remove it
-    (``conv.norm = None``).
-
-    ``conv(x) * scale + shift`` equals a convolution with weight ``w * scale`` (per output channel) and bias
-    ``b * scale + shift``.
-
-    Returns:
-        the number of folded layers.
-    """
-    from libdet.layers import FrozenBatchNorm2d
-
-    folded = 0
-    for module in model.modules():
-        norm = getattr(module, "norm", None)
-        if not isinstance(module, nn.Conv2d):
-            continue
-        if isinstance(norm, nn.BatchNorm2d):
-            if norm.training or norm.running_var is None:
-                continue  # batch statistics: nothing fixed to fold
-        elif not isinstance(norm, FrozenBatchNorm2d):
-            continue
-        scale = (norm.running_var + norm.eps).rsqrt()
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        shift = -norm.running_mean * scale
-        if norm.bias is not None:
-            shift = shift + norm.bias
-        module.weight.copy_(module.weight * scale.reshape(-1, 1, 1, 1).to(module.weight.dtype))
-        bias = shift if module.bias is None else module.bias * scale + shift
-        module.bias = nn.Parameter(bias.to(module.weight.dtype), requires_grad=False)
-        module.norm = None
-        folded += 1
-    return folded
 
 
 def _to_float32(x: Any) -> Any:

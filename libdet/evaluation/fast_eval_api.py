@@ -22,8 +22,16 @@ Differences from pycocotools, by design:
       a non-finite score, box or keypoint, keypoint lists whose length is not ``3 * len(kpt_oks_sigmas)``.
     * Messages go to the ``libdet.evaluation.fast_eval_api`` logger instead of stdout.
 
+Detections can also come as arrays, without a ``COCO`` object of results (``loadRes`` and its index are the
+largest cost around the kernel for many results)::
+
+    COCOeval_opt(coco_gt, None, "segm", detections=detection_arrays(results, "segm"), gt_cache={})
+
+:func:`detection_arrays` reads bbox results and compressed-RLE segm results as ``loadRes`` would (areas
+included); ``gt_cache`` keeps the flattened ground truth for the next evaluation with the same parameters.
+
 When the op cannot be compiled or loaded, ``COCOeval_opt`` warns once and runs pycocotools' own
-``evaluate``/``accumulate``.
+``evaluate``/``accumulate`` (with ``detections=`` it raises instead: pass ``cocoDt``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -43,7 +52,7 @@ from pycocotools.cocoeval import COCOeval
 
 from libdet.utils.compiled_ops import libdet_csrc, ops_status, register_op
 
-__all__ = ["COCOeval_opt", "native_coco_eval_available"]
+__all__ = ["COCOeval_opt", "DetectionArrays", "detection_arrays", "native_coco_eval_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +98,108 @@ def _warn_fallback() -> None:
             "COCOeval_opt: the compiled coco_eval op is unavailable (%s); using pycocotools' COCOeval instead.",
             ops_status().get("coco_eval", "unknown"),
         )
+
+
+@dataclass(frozen=True)
+class DetectionArrays:
+    """The detections of one task as arrays, read by :class:`COCOeval_opt` instead of a ``COCO`` of results.
+
+    Row ``r`` is the ``r``-th result of ``cocoGt.loadRes(results)`` (annotation id ``r + 1``).
+
+    Attributes:
+        image_ids: [N] image ids (values of the ground truth's image ids).
+        category_ids: [N] category ids.
+        scores: float64 [N].
+        areas: float64 [N], as ``loadRes`` computes them (box ``w * h``, or the mask area for segm).
+        boxes: float64 [N, 4] XYWH ("bbox"), else None.
+        rle_counts: [N] compressed RLE strings ("segm"), else None.
+        rle_sizes: int64 [N, 2] (height, width) of the RLEs ("segm"), else None.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    scores: np.ndarray
+    areas: np.ndarray
+    boxes: np.ndarray | None = None
+    rle_counts: Sequence[str] | None = None
+    rle_sizes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _loose_array(values: list) -> np.ndarray:
+    """``values`` as an array: int64 when they are all integers, else an object array (hashable ids of any kind)."""
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 1 or array.dtype.kind not in "iu":
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    return array.astype(np.int64, copy=False) if array.dtype.kind in "iu" else array
+
+
+def detection_arrays(results: list[dict], iou_type: str) -> DetectionArrays | None:
+    """What ``coco_gt.loadRes(results)`` would hold for ``iou_type``, as arrays (``loadRes``' areas included).
+
+    Returns None where the results are of a kind that only ``loadRes`` handles (keypoints, polygons or
+    uncompressed RLEs, a "bbox" that is not 4 numbers, a missing or non-numeric score, ...): use
+    ``loadRes`` and a ``COCO`` object for those. "segm" results are read without their "bbox" (the mask area
+    is used, as ``COCOEvaluator`` does); for "bbox", ``loadRes`` decides by the first result, so a result
+    list whose first entry has no "bbox" returns None too.
+    """
+    n = len(results)
+    if n == 0 or iou_type not in ("bbox", "segm"):
+        return None
+    try:
+        image_ids = _loose_array(list(map(itemgetter("image_id"), results)))
+        category_ids = _loose_array(list(map(itemgetter("category_id"), results)))
+        scores = np.asarray(list(map(itemgetter("score"), results)), dtype=np.float64).reshape(n)
+        if iou_type == "bbox":
+            boxes = np.asarray(list(map(itemgetter("bbox"), results)), dtype=np.float64).reshape(n, 4)
+            # loadRes: area = w * h in float64 (the same products as numpy's)
+            return DetectionArrays(image_ids, category_ids, scores, boxes[:, 2] * boxes[:, 3], boxes=boxes)
+        segmentations = list(map(itemgetter("segmentation"), results))
+        if set(map(type, segmentations)) != {dict}:  # type checks through map(): one C loop each
+            return None
+        counts = list(map(itemgetter("counts"), segmentations))
+        if set(map(type, counts)) != {str}:
+            return None
+        sizes = np.asarray(list(map(itemgetter("size"), segmentations)), dtype=np.int64).reshape(n, 2)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    from pycocotools import mask as mask_util
+
+    try:  # pycocotools' area() overflows (a uint8 shape array) past 255 masks a call
+        areas = np.concatenate([mask_util.area(segmentations[i : i + 255]) for i in range(0, n, 255)])
+    except Exception:  # an undecodable string: the COCO path names it
+        return None
+    return DetectionArrays(
+        image_ids, category_ids, scores, areas.astype(np.uint32, copy=False).astype(np.float64),
+        rle_counts=counts, rle_sizes=sizes,
+    )  # fmt: skip
+
+
+def _positions(values: np.ndarray, table: Sequence) -> np.ndarray:
+    """Index of each of ``values`` in the sorted unique ``table`` (-1 where absent), int64 [N]."""
+    keys = np.asarray(table) if len(table) else np.zeros(0, dtype=np.int64)
+    if values.dtype.kind in "iu" and keys.dtype.kind in "iu" and keys.ndim == 1:
+        found = np.searchsorted(keys, values).clip(max=max(len(keys) - 1, 0))
+        if len(keys) == 0:
+            return np.full(len(values), -1, dtype=np.int64)
+        return np.where(keys[found] == values, found, -1).astype(np.int64)
+    index = {key: k for k, key in enumerate(table)}
+    return np.fromiter((index.get(v, -1) for v in values.tolist()), dtype=np.int64, count=len(values))
+
+
+def _image_sizes(coco: Any, img_ids: Sequence) -> np.ndarray:
+    """(height, width) of each of ``img_ids`` in ``coco.imgs``, int64 [I, 2]; -1 where unknown."""
+    sizes = np.full((len(img_ids), 2), -1, dtype=np.int64)
+    for i, img_id in enumerate(img_ids):
+        image = coco.imgs.get(img_id) or {}
+        sizes[i] = image.get("height", -1), image.get("width", -1)
+    return sizes
 
 
 def _describe(ann: dict) -> str:
@@ -355,6 +466,90 @@ class _Annotations:
             self.masks = _mask_sources(anns, coco, side, self.ids)
 
 
+def _detection_side(detections: DetectionArrays, coco_gt: Any, params: Any, iou_type: str) -> _Annotations:
+    """The detection arrays ``coco_eval_evaluate`` reads, from :class:`DetectionArrays` (no ``COCO`` object).
+
+    Grouped as :func:`_group` groups ``loadRes``' annotations: by (category, image), result order within a group;
+    detections of images or categories outside ``params`` are left out, as pycocotools leaves them.
+    """
+    side = "detection"
+    n = len(detections)
+    img_ids = params.imgIds
+    num_images = len(img_ids)
+    unknown = set(detections.image_ids.tolist()) - coco_gt.imgs.keys()
+    if unknown:  # loadRes' assertion, with the image named
+        raise ValueError(
+            f"COCOeval_opt: detections for image id {sorted(unknown, key=repr)[0]!r}, which is not in the ground truth"
+        )
+    img_pos = _positions(detections.image_ids, img_ids)
+    cat_pos = _positions(detections.category_ids, params.catIds)
+    used = np.flatnonzero((img_pos >= 0) & (cat_pos >= 0))
+    group = cat_pos[used] * num_images + img_pos[used]
+    num_groups = len(params.catIds) * num_images
+    dt = _Annotations.__new__(_Annotations)
+    dt.rows = np.argsort(group, kind="stable").astype(np.int64)
+    dt.offsets = np.zeros(num_groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group, minlength=num_groups), out=dt.offsets[1:])
+    dt.ids = used + 1  # loadRes numbers the results from 1
+    dt.areas = np.ascontiguousarray(detections.areas[used], dtype=np.float64)
+    dt.scores = np.ascontiguousarray(detections.scores[used], dtype=np.float64)
+    dt.crowd = dt.ignore = np.zeros(len(used), dtype=np.uint8)
+    if not np.isfinite(dt.scores).all():
+        r = int(used[np.flatnonzero(~np.isfinite(dt.scores))[0]])
+        raise ValueError(f"COCOeval_opt: detection {r} (image id {detections.image_ids[r]!r}) has a non-finite score")
+    dt.masks = []
+    if iou_type == "bbox":
+        if detections.boxes is None:
+            raise ValueError("COCOeval_opt: detections= for iouType 'bbox' needs boxes")
+        dt.geometry = np.ascontiguousarray(detections.boxes[used], dtype=np.float64).reshape(len(used), 4)
+        finite = np.isfinite(dt.geometry).all(axis=1)
+        if not finite.all():
+            r = int(used[np.flatnonzero(~finite)[0]])
+            raise ValueError(
+                f"COCOeval_opt: detection {r} (image id {detections.image_ids[r]!r}) has a non-finite bbox"
+            )
+        return dt
+    if iou_type != "segm" or detections.rle_counts is None or detections.rle_sizes is None:
+        raise ValueError(f"COCOeval_opt: detections= supports 'bbox' (boxes) and 'segm' (RLEs), not {iou_type!r}")
+    dt.geometry = np.zeros((len(used), 0), dtype=np.float64)
+    counts = [detections.rle_counts[r] for r in used.tolist()]
+    try:
+        data = "".join(counts).encode("ascii")
+    except UnicodeEncodeError as error:
+        r = int(used[next(k for k, c in enumerate(counts) if not c.isascii())])
+        raise ValueError(
+            f"COCOeval_opt: {side} {r} (image id {detections.image_ids[r]!r}) has a malformed compressed RLE "
+            "(non-ASCII)"
+        ) from error
+    sizes = np.asarray(detections.rle_sizes, dtype=np.int64).reshape(n, 2)[used]
+    expected = _image_sizes(coco_gt, img_ids)[img_pos[used]]
+    bad = np.flatnonzero((expected >= 0).all(axis=1) & (sizes != expected).any(axis=1))
+    if len(bad):
+        k = int(bad[0])
+        r = int(used[k])
+        raise ValueError(
+            f"COCOeval_opt: {side} {r} (image id {detections.image_ids[r]!r}) has an RLE of size "
+            f"{sizes[k].tolist()}, but its image is {expected[k].tolist()} (height, width)"
+        )
+    meta = np.zeros((len(used), 7), dtype=np.int64)
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    meta[:, 0] = _MASK_COMPRESSED
+    meta[:, 1:3] = sizes
+    np.cumsum(lengths, out=meta[:, 4])
+    meta[:, 3] = meta[:, 4] - lengths
+    meta[:, 5] = dt.ids
+    image_ids = detections.image_ids
+    meta[:, 6] = image_ids[used] if image_ids.dtype.kind in "iu" else -1
+    dt.masks = [
+        torch.from_numpy(meta),
+        torch.from_numpy(np.zeros(0, dtype=np.float64)),
+        torch.from_numpy(np.zeros(1, dtype=np.int64)),
+        torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()),
+        torch.from_numpy(np.zeros(0, dtype=np.int64)),
+    ]
+    return dt
+
+
 class COCOeval_opt(COCOeval):
     """pycocotools' ``COCOeval`` whose ``evaluate()`` and ``accumulate()`` run in C++.
 
@@ -374,14 +569,49 @@ class COCOeval_opt(COCOeval):
     pycocotools after ``evaluate()``/``accumulate()``.
     """
 
-    def __init__(self, cocoGt: Any = None, cocoDt: Any = None, iouType: str = "segm"):
+    def __init__(
+        self,
+        cocoGt: Any = None,
+        cocoDt: Any = None,
+        iouType: str = "segm",
+        *,
+        detections: DetectionArrays | None = None,
+        gt_cache: dict | None = None,
+    ):
         super().__init__(cocoGt, cocoDt, iouType)
+        if detections is not None and cocoDt is not None:
+            raise ValueError("COCOeval_opt: pass either cocoDt or detections=, not both")
         self._native_eval: dict[str, torch.Tensor] | None = None
+        self._detections = detections
+        self._gt_cache = gt_cache
+
+    def _ground_truth(self, p: Any) -> _Annotations:
+        """The flattened ground truth for ``p``, from ``gt_cache`` when an earlier evaluation made it.
+
+        The cache belongs to whoever passed it (``COCOEvaluator``: one per evaluator and ground truth) and
+        assumes the ground-truth ``COCO`` is not modified while it is in use.
+        """
+        if self._gt_cache is None:
+            return _Annotations(self.cocoGt, p, p.iouType, is_gt=True)
+        key = (
+            id(self.cocoGt), p.iouType, tuple(p.imgIds), tuple(p.catIds), bool(p.useCats),
+            len(p.kpt_oks_sigmas) if p.iouType == "keypoints" else 0,
+        )  # fmt: skip
+        entry = self._gt_cache.get(key)
+        if entry is None or entry[0] is not self.cocoGt:
+            entry = (self.cocoGt, _Annotations(self.cocoGt, p, p.iouType, is_gt=True))
+            self._gt_cache[key] = entry
+        return entry[1]
 
     def evaluate(self) -> None:
         """Per-image evaluation of every (category, area range, image); fills what ``accumulate`` reads."""
         self._native_eval = None
         if not native_coco_eval_available():
+            if self._detections is not None:
+                raise RuntimeError(
+                    "COCOeval_opt(detections=...) needs the compiled coco_eval op, which is unavailable "
+                    f"({ops_status().get('coco_eval', 'unknown')}); pass cocoDt=cocoGt.loadRes(results) instead"
+                )
             _warn_fallback()
             return super().evaluate()
         tic = time.perf_counter()
@@ -401,8 +631,13 @@ class COCOeval_opt(COCOeval):
         if p.iouType == "keypoints" and len(sigmas) == 0:
             raise ValueError("COCOeval_opt: params.kpt_oks_sigmas must not be empty for keypoints")
 
-        gt = _Annotations(self.cocoGt, p, p.iouType, is_gt=True)
-        dt = _Annotations(self.cocoDt, p, p.iouType, is_gt=False)
+        gt = self._ground_truth(p)
+        if self._detections is None:
+            dt = _Annotations(self.cocoDt, p, p.iouType, is_gt=False)
+        elif not p.useCats:
+            raise ValueError("COCOeval_opt: detections= needs params.useCats=1; use cocoDt for useCats=0")
+        else:
+            dt = _detection_side(self._detections, self.cocoGt, p, p.iouType)
         t = torch.from_numpy
         eval_offsets, scores, flags, num_gt, present = torch.ops.libdet.coco_eval_evaluate(
             _IOU_TYPES[p.iouType],

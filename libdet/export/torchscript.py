@@ -27,14 +27,20 @@ def scripting_with_instances(model: nn.Module, fields: dict[str, type]) -> torch
     (e.g. ``proposal_boxes``, ``objectness_logits``, ``pred_boxes``, ``scores``, ``pred_classes``,
     ``pred_masks`` for Mask R-CNN). The model is scripted with its current ``training`` flag frozen to a
     constant, so the code of the other mode is not compiled: call ``model.eval()`` first for inference.
-    The scripted model returns objects of a generated class; turn them into ``Instances`` with
-    :func:`libdet.utils.testing.convert_scripted_instances`.
+    As in detectron2, inputs are ``[{"image": (C, H, W) tensor}, ...]`` and scripted detectors return, per
+    image, the raw detections at the network input resolution (``GeneralizedRCNN``: call
+    ``inference(inputs, do_postprocess=False)``; ``RetinaNet``/``FCOS``: call the model), as objects of a
+    generated class: turn them into ``Instances`` with :func:`libdet.utils.testing.convert_scripted_instances`
+    and map them to the output size (and paste masks) with
+    :func:`libdet.modeling.postprocessing.detector_postprocess`.
 
     Example::
 
-        fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+        fields = {"proposal_boxes": Boxes, "objectness_logits": torch.Tensor, "pred_boxes": Boxes,
+                  "scores": torch.Tensor, "pred_classes": torch.Tensor, "pred_masks": torch.Tensor}
         scripted = scripting_with_instances(model.eval(), fields)
-        outputs = scripted.inference([{"image": image}], do_postprocess=False)
+        raw = scripted.inference([{"image": image}], do_postprocess=False)[0]
+        instances = detector_postprocess(convert_scripted_instances(raw), height, width)
 
     Args:
         model: the module to script (not modified).

@@ -36,10 +36,12 @@ def patch_instances(fields: dict[str, type]) -> Iterator[type]:
     """Within the context, TorchScript compiles ``Instances`` as a generated class with these fields.
 
     The generated class has, for each field ``name: type``, a property ``name`` (reading an unset field is
-    an error) with a setter and an optional keyword argument of the constructor, and ``image_size``, ``len()``, ``has(name)``, ``to(device)``, indexing with a
-    tensor, ``Instances.cat`` of fields of tensors and boxes, and ``get_fields()`` (the fields that are set, as tensors: ``Boxes``
-    as their ``tensor``). Model code must use attribute access (``x.scores``), not ``x.get("scores")``.
-    Outside TorchScript nothing changes: eager code still uses the regular ``Instances``.
+    an error) with a setter and an optional keyword argument of the constructor; and ``image_size``,
+    ``len()``, ``has(name)``, ``to(device)``, indexing with a tensor, ``Instances.cat`` (of tensor and
+    ``Boxes`` fields) and ``get_fields()`` (the fields that are set, as tensors: ``Boxes`` as their
+    ``tensor``). Model code must use attribute access (``x.scores``), not ``x.get("scores")``. Outside
+    TorchScript nothing changes, except that ``Instances.cat`` is the generated class's while the patch is
+    active (TorchScript compiles the function it finds on the class): do not run eager code meanwhile.
 
     Args:
         fields: field name -> type, e.g. ``{"pred_boxes": Boxes, "scores": torch.Tensor}``. Types must be
@@ -54,7 +56,7 @@ def patch_instances(fields: dict[str, type]) -> Iterator[type]:
             a type.
     """
     for name, field_type in fields.items():
-        if not name.isidentifier() or name.startswith("_") or name in ("image_size", "has", "to", "get_fields"):
+        if not name.isidentifier() or name.startswith("_") or name in ("image_size", "has", "to", "cat", "get_fields"):
             raise ValueError(f"patch_instances: field name {name!r} is not a valid public attribute name.")
         if not isinstance(field_type, type):
             raise ValueError(f"patch_instances: the type of field {name!r} must be a class, got {field_type!r}.")
@@ -72,6 +74,7 @@ def patch_instances(fields: dict[str, type]) -> Iterator[type]:
         sys.modules[module_name] = module
         # Functions compiled under an earlier patch (other fields) must be compiled again.
         _clear_jit_cache()
+        original_cat = Instances.__dict__["cat"]
         try:
             spec.loader.exec_module(module)
             generated = getattr(module, class_name)
@@ -79,13 +82,11 @@ def patch_instances(fields: dict[str, type]) -> Iterator[type]:
             Instances.__torch_script_class__ = True
             Instances._jit_override_qualname = torch._jit_internal._qualified_name(generated)
             # `Instances.cat(...)` is compiled from the Python function found on the class: the generated one
-            # for the time of the patch (so eager code must not call Instances.cat meanwhile).
-            original_cat = Instances.__dict__["cat"]
+            # for the time of the patch.
             Instances.cat = generated.__dict__["cat"]
             yield generated
         finally:
-            if "original_cat" in locals():
-                Instances.cat = original_cat
+            Instances.cat = original_cat
             for attribute in ("__torch_script_class__", "_jit_override_qualname"):
                 if attribute in Instances.__dict__:
                     delattr(Instances, attribute)

@@ -326,4 +326,8 @@ def _dense_box_regression_loss(
             '"smooth_l1", "giou", "diou" or "ciou".'
         )
     pred_boxes = [box2box_transform.apply_deltas(k, anchors_t) for k in cat(pred_anchor_deltas, dim=1)]
-    return losses[box_reg_loss_type](torch.stack(pred_boxes)[fg_mask], torch.stack(gt_boxes)[fg_mask], reduction="sum")
+    # Box-overlap losses in float32: under (b)f16 autocast the predictions are half precision while the ground
+    # truth is float32, and the losses' masked writes need one dtype (and IoU ratios want the precision).
+    return losses[box_reg_loss_type](
+        torch.stack(pred_boxes)[fg_mask].float(), torch.stack(gt_boxes)[fg_mask].float(), reduction="sum"
+    )

@@ -21,7 +21,9 @@ def _is_fx_tracing() -> bool:
     """True while ``torch.fx.symbolic_trace`` runs (where Python-level checks on proxies cannot run)."""
     from torch.fx import _symbolic_trace
 
-    check = getattr(_symbolic_trace, "is_fx_tracing_symbolic_tracing", None)
+    # The flag is_fx_tracing reads (True under fx.symbolic_trace and torch.export, where the checks below would
+    # add shape guards), without the warning newer torch versions attach to is_fx_tracing itself.
+    check = getattr(_symbolic_trace, "_get_is_fx_tracing", None)
     if check is None:  # older torch
         check = getattr(_symbolic_trace, "is_fx_tracing", None)
     return bool(check()) if check is not None else False

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from libdet.layers import Conv2d, FrozenBatchNorm2d
+from libdet.layers import Conv2d
+from libdet.layers.conv_bn_folding import fold_conv_batchnorm
 
 __all__ = ["PlainConv2d", "fold_conv_norms"]
 
@@ -50,20 +51,6 @@ class PlainConv2d(nn.Module):
         return x
 
 
-def _affine_of(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(scale, shift)`` per channel of an inference-time BatchNorm (``y = x * scale + shift``), or ``None``
-    for a norm that is not a fixed affine map (GroupNorm, LayerNorm, BatchNorm in training mode)."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        weight, bias = norm.weight, norm.bias
-    elif isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_mean is not None:
-        weight = norm.weight if norm.affine else torch.ones_like(norm.running_mean)
-        bias = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
-    else:
-        return None
-    scale = weight * (norm.running_var + norm.eps).rsqrt()
-    return scale, bias - norm.running_mean * scale
-
-
 def _plain_conv(conv: Conv2d) -> PlainConv2d:
     plain = nn.Conv2d(
         conv.in_channels,
@@ -76,19 +63,13 @@ def _plain_conv(conv: Conv2d) -> PlainConv2d:
         bias=True,
         padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    fold_conv_batchnorm(conv)  # FrozenBN / eval BatchNorm into the weights; other norms (GroupNorm) stay
     weight = conv.weight.detach()
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels, device=weight.device)
-    norm = conv.norm
-    affine = _affine_of(norm) if norm is not None else None
-    if affine is not None:
-        scale, shift = (t.detach().to(weight.dtype) for t in affine)
-        weight = weight * scale.reshape(-1, 1, 1, 1)
-        bias = bias * scale + shift
-        norm = None
     with torch.no_grad():
         plain.weight.copy_(weight)
         plain.bias.copy_(bias)
-    return PlainConv2d(conv=plain, norm=norm, activation=conv.activation)
+    return PlainConv2d(conv=plain, norm=conv.norm, activation=conv.activation)
 
 
 def fold_conv_norms(module: nn.Module) -> nn.Module:

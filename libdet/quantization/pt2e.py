@@ -96,8 +96,21 @@ class QuantizedBackbone(Backbone):
         # torch.compile does not reach that pass (torch 2.15).
         import torch._inductor.config as inductor_config
 
-        with torch.no_grad(), inductor_config.patch(freezing=True):
+        # Always outside inference mode and on a normal tensor: Dynamo guards on both, and a caller under
+        # torch.inference_mode (inference_on_dataset) would otherwise pay a second compilation (minutes).
+        with torch.inference_mode(False), torch.no_grad(), inductor_config.patch(freezing=True):
+            x = x.clone() if x.is_inference() else x
             return dict(self._runner[0](x))
+
+    def train(self, mode: bool = True) -> QuantizedBackbone:
+        """Inference only: ``eval()`` is a no-op (an exported program has no train/eval modes and refuses
+        both), ``train()`` raises."""
+        if mode:
+            raise RuntimeError(
+                "QuantizedBackbone is inference-only: train the float model and quantize it again afterwards."
+            )
+        self.training = False
+        return self
 
     def output_shape(self):
         return dict(self._shapes)

@@ -192,8 +192,10 @@ class Boxes:
         return 4
 
     def _new(self, tensor: torch.Tensor) -> "Boxes":
-        """Boxes of this class holding ``tensor``."""
-        return Boxes(tensor)
+        """Boxes of this class holding ``tensor`` (users' subclasses keep their class in eager code)."""
+        if torch.jit.is_scripting():  # constant in TorchScript: the eager branch is not compiled
+            return Boxes(tensor)
+        return type(self)(tensor)
 
     @torch.jit.unused
     def _shape_error(self, tensor) -> str:

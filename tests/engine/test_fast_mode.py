@@ -89,3 +89,17 @@ def test_bf16_blocks_hand_back_float32(detector):
     out = fast(inputs)[0]["instances"]
     assert out.pred_boxes.tensor.dtype == out.scores.dtype == torch.float32
     assert len(out) > 0 and torch.isfinite(out.pred_boxes.tensor).all()
+
+
+def test_fold_conv_batchnorm_in_torchvision_blocks():
+    """A BatchNorm right after an ``nn.Conv2d`` in an ``nn.Sequential`` (torchvision's Conv-BN-activation)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU()
+    ).eval()
+    _randomise_norms(net)
+    x = torch.randn(2, 3, 10, 12)
+    expected = net(x)
+    assert fold_conv_batchnorm(net) == 1
+    assert isinstance(net[1], torch.nn.Identity)
+    torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)

@@ -368,7 +368,7 @@ def test_results_written_atomically(coco_dataset, tmp_path, monkeypatch):
     import libdet.evaluation.coco_evaluation as coco_module
 
     def failing_dump(obj, f):
-        f.write('[{"partial": ')
+        f.write(b'[{"partial": ')
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(coco_module, "_dump_json", failing_dump)

@@ -16,6 +16,7 @@ from libdet.evaluation.coco_evaluation import (
     _encode_masks,
     _evaluate_predictions_on_coco,
     _load_results,
+    _torch_save,
     instances_to_coco_json,
 )
 from libdet.structures import Boxes, Instances
@@ -194,3 +195,21 @@ def test_evaluate_predictions_on_coco_leaves_its_input_alone(coco_dataset):
         for fast in (False, True):
             _evaluate_predictions_on_coco(coco_gt, ref, task, use_fast_impl=fast)
             assert ref == before
+
+
+def test_torch_save_writes_what_torch_save_writes():
+    results = [
+        {"image_id": i, "instances": [{"image_id": i, "bbox": [0.5, 1.0, 2.0, 3.0], "score": 0.25 * i, "x": None}]}
+        for i in range(50)
+    ]
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    _torch_save(results, ours)
+    torch.save(results, theirs)
+    assert ours.getvalue() == theirs.getvalue()
+    assert torch.load(io.BytesIO(ours.getvalue()), weights_only=True) == results
+    # with tensors inside: torch.save itself
+    with_tensors = [{"image_id": 1, "proposals": torch.arange(6.0).reshape(2, 3)}]
+    ours = io.BytesIO()
+    _torch_save(with_tensors, ours)
+    loaded = torch.load(io.BytesIO(ours.getvalue()), weights_only=True)
+    assert torch.equal(loaded[0]["proposals"], with_tensors[0]["proposals"])

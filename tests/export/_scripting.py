@@ -70,9 +70,10 @@ def compare_outputs(
             a, b = _as_tensor(value), _as_tensor(out.get(name))
             if name == "pred_masks":
                 inter = (a.bool() & b.bool()).flatten(1).sum(1).float()
-                union = (a.bool() | b.bool()).flatten(1).sum(1).float().clamp(min=1)
-                if len(a) and (inter / union).min() < min_iou:
-                    problems.append(f"image {i}: mask IoU {(inter / union).min():.3f} < {min_iou}")
+                union = (a.bool() | b.bool()).flatten(1).sum(1).float()
+                iou = torch.where(union > 0, inter / union.clamp(min=1), 1.0)  # two empty masks agree
+                if len(a) and iou.min() < min_iou:
+                    problems.append(f"image {i}: mask IoU {iou.min():.3f} < {min_iou}")
             elif name in ("pred_classes",):
                 if not torch.equal(a, b):
                     problems.append(f"image {i}: classes differ")

@@ -150,7 +150,12 @@ def test_anchor_generator_and_box_transform_script():
         torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", sorted(_models.FAMILIES))
+_SLOW_FAMILIES = {"mask_rcnn_c4", "keypoint_rcnn_fpn", "cascade_mask_rcnn_fpn", "fcos"}  # 4-10 s each
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow if f in _SLOW_FAMILIES else ()) for f in sorted(_models.FAMILIES)]
+)
 def test_full_model_scripting_is_as_documented(family):
     """The support table's "TorchScript (script)" cell says what scripting the whole model does now: where
     it stops (file:line and TorchScript's message), or that the scripted outputs match eager."""
@@ -161,3 +166,21 @@ def test_full_model_scripting_is_as_documented(family):
         assert cell[0] == "yes", cell
     else:
         assert cell[0] == "no" and error.split(":")[0] in cell[1], (error, cell)
+
+
+def test_scripted_detector_reloads_and_handles_empty_images():
+    """A scripted Mask R-CNN saved and loaded back (as a deployment would) gives the eager detections, also
+    when no detection passes the score threshold."""
+    model = _models.build("mask_rcnn_fpn")
+    _, batches = _models.images("mask_rcnn_fpn")
+    reloaded = reload_script_model(scripting_with_instances(model, _scripting.INFERENCE_FIELDS))
+    inputs = [{"image": image} for image in batches[0]]
+    with torch.no_grad():
+        assert not _scripting.compare_outputs(
+            model(inputs), _scripting.run_scripted(reloaded, inputs), 1e-3, 1e-4, 0.99
+        )
+        model.roi_heads.box_predictor.test_score_thresh = 1.0
+        reloaded.roi_heads.box_predictor.test_score_thresh = 1.0
+        expected, actual = model(inputs), _scripting.run_scripted(reloaded, inputs)
+    assert len(expected[0]["instances"]) == len(actual[0]["instances"]) == 0
+    assert actual[0]["instances"].pred_masks.shape == expected[0]["instances"].pred_masks.shape

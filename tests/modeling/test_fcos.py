@@ -166,6 +166,20 @@ def test_losses_against_hand_computation():
     assert deltas.grad[0, 1].abs().sum() == 0 and deltas.grad[0, 0].abs().sum() > 0
 
 
+def test_trains_under_bf16_autocast():
+    """Under CPU bf16 autocast the decoded boxes are bf16 and the targets float32: the GIoU loss runs in float32."""
+    torch.manual_seed(0)
+    model = instantiate(tiny_fcos()).train()
+    batch = [
+        synthetic_image(0, 128, 128, [[10, 10, 40, 50], [50, 20, 90, 60]], [0, 2]),
+        synthetic_image(1, 128, 128, [[30, 30, 100, 90]], [1]),
+    ]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(batch)
+    assert losses["loss_fcos_loc"].dtype == torch.float32 and torch.isfinite(losses["loss_fcos_loc"])
+    sum(losses.values()).backward()
+
+
 def test_losses_without_positives_are_zero_and_connected():
     model = _fcos(num_classes=2)
     anchors = [Boxes(torch.tensor([[8.0, 8, 16, 16]]))]

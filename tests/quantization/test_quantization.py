@@ -139,6 +139,10 @@ def test_pt2e_is_a_drop_in_backbone(float_model, quantized):
     assert qb.output_shape() == float_model.backbone.output_shape()
     assert qb.size_divisibility == float_model.backbone.size_divisibility
     assert qb.padding_constraints == float_model.backbone.padding_constraints
+    quantized.eval()  # as inference_on_dataset does: an exported program alone would refuse it
+    with pytest.raises(RuntimeError, match="inference-only"):
+        quantized.train()
+    quantized.eval()
 
 
 def test_pt2e_features_track_float(float_model, quantized):
@@ -267,7 +271,7 @@ def test_onnx_quantized_detections_track_float(onnx_detector):
 @pytest.mark.slow
 def test_exported_predictor_rescales_to_the_original_size(onnx_detector):
     exported, _ = onnx_detector
-    batch = _batches(8, [(128, 96)])
+    batch = _batches(8, [(128, 96)])[0]
     batch[0].update(height=256, width=192)  # the network input is half the original size
     small = ExportedPredictor(exported)([{"image": batch[0]["image"]}])[0]["instances"]
     big = ExportedPredictor(exported)(batch)[0]["instances"]

@@ -233,3 +233,12 @@ def test_matched_pairwise_iou():
     torch.testing.assert_close(matched_pairwise_iou(a, b), torch.tensor([1 / 7, 0.0, 0.5]))
     with pytest.raises(ValueError, match="same number of boxes, got 3 and 2"):
         matched_pairwise_iou(a, b[:2])
+
+
+def test_subclass_keeps_its_class_when_selected_cloned_or_moved():
+    class MyBoxes(Boxes):
+        pass
+
+    boxes = MyBoxes(torch.rand(3, 4))
+    for derived in (boxes[torch.tensor([0, 2])], boxes[1], boxes.clone(), boxes.to("cpu")):
+        assert type(derived) is MyBoxes

@@ -84,16 +84,22 @@ def evaluate(cfg: Any, predict: Callable[[list[dict]], list[dict]]) -> dict[str,
     return dict(inference_on_dataset(predict, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)))
 
 
-def median_latency_ms(predict: Callable[[list[dict]], list[dict]], batches: list[list[dict]], warmup: int = 3) -> float:
-    """Median wall time of ``predict`` per batch in ms (after ``warmup`` calls, which also compile)."""
-    times = []
+def median_latency_ms(
+    predictors: dict[str, Callable[[list[dict]], list[dict]]], batches: list[list[dict]], warmup: int = 3
+) -> dict[str, float]:
+    """Median wall time per batch in ms of each predictor, after ``warmup`` calls (which also compile).
+
+    The predictors take turns on each batch, so that a change of machine load during the measurement
+    affects all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in predictors}
     with torch.no_grad():
         for i, batch in enumerate(itertools.chain(batches[:warmup], batches)):
-            start = time.perf_counter()
-            predict(batch)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+            for name, predict in predictors.items():
+                start = time.perf_counter()
+                predict(batch)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def _first_batches(loader: Iterable[list[dict]], num_images: int) -> list[list[dict]]:
@@ -125,7 +131,7 @@ def run_pt2e(cfg: Any, model: torch.nn.Module, calib: list[list[dict]], timing: 
     quantized = quantize_pt2e(model, calib, compile=not args.no_compile)
     quantize_s = time.perf_counter() - start
     # Timing first: its warm-up compiles the backbone, so the evaluation below runs compiled.
-    latency = {"float_eager": median_latency_ms(model, timing), "int8": median_latency_ms(quantized, timing)}
+    latency = median_latency_ms({"float_eager": model, "int8": quantized}, timing)
     results = {"float_eager": evaluate(cfg, model), "int8": evaluate(cfg, quantized)}
     path = save_quantized_backbone(quantized.backbone, Path(args.output) / "backbone_int8.pt2")
     return {
@@ -147,11 +153,7 @@ def run_onnx(cfg: Any, model: torch.nn.Module, calib: list[list[dict]], timing: 
     quantized = quantize_onnx(Path(args.output) / "float", images, Path(args.output) / "int8")
     quantize_s = time.perf_counter() - start
     float_onnx, int8_onnx = ExportedPredictor(exported), ExportedPredictor(quantized)
-    latency = {
-        "float_eager": median_latency_ms(model, timing),
-        "float_onnx": median_latency_ms(float_onnx, timing),
-        "int8": median_latency_ms(int8_onnx, timing),
-    }
+    latency = median_latency_ms({"float_eager": model, "float_onnx": float_onnx, "int8": int8_onnx}, timing)
     results = {
         "float_eager": evaluate(cfg, model),
         "float_onnx": evaluate(cfg, float_onnx),

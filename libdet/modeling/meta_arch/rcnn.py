@@ -132,9 +132,13 @@ class GeneralizedRCNN(_ImageNormalizer):
         self.vis_period = vis_period
         self._register_pixel_stats("GeneralizedRCNN", pixel_mean, pixel_std)
 
-    def forward(self, batched_inputs: list[dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
         """Training: :meth:`forward_training` (a dict of losses). Inference: :meth:`inference` (per image,
-        ``{"instances": Instances}`` at the requested ``height`` x ``width``)."""
+        ``{"instances": Instances}`` at the requested ``height`` x ``width``).
+
+        ``batched_inputs`` is annotated for TorchScript (:func:`libdet.export.scripting_with_instances`),
+        where the dicts hold tensors only; scripted models are run with
+        ``inference(batched_inputs, do_postprocess=False)``, as in detectron2."""
         if self.training:
             return self.forward_training(batched_inputs)
         return self.inference(batched_inputs)
@@ -201,10 +205,10 @@ class GeneralizedRCNN(_ImageNormalizer):
 
     def inference(
         self,
-        batched_inputs: list[dict[str, Any]],
+        batched_inputs: list[dict[str, torch.Tensor]],
         detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
-    ) -> list[Any]:
+    ) -> list[dict[str, Instances]] | list[Instances]:
         """Detect objects (model in eval mode).
 
         Args:
@@ -223,12 +227,22 @@ class GeneralizedRCNN(_ImageNormalizer):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         if detected_instances is None:
-            proposals, _ = self._proposals(batched_inputs, images, features, None)
+            if torch.jit.is_scripting():  # scripted: proposals from the proposal generator only
+                if self.proposal_generator is None:
+                    raise NotImplementedError("scripting: GeneralizedRCNN without a proposal generator.")
+                proposals, _ = self.proposal_generator(images, features, None)
+            else:
+                proposals, _ = self._proposals(batched_inputs, images, features, None)
             results, _ = self.roi_heads(images, features, proposals, None)
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
             results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
         if do_postprocess:
+            if torch.jit.is_scripting():  # as in detectron2: detector_postprocess runs in Python
+                raise NotImplementedError(
+                    "scripted GeneralizedRCNN: call inference(batched_inputs, do_postprocess=False), then "
+                    "libdet.modeling.postprocessing.detector_postprocess on each result."
+                )
             return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
         return results
 

@@ -144,6 +144,8 @@ class CascadeROIHeads(StandardROIHeads):
 
     def _box_inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
         """Detections scored by the mean of the stages' class probabilities, with the last stage's boxes."""
+        if torch.jit.is_scripting():
+            return self._box_inference_scripted(features, proposals)
         outputs = self._run_stages(features, proposals)
         stage_scores = [predictor.predict_probs(pred, props) for predictor, pred, props in outputs]
         scores = [sum(per_image) / self.num_cascade_stages for per_image in zip(*stage_scores)]
@@ -157,6 +159,27 @@ class CascadeROIHeads(StandardROIHeads):
             predictor.test_nms_thresh,
             predictor.test_topk_per_image,
         )
+        return detections
+
+    def _box_inference_scripted(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """:meth:`_box_inference` in what TorchScript compiles (no modules in lists or tuples, no indexing of
+        module lists by a variable): the stages run in a loop over the module lists; the same results."""
+        feats = [features[f] for f in self.box_in_features]
+        image_sizes = [p.image_size for p in proposals]
+        boxes: list[torch.Tensor] = []
+        scores_sum: list[torch.Tensor] = []
+        score_thresh, nms_thresh, topk_per_image = 0.0, 0.0, 0
+        for k, (head, predictor) in enumerate(zip(self.box_head, self.box_predictor)):
+            if k > 0:
+                proposals = self._create_proposals_from_boxes(boxes, image_sizes, drop_empty=False)
+            predictions = predictor(head(self.box_pooler(feats, [p.proposal_boxes for p in proposals])))
+            boxes = predictor.predict_boxes(predictions, proposals)
+            probs = predictor.predict_probs(predictions, proposals)
+            scores_sum = probs if k == 0 else [a + b for a, b in zip(scores_sum, probs)]
+            score_thresh, nms_thresh = predictor.test_score_thresh, predictor.test_nms_thresh
+            topk_per_image = predictor.test_topk_per_image
+        scores = [s / self.num_cascade_stages for s in scores_sum]
+        detections, _ = fast_rcnn_inference(boxes, scores, image_sizes, score_thresh, nms_thresh, topk_per_image)
         return detections
 
     def _run_stages(
@@ -191,12 +214,12 @@ class CascadeROIHeads(StandardROIHeads):
         return self.box_predictor[stage](box_features)
 
     def _create_proposals_from_boxes(
-        self, boxes: Sequence[torch.Tensor], image_sizes: list[tuple[int, int]], drop_empty: bool
+        self, boxes: list[torch.Tensor], image_sizes: list[tuple[int, int]], drop_empty: bool
     ) -> list[Instances]:
         """Proposals from the previous stage's ``(R_i, 4)`` boxes: detached, clipped to the image and, in
         training (``drop_empty``), without empty boxes (at inference every ROI is kept so that the stages'
         scores align)."""
-        proposals = []
+        proposals: list[Instances] = []
         for boxes_i, size in zip(boxes, image_sizes):
             b = Boxes(boxes_i.detach())
             b.clip(size)

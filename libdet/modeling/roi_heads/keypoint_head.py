@@ -156,6 +156,11 @@ class BaseKeypointRCNNHead(nn.Module):
     def inference(self, x: torch.Tensor | dict[str, torch.Tensor], instances: list[Instances]) -> list[Instances]:
         """The detections ``instances`` (with ``pred_boxes``), with ``pred_keypoints`` and
         ``pred_keypoint_heatmaps`` set in place."""
+        if torch.jit.is_scripting():  # TorchScript compiles `layers` of a tensor (the libdet heads' input)
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("scripted keypoint heads take a tensor of per-ROI features.")
+            keypoint_rcnn_inference(self.layers(x), instances)
+            return instances
         keypoint_rcnn_inference(self.layers(x), instances)
         return instances
 

@@ -433,6 +433,8 @@ class Res5ROIHeads(ROIHeads):
     """The C4 ROI heads: ROIs are pooled from one feature map (``res4``), run through the ``res5`` stage and
     averaged; the box predictor uses the average and the mask head the ``res5`` feature map."""
 
+    __constants__ = ["mask_on"]  # for TorchScript: the mask code is not compiled without a mask head
+
     def __init__(
         self,
         *,
@@ -477,6 +479,10 @@ class Res5ROIHeads(ROIHeads):
         targets: list[Instances] | None = None,
     ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         """See :meth:`ROIHeads.forward`; in training the first output is ``[]`` (as in detectron2)."""
+        if torch.jit.is_scripting():  # TorchScript has no super(): ROIHeads.forward at inference
+            if self.training:
+                raise NotImplementedError("scripting: Res5ROIHeads in training mode is not supported.")
+            return self.inference(features, proposals), {}
         detections, losses = super().forward(images, features, proposals, targets)
         return ([] if self.training else detections), losses
 
