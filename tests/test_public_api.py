@@ -369,6 +369,7 @@ def test_import_libdet_is_cheap():
 
 REFERENCE = Path(__file__).with_name("d2_public_api.md")
 
+
 def _reference_names() -> dict[str, list[str]]:
     """``{libdet module: [names]}`` from ``d2_public_api.md`` (module attributes such as ``__file__`` left out)."""
     sections = re.findall(r"^## (\S+)\n(.*)$", REFERENCE.read_text(), flags=re.MULTILINE)

@@ -10,10 +10,13 @@ observe.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import re
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -96,6 +99,17 @@ def evaluate(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
     return "yes", ", ".join(parts)
 
 
+def evaluate_isolated(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
+    """:func:`evaluate` in a child process, so that a native crash (AOTInductor has aborted the whole process with
+    "double free or corruption" on RetinaNet) becomes a "no" cell instead of the end of the run."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        try:
+            return pool.submit(evaluate, family, fmt, work_dir).result()
+        except BrokenProcessPool:
+            return "no", "the process crashed while exporting or running the model (a native abort, no Python error)"
+
+
 def read_table(path: Path = TABLE_PATH) -> dict[tuple[str, str], tuple[str, str]]:
     """``{(family, format): (status, detail)}`` of the committed table (empty if there is none)."""
     if not path.is_file():
@@ -150,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work_dir:
         for family in args.families:
             for fmt in args.formats:
-                result = evaluate(family, fmt, work_dir)
+                result = evaluate_isolated(family, fmt, work_dir)
                 print(family, fmt, *result, flush=True)
                 cells = read_table(args.output)  # re-read: another run may have written other cells
                 cells[(family, fmt)] = result
