@@ -17,7 +17,6 @@ Images are 320 x 480 (the configs' test size: the resize keeps them). The ratio 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,17 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.data.detection_utils import read_image  # noqa: E402
 from libdet.engine import BatchPredictor, DefaultPredictor  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from libdet.utils.env import cpu_model_name  # noqa: E402
 
 
 def write_images(folder: Path, count: int, height: int, width: int) -> list[str]:
@@ -110,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, sizes = build_model(args.config_file)
     variants = [tuple(int(x) for x in v.split("x")) for v in args.variants.split(",")]
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_model_name()}; torch {torch.__version__}; {torch.get_num_threads()} threads")
     print(f"config: {args.config_file}; {args.images} JPEG images 320x480; sizes {sizes}; {args.rounds} rounds")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,7 +63,7 @@ from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.data import get_detection_dataset_dicts  # noqa: E402
 from libdet.evaluation import COCOEvaluator  # noqa: E402
 from libdet.layers.conv_bn_folding import fold_conv_batchnorm  # noqa: E402
-from libdet.utils.env import cpu_has_native_bf16  # noqa: E402
+from libdet.utils.env import cpu_has_native_bf16, cpu_model_name  # noqa: E402
 
 DEFAULT_CONFIGS = [
     "configs/shapes/faster_rcnn_mnv3_fpn_320_cpu.py",
@@ -75,23 +75,12 @@ DEFAULT_CONFIGS = [
 MIN_SPEEDUP = 1.03  # a transform must save at least 3% to be kept
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def environment_lines(threads: int) -> list[str]:
     import torchvision
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return [
-        f"CPU: {cpu_model()}, {os.cpu_count()} logical cores, native bf16: {cpu_has_native_bf16()}, "
+        f"CPU: {cpu_model_name()}, {os.cpu_count()} logical cores, native bf16: {cpu_has_native_bf16()}, "
         f"oneDNN (mkldnn): {torch.backends.mkldnn.is_available()}, capability: {torch.backends.cpu.get_cpu_capability()}",
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
         f"intra-op threads: {threads}, inter-op threads: {torch.get_num_interop_threads()}",

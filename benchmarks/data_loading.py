@@ -36,7 +36,6 @@ import argparse
 import copy
 import cProfile
 import inspect
-import platform
 import pstats
 import statistics
 import sys
@@ -55,18 +54,7 @@ from PIL import Image, ImageOps  # noqa: E402
 import libdet.data.transforms as T  # noqa: E402
 from libdet.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts  # noqa: E402
 from libdet.structures import Boxes, BoxMode, Instances, PolygonMasks  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
+from libdet.utils.env import cpu_model_name  # noqa: E402
 
 # ---- The detectron2-style baseline (a re-implementation; see the module docstring) ----
 
@@ -289,7 +277,7 @@ def main() -> None:
         profile(dicts, args.min_size)
         return
     torch.set_num_threads(1)  # what a loader worker uses; the main process would be training
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}")
+    print(f"CPU: {cpu_model_name()}; torch {torch.__version__}")
     print(
         f"dataset {args.dataset}: {len(dicts)} images; batch size {args.batch_size}; {num_batches} timed "
         f"batches after {warmup} warm-up; shortest edge {args.min_size}; {rounds} round(s)"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -41,17 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from libdet.checkpoint.torchvision_conversion import load_torchvision_maskrcnn  # noqa: E402
 from libdet.config import LazyConfig, instantiate  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from libdet.utils.env import cpu_model_name  # noqa: E402
 
 
 @torch.no_grad()
@@ -264,7 +253,7 @@ def main() -> None:
             fns[name] = runner(name)
 
     print("Mask R-CNN R50-FPN inference, same RANDOM weights (see the docstring)")
-    print(f"  CPU: {cpu_model()}, device: {args.device}, torch threads: {torch.get_num_threads()}")
+    print(f"  CPU: {cpu_model_name()}, device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"  torch {torch.__version__}, input 1 x 3 x {height} x {width}, score threshold {args.score_thresh}")
     peak_before = matmul_peak_gflops() if args.device == "cpu" else 0.0
     with torch.inference_mode():

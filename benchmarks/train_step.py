@@ -37,10 +37,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.structures import BitMasks, Boxes, Instances  # noqa: E402
+from libdet.utils.env import cpu_model_name  # noqa: E402
 from libdet.utils.events import EventStorage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import calibrate_frozen_bn, cpu_model  # noqa: E402
+from inference import calibrate_frozen_bn  # noqa: E402
 
 TORCHVISION_CONFIG = "configs/common/models/mask_rcnn_fpn_torchvision.py"
 NUM_CLASSES = 90  # torchvision's 91 less the background
@@ -169,7 +170,7 @@ def main() -> None:
 
     print("Mask R-CNN R50-FPN training step (forward, backward, SGD step), RANDOM weights")
     print(
-        f"  CPU: {cpu_model()}, torch threads: {torch.get_num_threads()}, device: {args.device}, "
+        f"  CPU: {cpu_model_name()}, torch threads: {torch.get_num_threads()}, device: {args.device}, "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
     print(f"  batch: 2 x 3 x {size} x {size}, 5 objects per image; libdet: {args.libdet_config}, {weights}")

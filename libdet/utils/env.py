@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-__all__ = ["seed_all_rng", "collect_env_info", "cpu_has_native_bf16", "TORCH_VERSION"]
+__all__ = ["seed_all_rng", "collect_env_info", "cpu_has_native_bf16", "cpu_model_name", "TORCH_VERSION"]
 
 TORCH_VERSION = tuple(int(x) for x in torch.__version__.split(".")[:2])
 """``(major, minor)`` of the installed torch."""
@@ -87,6 +87,19 @@ def cpu_has_native_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return False
+
+
+def cpu_model_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name as Linux reports it (e.g. ``"AMD EPYC 7B13"``), for benchmark reports; elsewhere
+    ``platform.processor()``, or ``"unknown"``."""
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def collect_env_info() -> str:

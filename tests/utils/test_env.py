@@ -34,3 +34,12 @@ def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu amx_tile amx_bf16\n")
     assert cpu_has_native_bf16(str(cpuinfo))
     assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+
+
+def test_cpu_model_name_reads_the_model_line(tmp_path):
+    from libdet.utils.env import cpu_model_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu\n")
+    assert cpu_model_name(str(cpuinfo)) == "AMD EPYC 7B13"
+    assert cpu_model_name(str(tmp_path / "missing"))  # falls back to platform.processor() or "unknown"
