@@ -1,11 +1,21 @@
-"""ROIAlign (Mask R-CNN, https://arxiv.org/abs/1703.06870) on top of ``torchvision.ops.roi_align``."""
+"""ROIAlign (Mask R-CNN, https://arxiv.org/abs/1703.06870) on top of ``torchvision.ops.roi_align``.
+
+The forward pass is torchvision's. In training on CPU, the input gradient comes from libdet's compiled
+``libdet::roi_align_backward`` (``csrc/roi_align``): bit-identical to torchvision's CPU backward, which
+recomputes every bilinear weight once per channel on one thread and was 4-13% of a Mask R-CNN training step
+(``benchmarks/README.md``). Elsewhere (CUDA, float16, scripting, tracing, ``torch.compile``/``torch.export``,
+or when the op cannot be built) torchvision's backward runs.
+"""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 from torchvision.ops import roi_align
+
+from libdet.utils.compiled_ops import libdet_csrc, register_op
 
 __all__ = ["ROIAlign", "roi_align"]
 
@@ -64,14 +74,11 @@ class ROIAlign(nn.Module):
         out_dtype = input.dtype
         if out_dtype == torch.bfloat16:
             input = input.float()
-        out = roi_align(
-            input,
-            rois.to(dtype=input.dtype),
-            self._output_hw,
-            self.spatial_scale,
-            self.sampling_ratio,
-            self.aligned,
-        )
+        rois = rois.to(dtype=input.dtype)
+        if torch.jit.is_scripting():
+            out = roi_align(input, rois, self._output_hw, self.spatial_scale, self.sampling_ratio, self.aligned)
+        else:
+            out = _roi_align_eager(input, rois, self._output_hw, self.spatial_scale, self.sampling_ratio, self.aligned)
         return out.to(out_dtype)
 
     def __repr__(self) -> str:
@@ -79,3 +86,131 @@ class ROIAlign(nn.Module):
             f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
         )
+
+
+def _roi_align_eager(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> Tensor:
+    """torchvision's ``roi_align``, with libdet's CPU backward when a gradient is needed and the op is usable."""
+    needs_grad = input.requires_grad and torch.is_grad_enabled()
+    if (
+        needs_grad
+        and input.device.type == "cpu"
+        and input.dtype in (torch.float32, torch.float64)
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and ROI_ALIGN_BACKWARD_OP.use_kernel(input.device)
+    ):
+        return _ROIAlignFunction.apply(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+class _ROIAlignFunction(torch.autograd.Function):
+    """torchvision's forward; the input gradient from ``libdet::roi_align_backward`` (none for the RoIs)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        input: Tensor,
+        rois: Tensor,
+        output_size: tuple[int, int],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool,
+    ) -> Tensor:
+        ctx.save_for_backward(rois)
+        ctx.args = (output_size, spatial_scale, sampling_ratio, aligned)
+        ctx.input_shape = tuple(input.shape)
+        # Hand the gradient back in the input's layout, so that a channels-last network stays channels-last.
+        ctx.channels_last = (
+            input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last)
+        )
+        return torch.ops.torchvision.roi_align(
+            input, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
+        )
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        (rois,) = ctx.saved_tensors
+        (pooled_height, pooled_width), spatial_scale, sampling_ratio, aligned = ctx.args
+        batch_size, channels, height, width = ctx.input_shape
+        grad_input = ROI_ALIGN_BACKWARD_OP(
+            grad_output.contiguous(),
+            rois,
+            spatial_scale,
+            pooled_height,
+            pooled_width,
+            batch_size,
+            channels,
+            height,
+            width,
+            sampling_ratio,
+            aligned,
+            ctx.channels_last,
+        )
+        return grad_input, None, None, None, None, None
+
+
+def _roi_align_backward_twin(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    sampling_ratio: int,
+    aligned: bool,
+    channels_last: bool,
+) -> Tensor:
+    """torchvision's backward kernel, in the memory format ``channels_last`` asks for."""
+    grad_input = torch.ops.torchvision._roi_align_backward(
+        grad,
+        rois,
+        spatial_scale,
+        pooled_height,
+        pooled_width,
+        batch_size,
+        channels,
+        height,
+        width,
+        sampling_ratio,
+        aligned,
+    )
+    return grad_input.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _roi_align_backward_fake(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    sampling_ratio: int,
+    aligned: bool,
+    channels_last: bool,
+) -> Tensor:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return grad.new_empty((batch_size, channels, height, width)).contiguous(memory_format=memory_format)
+
+
+ROI_ALIGN_BACKWARD_OP = register_op(
+    "roi_align_backward",
+    sources=libdet_csrc("roi_align"),
+    schemas={
+        "roi_align_backward": "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
+        "int pooled_width, int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, "
+        "bool channels_last) -> Tensor",
+    },
+    fakes={"roi_align_backward": _roi_align_backward_fake},
+    twin=_roi_align_backward_twin,
+    cuda=False,
+    fallback="torchvision's backward kernel",
+)

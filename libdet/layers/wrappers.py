@@ -99,6 +99,34 @@ def empty_input_loss_func_wrapper(loss_func: Callable[..., torch.Tensor]) -> Cal
 cross_entropy = empty_input_loss_func_wrapper(F.cross_entropy)
 
 
+# Functions that detectron2 code passes as ``Conv2d(activation=...)`` (e.g. ``F.relu``) and the module that
+# computes the same with the functions' default arguments. TorchScript cannot call a function stored as a
+# module attribute, so Conv2d stores the module instead; the outputs are the same.
+_FUNCTIONAL_ACTIVATIONS: tuple[tuple[str, Callable[..., torch.Tensor], type[nn.Module]], ...] = (
+    ("F.relu", F.relu, nn.ReLU),
+    ("torch.relu", torch.relu, nn.ReLU),
+    ("F.relu6", F.relu6, nn.ReLU6),
+    ("F.leaky_relu", F.leaky_relu, nn.LeakyReLU),
+    ("F.elu", F.elu, nn.ELU),
+    ("F.gelu", F.gelu, nn.GELU),
+    ("F.silu", F.silu, nn.SiLU),
+    ("F.mish", F.mish, nn.Mish),
+    ("F.hardswish", F.hardswish, nn.Hardswish),
+    ("F.hardsigmoid", F.hardsigmoid, nn.Hardsigmoid),
+    ("F.sigmoid", F.sigmoid, nn.Sigmoid),
+    ("torch.sigmoid", torch.sigmoid, nn.Sigmoid),
+    ("F.tanh", F.tanh, nn.Tanh),
+    ("torch.tanh", torch.tanh, nn.Tanh),
+)
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function (``repr`` for other callables), for messages and ``repr``."""
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None)
+    return f"{module}.{name}" if module and name else repr(fn)
+
+
 class Conv2d(nn.Conv2d):
     """``torch.nn.Conv2d`` with an optional normalisation and activation applied after it.
 
@@ -107,7 +135,10 @@ class Conv2d(nn.Conv2d):
     Args:
         norm: a normalisation module (e.g. from ``get_norm``) applied to the output; stored as the
             submodule ``norm`` so its state_dict keys are ``<conv>.norm.*``.
-        activation: a callable (module or function) applied after the norm.
+        activation: a callable (module or function) applied after the norm. The common functions
+            (``F.relu``, ``torch.relu``, ``F.gelu``, ``F.silu``, ``torch.sigmoid``, ... with their default
+            arguments) are stored as the equivalent module (``nn.ReLU()``, ...), which TorchScript can
+            script; other functions work in eager mode and tracing, and scripting names them in its error.
 
     Empty batches (``N == 0``) are supported in training and inference.
     """
@@ -120,8 +151,35 @@ class Conv2d(nn.Conv2d):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        if activation is not None and not isinstance(activation, nn.Module):
+            if not callable(activation):
+                raise TypeError(
+                    f"Conv2d: `activation` must be a callable (e.g. nn.ReLU() or F.relu) or None, got "
+                    f"{type(activation).__name__}."
+                )
+            module_class = next((m for _, f, m in _FUNCTIONAL_ACTIVATIONS if f is activation), None)
+            if module_class is not None:
+                activation = module_class()
         self.norm = norm
         self.activation = activation
+
+    def __prepare_scriptable__(self) -> Conv2d:
+        """Called by ``torch.jit.script`` before compiling: a function activation that has no module
+        equivalent would otherwise fail with TorchScript's "function cannot be used as a value"."""
+        if self.activation is not None and not isinstance(self.activation, nn.Module):
+            known = ", ".join(name for name, _, _ in _FUNCTIONAL_ACTIVATIONS)
+            raise TypeError(
+                f"Conv2d: cannot script activation={_function_name(self.activation)}, a Python function that "
+                "TorchScript cannot call as a module attribute. Pass an nn.Module (e.g. nn.ReLU()) or one of "
+                f"the functions stored as modules ({known}) as `activation`."
+            )
+        return self
+
+    def extra_repr(self) -> str:
+        # A module activation prints as a child; show a function one too (it is not a child).
+        if self.activation is None or isinstance(self.activation, nn.Module):
+            return super().extra_repr()
+        return f"{super().extra_repr()}, activation={_function_name(self.activation)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._conv_forward(x, self.weight, self.bias)

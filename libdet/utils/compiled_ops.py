@@ -8,7 +8,7 @@ kernels, and its pure-PyTorch twin. Nothing is compiled when a wrapper module is
 :meth:`CompiledOp.use_kernel` (or call of the op) compiles it, once per source version, cached on disk, and
 loads it into ``torch.ops.<namespace>``. When an op cannot be built (no compiler, compile error, ...) a
 warning says why, once, and the wrapper uses the twin. Each op is its own extension, so one that fails never
-disables another. libdet's ops are declared in ``libdet/layers/{rotated_boxes,nms,roi_align_rotated}.py``
+disables another. libdet's ops are declared in ``libdet/layers/{rotated_boxes,nms,roi_align,roi_align_rotated}.py``
 and ``libdet/evaluation/fast_eval_api.py``; a project declares its own the same way, from its own folder.
 
 Where libdet's sources are looked up (:func:`libdet_csrc`): ``libdet/_csrc`` (an installed package), then
@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 CORE_OP_MODULES: tuple[str, ...] = (
     "libdet.layers.rotated_boxes",
     "libdet.layers.nms",
+    "libdet.layers.roi_align",
     "libdet.layers.roi_align_rotated",
     "libdet.evaluation.fast_eval_api",
 )

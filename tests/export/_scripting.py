@@ -48,13 +48,16 @@ def compare_outputs(
 ) -> list[str]:
     """Problems (empty if none) between the per-image outputs of the eager and the scripted model:
     ``instances`` fields (boxes/keypoints within ``box_tol`` px, scores within ``score_tol``, same classes,
-    mask IoU >= ``min_iou``) and ``sem_seg`` (within ``score_tol``)."""
+    mask IoU >= ``min_iou``), ``sem_seg`` (within ``score_tol``) and ``panoptic_seg`` (the same segments,
+    segment ids equal on at least ``min_iou`` of the pixels)."""
     from libdet.utils.testing import convert_scripted_instances
 
     problems = []
     for i, (expected, actual) in enumerate(zip(eager, scripted, strict=True)):
         if "sem_seg" in expected and not torch.allclose(expected["sem_seg"], actual["sem_seg"], atol=score_tol, rtol=0):
             problems.append(f"image {i}: sem_seg differs")
+        if "panoptic_seg" in expected:
+            problems += _compare_panoptic(i, expected["panoptic_seg"], actual["panoptic_seg"], min_iou)
         if "instances" not in expected:
             continue
         ref, out = expected["instances"], actual["instances"]
@@ -84,6 +87,17 @@ def compare_outputs(
     return problems
 
 
+def _compare_panoptic(i: int, expected: tuple, actual: tuple, min_agreement: float) -> list[str]:
+    (seg_a, info_a), (seg_b, info_b) = expected, actual
+    segments = lambda info: [(s["id"], s["isthing"], s["category_id"]) for s in info]  # noqa: E731
+    if seg_a.shape != seg_b.shape or segments(info_a) != segments(info_b):
+        return [f"image {i}: panoptic segments differ: {segments(info_a)} vs {segments(info_b)}"]
+    agreement = (seg_a == seg_b).float().mean().item()
+    if agreement < min_agreement:
+        return [f"image {i}: panoptic segment ids agree on {agreement:.3f} of the pixels < {min_agreement}"]
+    return []
+
+
 def script_and_compare(family: str, box_tol: float = 1e-3, score_tol: float = 1e-4, min_iou: float = 0.99):
     """Script the tiny model of ``family`` and compare it to eager on the two test images and the batch.
 
@@ -109,18 +123,34 @@ def script_and_compare(family: str, box_tol: float = 1e-3, score_tol: float = 1e
 
 
 def run_scripted(scripted: torch.jit.ScriptModule, inputs: list[dict]) -> list[dict]:
-    """Outputs of a scripted detector as the eager model's: as in detectron2, scripted models return the raw
+    """Outputs of a scripted model as the eager model's: as in detectron2, scripted detectors return the raw
     ``Instances`` at the network input resolution (R-CNN: ``inference(..., do_postprocess=False)``), which
-    :func:`detector_postprocess` maps to each image's output size in Python."""
-    from libdet.modeling.postprocessing import detector_postprocess
+    :func:`detector_postprocess` maps to each image's output size in Python. Panoptic FPN returns them with
+    the ``(N, C, H, W)`` semantic scores of the padded batch: :func:`sem_seg_postprocess` and
+    :func:`combine_semantic_and_instance_outputs` also run in Python. Semantic FPN returns the eager outputs."""
+    from libdet.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
+    from libdet.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
     from libdet.utils.testing import convert_scripted_instances
 
     raw = scripted.inference(inputs, do_postprocess=False) if hasattr(scripted, "roi_heads") else scripted(inputs)
+    sem_seg = None
+    if isinstance(raw, tuple):  # PanopticFPN: (Instances per image, semantic scores)
+        raw, sem_seg = raw
     outputs = []
-    for result, x in zip(raw, inputs, strict=True):
+    for i, (result, x) in enumerate(zip(raw, inputs, strict=True)):
         if isinstance(result, dict):
             outputs.append(result)
-        else:
-            height, width = x["image"].shape[-2:]
-            outputs.append({"instances": detector_postprocess(convert_scripted_instances(result), height, width)})
+            continue
+        height, width = x["image"].shape[-2:]
+        output = {"instances": detector_postprocess(convert_scripted_instances(result), height, width)}
+        if sem_seg is not None:
+            output["sem_seg"] = sem_seg_postprocess(sem_seg[i], (height, width), height, width)
+            output["panoptic_seg"] = combine_semantic_and_instance_outputs(
+                output["instances"],
+                output["sem_seg"].argmax(dim=0),
+                scripted.combine_overlap_thresh,
+                scripted.combine_stuff_area_thresh,
+                scripted.combine_instances_score_thresh,
+            )
+        outputs.append(output)
     return outputs

@@ -69,6 +69,13 @@ def evaluate(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
             return "no", f"scripting_with_instances stops at {error}; use tracing or torch.export"
         if problems:
             return "no", "; ".join(problems)
+        if family == "semantic_fpn":
+            return "yes", "per-image sem_seg at the output size, as eager"
+        if family == "panoptic_fpn":
+            return "yes", (
+                "raw Instances and semantic scores, then detector_postprocess, sem_seg_postprocess and the "
+                "panoptic merging in Python"
+            )
         return "yes", "raw Instances, then detector_postprocess in Python, as detectron2"
     sample, batches = _models.images(family)
     start = time.perf_counter()

@@ -184,3 +184,44 @@ def test_scripted_detector_reloads_and_handles_empty_images():
         expected, actual = model(inputs), _scripting.run_scripted(reloaded, inputs)
     assert len(expected[0]["instances"]) == len(actual[0]["instances"]) == 0
     assert actual[0]["instances"].pred_masks.shape == expected[0]["instances"].pred_masks.shape
+
+
+def test_scripted_semantic_fpn_reloads_and_resizes_to_the_requested_size():
+    """A scripted, saved and reloaded Semantic FPN gives the eager scores, also resized to a requested output
+    size (``"height"``/``"width"``: ints in eager mode, 0-d tensors in the scripted model's tensor-only dicts)."""
+    model = _models.build("semantic_fpn")
+    _, batches = _models.images("semantic_fpn")
+    reloaded = reload_script_model(scripting_with_instances(model, _scripting.INFERENCE_FIELDS))
+    images = batches[2]  # two images in one padded batch
+    sizes = [(50, 61), (140, 97)]
+    with torch.no_grad():
+        expected = model([{"image": x, "height": h, "width": w} for x, (h, w) in zip(images, sizes)])
+        actual = reloaded(
+            [{"image": x, "height": torch.tensor(h), "width": torch.tensor(w)} for x, (h, w) in zip(images, sizes)]
+        )
+    for ref, out, size in zip(expected, actual, sizes, strict=True):
+        assert tuple(out["sem_seg"].shape) == (model.sem_seg_head.num_classes, *size)
+        torch.testing.assert_close(out["sem_seg"], ref["sem_seg"], rtol=0, atol=1e-4)
+
+
+def test_scripted_panoptic_fpn_reloads_and_merges_as_eager():
+    """A scripted, saved and reloaded Panoptic FPN: its raw instances and semantic scores, post-processed and
+    merged in Python, give the eager instances, semantic scores and panoptic segments. The score threshold of
+    the merging is lowered so that the tiny model's detections are pasted as "thing" segments."""
+    model = _models.build("panoptic_fpn")
+    model.combine_instances_score_thresh = 0.0
+    model.combine_stuff_area_thresh = 100
+    reloaded = reload_script_model(scripting_with_instances(model, _scripting.INFERENCE_FIELDS))
+    reloaded.combine_instances_score_thresh = 0.0
+    reloaded.combine_stuff_area_thresh = 100
+    _, batches = _models.images("panoptic_fpn")
+    for batch in batches:
+        inputs = [{"image": image} for image in batch]
+        with torch.no_grad():
+            expected, actual = model(inputs), _scripting.run_scripted(reloaded, inputs)
+        assert not _scripting.compare_outputs(expected, actual, 1e-3, 1e-4, 0.99)
+        for ref in expected:
+            segments = ref["panoptic_seg"][1]
+            assert len(ref["instances"]) > 0 and any(s["isthing"] for s in segments), segments
+    with pytest.raises(torch.jit.Error, match="do_postprocess=False"):
+        reloaded.inference(inputs)

@@ -140,3 +140,101 @@ def test_roi_align_cuda_matches_cpu(dtype):
     assert out.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
+
+
+# --- libdet's CPU backward kernel (csrc/roi_align) -------------------------------------------------------------
+
+
+def _require_backward_kernel():
+    from libdet.utils import compiled_ops
+
+    if not compiled_ops.use_kernel("roi_align_backward", "cpu"):
+        pytest.skip(f"compiled roi_align_backward unavailable: {compiled_ops.ops_status()['roi_align_backward']}")
+
+
+def _random_rois(num_rois: int, batch_size: int, image_size: float, dtype=torch.float32) -> torch.Tensor:
+    """Boxes of 0.1-40% of the image, some partly (or wholly) outside it, some smaller than a pixel."""
+    xy = torch.rand(num_rois, 2, dtype=dtype) * image_size * 1.1 - image_size * 0.1
+    wh = torch.rand(num_rois, 2, dtype=dtype) * image_size * 0.4
+    wh[::7] *= 0.01
+    batch = torch.randint(0, batch_size, (num_rois, 1)).to(dtype)
+    return torch.cat([batch, xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_backward_kernel_is_bitwise_torchvision(dtype, aligned, sampling_ratio):
+    _require_backward_kernel()
+    batch, channels, height, width = 2, 37, 23, 31  # odd channel count: a thread's range is not a multiple of 8
+    rois = _random_rois(120, batch, 4 * 31, dtype)
+    grad = torch.randn(len(rois), channels, 7, 5, dtype=dtype)
+    args = (rois, 0.25, 7, 5, batch, channels, height, width, sampling_ratio, aligned)
+    expected = torch.ops.torchvision._roi_align_backward(grad, *args)
+    for channels_last in (False, True):
+        out = torch.ops.libdet.roi_align_backward(grad, *args, channels_last)
+        assert torch.equal(out, expected)  # same arithmetic, same summation order per pixel
+        assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_roi_align_backward_kernel_does_not_depend_on_threads():
+    _require_backward_kernel()
+    rois = _random_rois(64, 1, 128.0)
+    grad = torch.randn(64, 256, 7, 7)
+    args = (rois, 0.125, 7, 7, 1, 256, 16, 16, 0, True, False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = torch.ops.libdet.roi_align_backward(grad, *args)
+        torch.set_num_threads(max(threads, 2))
+        assert torch.equal(torch.ops.libdet.roi_align_backward(grad, *args), one_thread)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_roi_align_backward_kernel_errors_and_empty():
+    _require_backward_kernel()
+    grad = torch.randn(1, 2, 3, 3)
+    with pytest.raises(RuntimeError, match=r"rois\[0, 0\] is batch index 3"):
+        torch.ops.libdet.roi_align_backward(
+            grad, torch.tensor([[3.0, 0, 0, 4, 4]]), 1.0, 3, 3, 2, 2, 8, 8, 0, True, False
+        )
+    with pytest.raises(RuntimeError, match="grad must be"):
+        torch.ops.libdet.roi_align_backward(grad, torch.zeros(2, 5), 1.0, 3, 3, 2, 2, 8, 8, 0, True, False)
+    empty = torch.ops.libdet.roi_align_backward(
+        torch.zeros(0, 2, 3, 3), torch.zeros(0, 5), 1.0, 3, 3, 2, 2, 8, 8, 0, True, False
+    )
+    assert empty.shape == (2, 2, 8, 8) and not empty.any()
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_roi_align_module_gradient_equals_torchvision(memory_format):
+    """The module's gradient (libdet's kernel when it is built, else torchvision's) is torchvision's, bit for
+    bit, and comes back in the input's memory format."""
+    feat = torch.randn(2, 16, 20, 24).contiguous(memory_format=memory_format).requires_grad_()
+    rois = _random_rois(40, 2, 96.0)
+    op = ROIAlign((7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=True)
+    out = op(feat, rois)
+    from libdet.utils import compiled_ops
+
+    if compiled_ops.use_kernel("roi_align_backward", "cpu"):
+        assert type(out.grad_fn).__name__ == "_ROIAlignFunctionBackward"
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), feat)
+
+    reference_feat = feat.detach().contiguous().requires_grad_()
+    reference_out = roi_align(reference_feat, rois, (7, 7), 0.25, 0, True)
+    (expected,) = torch.autograd.grad((reference_out * weights).sum(), reference_feat)
+    assert torch.equal(out, reference_out)
+    assert torch.equal(grad, expected)
+    assert grad.is_contiguous(memory_format=memory_format)
+
+
+def test_roi_align_module_without_kernel_uses_torchvision(monkeypatch):
+    monkeypatch.setenv("LIBDET_DISABLE_OPS", "roi_align_backward")
+    feat = torch.randn(1, 4, 10, 10, requires_grad=True)
+    rois = torch.tensor([[0, 1.0, 2.0, 8.0, 9.0]])
+    out = ROIAlign((2, 2), 1.0, 2)(feat, rois)
+    assert "_ROIAlignFunction" not in type(out.grad_fn).__name__  # torchvision's autograd node
+    out.sum().backward()
+    assert feat.grad is not None and feat.grad.abs().sum() > 0

@@ -78,6 +78,46 @@ def test_conv2d_scripted():
     torch.testing.assert_close(torch.jit.script(conv)(x), conv(x))
 
 
+@pytest.mark.parametrize(
+    "function, module_class",
+    [
+        (F.relu, nn.ReLU),
+        (torch.relu, nn.ReLU),
+        (F.gelu, nn.GELU),
+        (torch.sigmoid, nn.Sigmoid),
+        (F.leaky_relu, nn.LeakyReLU),
+    ],
+)
+def test_conv2d_function_activation_is_stored_as_module_and_scripts(function, module_class):
+    """detectron2 code passes ``activation=F.relu``: stored as the equivalent module, the outputs are the
+    function's, the state_dict keys do not change and TorchScript can script the conv."""
+    conv = Conv2d(3, 4, kernel_size=3, padding=1, norm=nn.GroupNorm(2, 4), activation=function)
+    assert type(conv.activation) is module_class
+    assert f"(activation): {module_class.__name__}(" in repr(conv)
+    assert list(conv.state_dict()) == ["weight", "bias", "norm.weight", "norm.bias"]
+    x = torch.randn(2, 3, 6, 5)
+    expected = function(conv.norm(F.conv2d(x, conv.weight, conv.bias, padding=1)))
+    torch.testing.assert_close(conv(x), expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.jit.script(conv)(x), expected, rtol=0, atol=0)
+
+
+def _double(x):
+    return x * 2
+
+
+def test_conv2d_other_function_activation_works_eagerly_and_names_itself_when_scripted():
+    conv = Conv2d(3, 4, kernel_size=1, activation=_double)
+    assert conv.activation is _double
+    assert repr(conv).endswith("activation=tests.layers.test_wrappers._double)")
+    x = torch.randn(1, 3, 4, 4)
+    torch.testing.assert_close(conv(x), 2 * F.conv2d(x, conv.weight, conv.bias))
+    with pytest.raises(TypeError, match=r"activation=tests\.layers\.test_wrappers\._double.*nn\.ReLU\(\)"):
+        torch.jit.script(nn.Sequential(conv))  # also as a submodule
+    assert conv.activation is _double  # the failed scripting left the module as it was
+    with pytest.raises(TypeError, match="`activation` must be a callable"):
+        Conv2d(3, 4, kernel_size=1, activation="relu")
+
+
 def test_conv2d_without_norm_is_nn_conv2d():
     ref = nn.Conv2d(3, 5, kernel_size=3, stride=2, padding=1, padding_mode="reflect")
     conv = Conv2d(3, 5, kernel_size=3, stride=2, padding=1, padding_mode="reflect")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from libdet.layers import FrozenBatchNorm2d, get_norm
+from libdet.layers.memory_format import to_backbone_memory_format
 
 from .backbone import Backbone
 
@@ -108,6 +109,8 @@ class MobileNetV3(Backbone):
         weights: ``None`` (random initialisation, torchvision's), a path to a torchvision MobileNetV3 state dict,
             or a torchvision weights name (``"IMAGENET1K_V1"``, ``"DEFAULT"``), which torchvision downloads
             once into the torch hub cache. The classifier's weights are ignored.
+        channels_last: run in channels-last memory; None (default): on the CPU only, where oneDNN's
+            convolutions are faster in it (see ``libdet.layers.memory_format``).
     """
 
     def __init__(
@@ -120,8 +123,10 @@ class MobileNetV3(Backbone):
         out_features: Sequence[str] | None = None,
         freeze_at: int = 0,
         weights: str | None = None,
+        channels_last: bool | None = None,
     ):
         super().__init__()
+        self.channels_last = channels_last
         if arch not in _ARCHS:
             raise ValueError(f"MobileNetV3: `arch` must be one of {_ARCHS}, got {arch!r}.")
         from torchvision import models
@@ -199,6 +204,7 @@ class MobileNetV3(Backbone):
         """
         if x.dim() != 4:
             raise ValueError(f"MobileNetV3 takes an input of shape (N, C, H, W); got {tuple(x.shape)}.")
+        x = to_backbone_memory_format(x, self.channels_last)
         outputs = {}
         wanted = {self._stage_end[f]: f for f in self._out_features}
         for index, block in enumerate(self.features):

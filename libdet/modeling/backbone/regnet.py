@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from libdet.layers import CNNBlockBase, get_norm
+from libdet.layers.memory_format import to_backbone_memory_format
 
 from .backbone import Backbone
 
@@ -344,6 +345,8 @@ class AnyNet(Backbone):
         freeze_at: freeze the stem (>= 1) and stages ``s1 ... s{freeze_at - 1}``.
         norm: normalisation (``get_norm`` name or callable).
         out_features: outputs to return among ``"stem"``, ``"s1"``, ...; default: the last stage.
+        channels_last: run in channels-last memory; None (default): on the CPU only, where oneDNN's
+            convolutions are faster in it (see ``libdet.layers.memory_format``).
     """
 
     def __init__(
@@ -362,8 +365,10 @@ class AnyNet(Backbone):
         freeze_at: int = 0,
         norm: _Norm = "BN",
         out_features: Sequence[str] | None = None,
+        channels_last: bool | None = None,
     ):
         super().__init__()
+        self.channels_last = channels_last
         lengths = {len(depths), len(widths), len(group_widths), len(strides), len(bottleneck_ratios)}
         if len(lengths) != 1:
             raise ValueError(
@@ -420,7 +425,7 @@ class AnyNet(Backbone):
         if x.dim() != 4:
             raise ValueError(f"{type(self).__name__} takes an input of shape (N, C, H, W); got {tuple(x.shape)}.")
         outputs = {}
-        x = self.stem(x)
+        x = self.stem(to_backbone_memory_format(x, self.channels_last))
         if "stem" in self._out_features:
             outputs["stem"] = x
         for stage, name in self.stages_and_names:

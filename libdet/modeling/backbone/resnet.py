@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from libdet.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
+from libdet.layers.memory_format import to_backbone_memory_format
 from libdet.utils.fvcore_nn import c2_msra_fill
 
 from .backbone import Backbone
@@ -293,6 +294,8 @@ class ResNet(Backbone):
         out_features: names of the outputs to return, among ``"stem"``, ``"res2"`` ... and
             ``"linear"``; default: the last layer.
         freeze_at: freeze the stem (1) and the first ``freeze_at - 1`` stages; see :meth:`freeze`.
+        channels_last: run in channels-last memory; None (default): on the CPU only, where oneDNN's
+            convolutions are faster in it (see ``libdet.layers.memory_format``).
     """
 
     def __init__(
@@ -302,8 +305,10 @@ class ResNet(Backbone):
         num_classes: int | None = None,
         out_features: Sequence[str] | None = None,
         freeze_at: int = 0,
+        channels_last: bool | None = None,
     ):
         super().__init__()
+        self.channels_last = channels_last
         self.stem = stem
         self.num_classes = num_classes
 
@@ -375,7 +380,7 @@ class ResNet(Backbone):
         if x.dim() != 4:
             raise ValueError(f"ResNet takes an input of shape (N, C, H, W); got {list(x.shape)}.")
         outputs = {}
-        x = self.stem(x)
+        x = self.stem(to_backbone_memory_format(x, self.channels_last))
         if "stem" in self._out_features:
             outputs["stem"] = x
         if torch.jit.is_scripting():

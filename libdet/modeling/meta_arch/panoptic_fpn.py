@@ -72,14 +72,18 @@ class PanopticFPN(GeneralizedRCNN):
         return losses
 
     def inference(  # type: ignore[override]
-        self, batched_inputs: list[dict[str, Any]], do_postprocess: bool = True
+        self, batched_inputs: list[dict[str, torch.Tensor]], do_postprocess: bool = True
     ) -> list[dict[str, Any]] | tuple[list[Instances], torch.Tensor]:
         """Detect instances, segment stuff and merge them (model in eval mode).
 
         Args:
-            batched_inputs: per image, ``"image"`` and optionally ``"height"``/``"width"``.
+            batched_inputs: per image, ``"image"`` and optionally ``"height"``/``"width"`` (annotated for
+                TorchScript, where the dicts hold tensors only).
             do_postprocess: rescale to the output size and merge; otherwise return the raw
                 ``(instances per image, (N, C, H, W) semantic scores)`` at the padded input resolution.
+                Scripted models (:func:`libdet.export.scripting_with_instances`) need ``False``, as in
+                detectron2: :func:`detector_postprocess`, :func:`sem_seg_postprocess` and
+                :func:`combine_semantic_and_instance_outputs` then run in Python.
 
         Returns:
             per image, ``{"sem_seg", "instances", "panoptic_seg"}`` (see the class docstring).
@@ -89,6 +93,19 @@ class PanopticFPN(GeneralizedRCNN):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         sem_seg_results, _ = self.sem_seg_head(features, None)
+        if torch.jit.is_scripting():  # as GeneralizedRCNN.inference: proposals from the proposal generator
+            if self.proposal_generator is None:
+                raise NotImplementedError("scripting: PanopticFPN without a proposal generator.")
+            if do_postprocess:
+                raise NotImplementedError(
+                    "scripted PanopticFPN: call inference(batched_inputs, do_postprocess=False), then "
+                    "detector_postprocess, sem_seg_postprocess and combine_semantic_and_instance_outputs "
+                    "(libdet.modeling) on each image in Python."
+                )
+            assert sem_seg_results is not None  # inference: the head returns the scores
+            proposals, _ = self.proposal_generator(images, features, None)
+            detector_results, _ = self.roi_heads(images, features, proposals, None)
+            return detector_results, sem_seg_results
         proposals, _ = self._proposals(batched_inputs, images, features, None)
         detector_results, _ = self.roi_heads(images, features, proposals, None)
         if not do_postprocess:

@@ -48,6 +48,24 @@ def _padded_sem_seg_targets(
     ).tensor
 
 
+def _scripted_sem_seg_postprocess(
+    results: torch.Tensor, batched_inputs: list[dict[str, torch.Tensor]], image_sizes: list[tuple[int, int]]
+) -> list[dict[str, torch.Tensor]]:
+    """The inference postprocessing of :class:`SemanticSegmentor` under TorchScript, whose inputs hold tensors
+    only: ``results`` ``(N, C, H, W)`` cropped to each image and resized to its ``"height"``/``"width"``
+    (0-d tensors; default: the image size), as :func:`sem_seg_postprocess` does (whose error message
+    TorchScript cannot build)."""
+    processed: list[dict[str, torch.Tensor]] = []
+    for i, size in enumerate(image_sizes):
+        x = batched_inputs[i]
+        height = int(x["height"]) if "height" in x else size[0]
+        width = int(x["width"]) if "width" in x else size[1]
+        result = results[i, :, : size[0], : size[1]].unsqueeze(0)
+        result = F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)[0]
+        processed.append({"sem_seg": result})
+    return processed
+
+
 class SemanticSegmentor(_ImageNormalizer):
     """A semantic segmentation model: backbone features -> ``sem_seg_head`` per-pixel class scores.
 
@@ -70,7 +88,7 @@ class SemanticSegmentor(_ImageNormalizer):
         self.sem_seg_head = sem_seg_head
         self._register_pixel_stats("SemanticSegmentor", pixel_mean, pixel_std)
 
-    def preprocess_image(self, batched_inputs: list[dict[str, Any]]) -> ImageList:
+    def preprocess_image(self, batched_inputs: list[dict[str, torch.Tensor]]) -> ImageList:
         """Normalise the images and pad them into an :class:`ImageList` as the backbone requires."""
         return ImageList.from_tensors(
             self._normalized_images(batched_inputs),
@@ -78,9 +96,12 @@ class SemanticSegmentor(_ImageNormalizer):
             padding_constraints=self.backbone.padding_constraints,
         )
 
-    def forward(self, batched_inputs: list[dict[str, Any]]):
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
         """Training: ``{"loss_sem_seg": ...}``. Inference: per image, ``{"sem_seg": (C, height, width)}``
-        class scores at the requested output size (default: the input image size)."""
+        class scores at the requested output size (default: the input image size).
+
+        ``batched_inputs`` is annotated for TorchScript (:func:`libdet.export.scripting_with_instances`),
+        where the dicts hold tensors only (``"height"``/``"width"``, if given, as 0-d tensors)."""
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         targets = None
@@ -91,6 +112,9 @@ class SemanticSegmentor(_ImageNormalizer):
         results, losses = self.sem_seg_head(features, targets)
         if self.training:
             return losses
+        if torch.jit.is_scripting():
+            assert results is not None  # inference: the head returns the scores
+            return _scripted_sem_seg_postprocess(results, batched_inputs, images.image_sizes)
         processed = []
         for result, x, size in zip(results, batched_inputs, images.image_sizes):
             height = x.get("height", size[0])
@@ -192,19 +216,38 @@ class SemSegFPNHead(nn.Module):
             if targets is None:
                 raise ValueError("SemSegFPNHead: training needs `targets` (N, H, W).")
             return None, self.losses(x, targets)
-        x = F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
+        # float(): TorchScript's interpolate takes a float scale (eager converts the int to one anyway)
+        x = F.interpolate(x, scale_factor=float(self.common_stride), mode="bilinear", align_corners=False)
         return x, {}
 
     def layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(N, C, H / common_stride, W / common_stride)`` logits: the sum of the scale heads, then the
         predictor."""
-        missing = [f for f in self.in_features if f not in features]
+        if torch.jit.is_scripting():
+            return self._scripted_layers(features)
+        # A loop, not a filtered comprehension: TorchScript cannot even parse the latter in skipped code.
+        missing = []
+        for name in self.in_features:
+            if name not in features:
+                missing.append(name)
         if missing:
             raise ValueError(f"SemSegFPNHead: features {missing} are missing; got {sorted(features)}.")
         x = None
         for name, head in zip(self.in_features, self.scale_heads):
             y = head(features[name])
             x = y if x is None else x + y
+        return self.predictor(x)
+
+    def _scripted_layers(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`layers` for TorchScript, which cannot iterate the plain ``scale_heads`` list (the heads are
+        registered under the feature names, for detectron2's state-dict keys): it loops over the children,
+        registered in ``in_features`` order, so the sum is taken in the same order as in eager mode."""
+        x: torch.Tensor | None = None
+        for name, head in self.named_children():
+            if name in self.in_features:
+                y = head(features[name])
+                x = y if x is None else x + y
+        assert x is not None  # in_features is not empty (checked in __init__)
         return self.predictor(x)
 
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
