@@ -27,7 +27,8 @@ class FrozenBatchNorm2d(nn.Module):
 
     It computes ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` as a single
     per-channel affine transform (scale and shift are derived from the buffers on every call), so it
-    never updates any statistic and has no trainable parameter. Inputs of any floating dtype (e.g.
+    never updates any statistic and has no trainable parameter. A ``libdet.layers.Conv2d`` whose ``norm`` it
+    is folds it into the convolution's weights on each call instead of running it. Inputs of any floating dtype (e.g.
     float16 under autocast) are supported; the output has the input's dtype.
 
     Its state_dict holds ``weight``, ``bias``, ``running_mean`` and ``running_var`` (no
@@ -51,9 +52,13 @@ class FrozenBatchNorm2d(nn.Module):
         # 1 - eps so that a freshly built layer is exactly the identity.
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel affine map the layer applies, ``y = x * scale + shift``: two ``Tensor[C]``."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_and_shift()
         shape = [1, -1] + [1] * (x.dim() - 2)
         scale = scale.to(x.dtype).reshape(shape)
         shift = shift.to(x.dtype).reshape(shape)

@@ -182,12 +182,38 @@ class Conv2d(nn.Conv2d):
         return f"{super().extra_repr()}, activation={_function_name(self.activation)}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():  # TorchScript compiles only the other path
+            if self._folds_frozen_norm():
+                x = self._conv_forward(x, *self._weight_and_bias_with_frozen_norm())
+                return x if self.activation is None else self.activation(x)
         x = self._conv_forward(x, self.weight, self.bias)
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+    def _folds_frozen_norm(self) -> bool:
+        """Whether to fold a ``FrozenBatchNorm2d`` norm into the convolution (in eager mode).
+
+        A frozen norm is a per-channel affine map, so ``norm(conv(x, W, b)) == conv(x, W * scale, b * scale +
+        shift)``: the same result up to rounding, one pass over the activations instead of two (forward and
+        backward), and the gradient still reaches ``W``. Tracing, ``torch.compile`` and ``torch.export`` see
+        the unfolded layers, so exported graphs keep their usual pattern (export and quantization fold BN
+        their own way).
+        """
+        return (
+            isinstance(self.norm, _batch_norm.FrozenBatchNorm2d)
+            and not self.weight.is_quantized
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        )
+
+    def _weight_and_bias_with_frozen_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift = self.norm.scale_and_shift()
+        weight = self.weight * scale.to(self.weight.dtype).reshape(-1, 1, 1, 1)
+        bias = shift if self.bias is None else self.bias * scale + shift
+        return weight, bias.to(self.weight.dtype)
 
 
 def nonzero_tuple(x: torch.Tensor):
@@ -207,3 +233,7 @@ def nonzero_tuple(x: torch.Tensor):
 def move_device_like(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """``src.to(dst.device)``, written so that tracing does not hard-code the device of ``dst``."""
     return src.to(dst.device)
+
+
+# The module, not the class, and at the end: batch_norm imports this module's BatchNorm2d.
+from . import batch_norm as _batch_norm  # noqa: E402

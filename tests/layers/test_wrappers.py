@@ -209,3 +209,34 @@ def test_empty_input_loss_func_wrapper_only_changes_empty_mean():
     assert calls == []
     assert wrapped(empty, torch.zeros(0), reduction="sum").item() == 1.0
     assert calls == ["sum"]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_folds_frozen_norm_in_eager(bias):
+    """A FrozenBatchNorm2d norm is folded into the conv weights: the conv-then-norm result up to rounding,
+    gradients included; tracing keeps the two separate layers."""
+    from libdet.layers import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    norm = FrozenBatchNorm2d(6)
+    norm.weight.uniform_(0.5, 2.0)
+    norm.bias.normal_()
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    conv = Conv2d(4, 6, kernel_size=3, padding=1, bias=bias, norm=norm, activation=F.relu)
+    x = torch.randn(2, 4, 9, 11, requires_grad=True)
+
+    def unfolded(inp):
+        return F.relu(norm(F.conv2d(inp, conv.weight, conv.bias, padding=1)))
+
+    out = conv(x)
+    expected = unfolded(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, conv.weight))
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, atol=1e-4, rtol=1e-4)
+    assert conv._folds_frozen_norm()
+
+    traced = torch.jit.trace(conv, x.detach())
+    assert torch.equal(traced(x.detach()), unfolded(x.detach()))  # the trace holds the unfolded layers
