@@ -255,6 +255,8 @@ def main() -> None:
     print("Mask R-CNN R50-FPN inference, same RANDOM weights (see the docstring)")
     print(f"  CPU: {cpu_model_name()}, device: {args.device}, torch threads: {torch.get_num_threads()}")
     print(f"  torch {torch.__version__}, input 1 x 3 x {height} x {width}, score threshold {args.score_thresh}")
+    layout = model.backbone.bottom_up.channels_last
+    print(f"  libdet backbone memory format: {'channels-last on CPU' if layout is None else layout}")
     peak_before = matmul_peak_gflops() if args.device == "cpu" else 0.0
     with torch.inference_mode():
         times, cpu_times = time_alternating(fns, runs, sync)

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/train_step.py              # 2 images of 512 x 512, 2 threads, 5 alternating runs each
     python benchmarks/train_step.py --quick      # 2 images of 256 x 256, 2 runs
     python benchmarks/train_step.py --profile    # also a torch.profiler table of one libdet step
+    python benchmarks/train_step.py --ablation   # also libdet with an NCHW backbone / torchvision's ROIAlign backward
     python benchmarks/train_step.py --libdet-config configs/common/models/mask_rcnn_fpn.py  # detectron2's R50
 
 Both models are the same network: torchvision's model is built as for training from pretrained weights
@@ -25,6 +26,8 @@ model's losses on the first step (the same weights, so about equal; the sampled 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import statistics
 import sys
 import time
@@ -120,6 +123,17 @@ def build_models(size: int, libdet_config: str, device: str):
     return tv.to(device).train(), model.to(device).train(), weights
 
 
+def libdet_cpu_paths(model: torch.nn.Module, device: str) -> str:
+    """Which of libdet's CPU paths this run takes (each can be turned off, see the README's Training step)."""
+    from libdet.utils import compiled_ops
+
+    backward = "libdet's kernel" if compiled_ops.use_kernel("roi_align_backward", device) else "torchvision's"
+    bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
+    layout = getattr(bottom_up, "channels_last", None)
+    layout_text = {None: "channels-last on CPU (default)", True: "channels-last", False: "NCHW"}[layout]
+    return f"ROIAlign backward: {backward}; backbone memory format: {layout_text}; FrozenBN folded into convs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="256 px images and 2 runs")
@@ -128,6 +142,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--libdet-config", default=TORCHVISION_CONFIG, help="libdet model config (repo-relative)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one libdet step")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time libdet without its CPU paths: NCHW backbone, and NCHW + torchvision's ROIAlign backward",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = 256 if args.quick else 512
@@ -162,6 +181,31 @@ def main() -> None:
     def run_torchvision() -> None:
         step("torchvision", tv, tv_opt, tv_images, tv_targets)
 
+    fns = {"libdet": run_libdet, "torchvision": run_torchvision}
+    if args.ablation:
+        nchw = copy.deepcopy(model)
+        nchw.backbone.bottom_up.channels_last = False
+        nchw_opt = sgd(nchw)
+
+        def run_nchw() -> None:
+            with EventStorage():
+                step("libdet NCHW", nchw, nchw_opt, batch)
+
+        def run_nchw_torchvision_backward() -> None:
+            previous = os.environ.get("LIBDET_DISABLE_OPS")
+            os.environ["LIBDET_DISABLE_OPS"] = "roi_align_backward"  # read on every call
+            try:
+                with EventStorage():
+                    step("libdet NCHW, tv backward", nchw, nchw_opt, batch)
+            finally:
+                if previous is None:
+                    del os.environ["LIBDET_DISABLE_OPS"]
+                else:
+                    os.environ["LIBDET_DISABLE_OPS"] = previous
+
+        fns["libdet NCHW"] = run_nchw
+        fns["libdet NCHW, tv backward"] = run_nchw_torchvision_backward
+
     def sync() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -174,12 +218,13 @@ def main() -> None:
         f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     )
     print(f"  batch: 2 x 3 x {size} x {size}, 5 objects per image; libdet: {args.libdet_config}, {weights}")
-    times = time_alternating({"libdet": run_libdet, "torchvision": run_torchvision}, runs, sync)
+    print(f"  libdet: {libdet_cpu_paths(model, args.device)}")
+    times = time_alternating(fns, runs, sync)
     medians = {name: statistics.median(wall) for name, (wall, _) in times.items()}
     cpu_medians = {name: statistics.median(cpu) for name, (_, cpu) in times.items()}
     for name, (wall, _) in times.items():
         print(
-            f"  {name:12s} wall median {medians[name]:.3f} s (min {min(wall):.3f} s), CPU time median "
+            f"  {name:26s} wall median {medians[name]:.3f} s (min {min(wall):.3f} s), CPU time median "
             f"{cpu_medians[name]:.3f} s, over {runs} steps"
         )
         print("    first-step losses: " + ", ".join(f"{k}={v:.3f}" for k, v in first_losses[name].items()))

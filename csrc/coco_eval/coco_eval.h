@@ -110,9 +110,17 @@ struct Sources {
 // Checks the tensors (dtype, shape, contiguity) and returns a view; `what` names them in errors.
 Sources make_sources(at::TensorList masks, const char* what);
 
+// Buffers of decode(), reused between calls (a polygon's boundary has thousands of points; allocating and
+// growing them for each polygon cost about as much as filling them).
+struct DecodeScratch {
+  std::vector<int64_t> toggles;
+  std::vector<int> x, y, u, v;
+};
+
 // Decodes mask `row`; raises ValueError naming the annotation and image ids if it is malformed.
-// `scratch` is reused between calls.
-void decode(const Sources& sources, int64_t row, Mask& out, std::vector<int64_t>& scratch);
+// `area_only`: checks the mask and measures `area` but leaves `intervals` empty (RLEs need no intervals
+// for that; polygons are decoded fully).
+void decode(const Sources& sources, int64_t row, Mask& out, DecodeScratch& scratch, bool area_only);
 
 // Number of pixels in both masks.
 int64_t intersection(const Mask& a, const Mask& b);

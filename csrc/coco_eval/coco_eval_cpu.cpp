@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -32,6 +33,33 @@ void check_tensor(const at::Tensor& t, at::ScalarType dtype, int64_t dim, const 
       t.scalar_type() == dtype && t.dim() == dim, "coco_eval: ", name, " must be a ", dim, "-d ", dtype,
       " tensor, got ", t.dim(), "-d ", t.scalar_type());
   TORCH_CHECK_VALUE(t.is_cpu() && t.is_contiguous(), "coco_eval: ", name, " must be a contiguous CPU tensor");
+}
+
+// Calls f(begin, end) on chunks of [0, n) of `chunk` items, handed out one at a time to torch's intra-op
+// threads: one parallel region, and no thread idles while another still has a long static share (the
+// work per group varies with its detections; an idle OpenMP thread spins, burning CPU time).
+template <typename F>
+void parallel_chunks(int64_t n, int64_t chunk, const F& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), (n + chunk - 1) / chunk);
+  if (threads <= 1 || at::in_parallel_region()) {
+    if (n > 0) {
+      f(0, n);
+    }
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    try {
+      for (int64_t begin = next.fetch_add(chunk); begin < n && !failed.load(std::memory_order_relaxed);
+           begin = next.fetch_add(chunk)) {
+        f(begin, std::min(begin + chunk, n));
+      }
+    } catch (...) {
+      failed = true;  // the others stop; at::parallel_for rethrows this error
+      throw;
+    }
+  });
 }
 
 // numpy's float64 add.reduce of a contiguous array: pairwise summation in blocks of 8 (numpy's
@@ -94,7 +122,7 @@ struct EvalInputs {
   const uint8_t* gt_crowd;
   const uint8_t* gt_ignore;
   const int64_t* dt_ids;
-  const double* dt_areas;
+  const double* dt_areas;  // null: the areas of the decoded detection masks (segm)
   const double* dt_scores;
   const double* gt_geometry;
   int64_t gt_geometry_width;
@@ -118,8 +146,24 @@ struct GroupScratch {
   std::vector<uint8_t> gt_ig;
   std::vector<int64_t> gt_matched;  // detection id matched to each gt (0: none)
   std::vector<coco_masks::Mask> gt_mask, dt_mask;
-  std::vector<int64_t> mask_scratch;
+  std::vector<double> dt_area;  // area of each kept detection
+  coco_masks::DecodeScratch mask_scratch;
 };
+
+// Decodes the group's masks (all of them: malformed ones are reported even where nothing is matched);
+// `area_only` when no IoU is computed (RLEs are then only checked and measured).
+void decode_masks(
+    const EvalInputs& in, const int64_t* gts, int64_t G, const int64_t* dts, int64_t D, bool area_only,
+    GroupScratch& s) {
+  s.gt_mask.resize(G);
+  s.dt_mask.resize(D);
+  for (int64_t g = 0; g < G; ++g) {
+    coco_masks::decode(in.gt_masks, gts[g], s.gt_mask[g], s.mask_scratch, area_only);
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    coco_masks::decode(in.dt_masks, dts[d], s.dt_mask[d], s.mask_scratch, area_only);
+  }
+}
 
 // ious[d * G + g] for the kept detections (dt_rows_sorted) against the gts of the group (input order).
 void compute_ious(
@@ -132,15 +176,7 @@ void compute_ious(
         s.ious[d * G + g] = box_iou(db, in.gt_geometry + gts[g] * 4, in.gt_crowd[gts[g]] != 0);
       }
     }
-  } else if (in.iou_type == kCocoIouSegm) {
-    s.gt_mask.resize(G);
-    s.dt_mask.resize(D);
-    for (int64_t g = 0; g < G; ++g) {
-      coco_masks::decode(in.gt_masks, gts[g], s.gt_mask[g], s.mask_scratch);
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      coco_masks::decode(in.dt_masks, dts[d], s.dt_mask[d], s.mask_scratch);
-    }
+  } else if (in.iou_type == kCocoIouSegm) {  // masks decoded by decode_masks
     for (int64_t d = 0; d < D; ++d) {
       for (int64_t g = 0; g < G; ++g) {
         const int64_t inter = coco_masks::intersection(s.dt_mask[d], s.gt_mask[g]);
@@ -229,11 +265,18 @@ void evaluate_group(
     scores_out[out_col + d] = in.dt_scores[dts[d]];
   }
   const bool have_ious = in.match && G > 0 && D > 0;
+  if (in.iou_type == kCocoIouSegm) {
+    // Also where nothing is matched: malformed masks are still reported (pycocotools would not notice them).
+    decode_masks(in, gts, G, dts, D, !have_ious, s);
+  }
   if (have_ious) {
     compute_ious(in, gts, G, dts, D, s);
-  } else if (in.iou_type == kCocoIouSegm) {
-    // Nothing to match, but malformed masks are still reported (pycocotools would not notice them).
-    compute_ious(in, gts, G, dts, D, s);
+  }
+  s.dt_area.resize(D);
+  for (int64_t d = 0; d < D; ++d) {
+    // loadRes stores mask areas as uint32
+    s.dt_area[d] = in.dt_areas != nullptr ? in.dt_areas[dts[d]]
+                                           : static_cast<double>(static_cast<uint32_t>(s.dt_mask[d].area));
   }
 
   s.gt_order.resize(G);
@@ -265,7 +308,7 @@ void evaluate_group(
       std::fill(s.gt_matched.begin(), s.gt_matched.end(), 0);
       const double threshold = std::min(in.iou_thrs[t], 1 - 1e-10);
       for (int64_t d = 0; d < D; ++d) {
-        const double dt_area = in.dt_areas[dts[d]];
+        const double dt_area = s.dt_area[d];
         const bool outside = dt_area < lo || dt_area > hi;
         int64_t m = -1;
         if (have_ious) {
@@ -354,9 +397,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   TORCH_CHECK_VALUE(
       gt_areas.numel() == num_gt && gt_crowd.numel() == num_gt && gt_ignore.numel() == num_gt,
       "coco_eval_evaluate: gt_ids, gt_areas, gt_crowd and gt_ignore must have the same length");
+  const bool measure_dt_masks = iou_type == kCocoIouSegm && dt_areas.numel() == 0 && num_dt > 0;
   TORCH_CHECK_VALUE(
-      dt_areas.numel() == num_dt && dt_scores.numel() == num_dt,
-      "coco_eval_evaluate: dt_ids, dt_areas and dt_scores must have the same length");
+      (dt_areas.numel() == num_dt || measure_dt_masks) && dt_scores.numel() == num_dt,
+      "coco_eval_evaluate: dt_ids, dt_areas and dt_scores must have the same length (dt_areas may be empty for "
+      "segm: the masks' areas)");
 
   EvalInputs in{};
   in.iou_type = iou_type;
@@ -369,7 +414,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   in.gt_crowd = gt_crowd.const_data_ptr<uint8_t>();
   in.gt_ignore = gt_ignore.const_data_ptr<uint8_t>();
   in.dt_ids = dt_ids.const_data_ptr<int64_t>();
-  in.dt_areas = dt_areas.const_data_ptr<double>();
+  in.dt_areas = measure_dt_masks ? nullptr : dt_areas.const_data_ptr<double>();
   in.dt_scores = dt_scores.const_data_ptr<double>();
   in.gt_geometry = gt_geometry.const_data_ptr<double>();
   in.gt_geometry_width = gt_geometry.size(1);
@@ -429,14 +474,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> coco_eval
   }
   const int64_t total_kept = eo[num_groups];
   at::Tensor scores = at::empty({total_kept}, at::kDouble);
-  at::Tensor flags = at::zeros({in.num_areas, in.num_thrs, total_kept}, at::kByte);
-  at::Tensor num_gt_t = at::zeros({in.num_areas, num_groups}, at::kLong);
-  at::Tensor present = at::zeros({num_groups}, at::kByte);
+  // evaluate_group writes every entry of these (no fill: a parallel one costs a parallel region)
+  at::Tensor flags = at::empty({in.num_areas, in.num_thrs, total_kept}, at::kByte);
+  at::Tensor num_gt_t = at::empty({in.num_areas, num_groups}, at::kLong);
+  at::Tensor present = at::empty({num_groups}, at::kByte);
   double* scores_ptr = scores.mutable_data_ptr<double>();
   uint8_t* flags_ptr = flags.mutable_data_ptr<uint8_t>();
   int64_t* num_gt_ptr = num_gt_t.mutable_data_ptr<int64_t>();
   uint8_t* present_ptr = present.mutable_data_ptr<uint8_t>();
-  at::parallel_for(0, num_groups, 16, [&](int64_t begin, int64_t end) {
+  parallel_chunks(num_groups, 256, [&](int64_t begin, int64_t end) {
     GroupScratch scratch;
     for (int64_t g = begin; g < end; ++g) {
       evaluate_group(in, g, num_groups, eo[g], total_kept, scores_ptr, flags_ptr, num_gt_ptr, present_ptr, scratch);
@@ -499,12 +545,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_eval_accumulate_cpu(
         is[i] >= 0 && is[i] < num_images, "coco_eval_accumulate: image index ", is[i], " was not evaluated");
   }
 
-  at::Tensor precision = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, at::kDouble);
-  at::Tensor recall = at::full({T, num_cats, num_areas, num_max_dets}, -1.0, at::kDouble);
-  at::Tensor score_out = at::full({T, R, num_cats, num_areas, num_max_dets}, -1.0, at::kDouble);
+  // -1 where not evaluated; filled here, not by a parallel at::full (one parallel region per call)
+  at::Tensor precision = at::empty({T, R, num_cats, num_areas, num_max_dets}, at::kDouble);
+  at::Tensor recall = at::empty({T, num_cats, num_areas, num_max_dets}, at::kDouble);
+  at::Tensor score_out = at::empty({T, R, num_cats, num_areas, num_max_dets}, at::kDouble);
   double* prec = precision.mutable_data_ptr<double>();
   double* rec = recall.mutable_data_ptr<double>();
   double* sco = score_out.mutable_data_ptr<double>();
+  std::fill_n(prec, precision.numel(), -1.0);
+  std::fill_n(rec, recall.numel(), -1.0);
+  std::fill_n(sco, score_out.numel(), -1.0);
   const int64_t* eo = eval_offsets.const_data_ptr<int64_t>();
   const double* sc = scores.const_data_ptr<double>();
   const uint8_t* fl = flags.const_data_ptr<uint8_t>();
@@ -512,15 +562,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_eval_accumulate_cpu(
   const uint8_t* pr_ = present.const_data_ptr<uint8_t>();
   const double* rt = rec_thrs.const_data_ptr<double>();
   const double eps = std::numeric_limits<double>::epsilon();  // np.spacing(1)
+  int64_t largest_max_det = 0;
+  for (int64_t m = 0; m < nm; ++m) {
+    largest_max_det = std::max(largest_max_det, ms[m]);
+  }
 
-  at::parallel_for(0, nk * na * nm, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> cols, order;
-    std::vector<double> rc, pr;
-    for (int64_t combo = begin; combo < end; ++combo) {
-      const int64_t k = combo / (na * nm), a = (combo / nm) % na, m = combo % nm;
-      const int64_t k0 = ks[k], a0 = as[a], max_det = ms[m];
+  // One category at a time: its detections in all images sorted once (stable, by decreasing score), each
+  // with its rank in its image. pycocotools sorts the detections of each (area, maxDet) again; those of a
+  // maxDet m are the ones of rank < m, and filtering the sorted list keeps them in the order of their own
+  // stable sort (the same scores, the same relative positions in the concatenation); areas share the sort.
+  parallel_chunks(nk, 1, [&](int64_t k_begin, int64_t k_end) {
+    std::vector<int64_t> cols, ranks, order, kept_cols;
+    std::vector<int64_t> npig(na);
+    std::vector<double> rc, pr, tps, fps, q(R), q_scores(R);
+    for (int64_t k = k_begin; k < k_end; ++k) {
+      const int64_t k0 = ks[k];
       cols.clear();
-      int64_t npig = 0;
+      ranks.clear();
+      std::fill(npig.begin(), npig.end(), 0);
       bool any = false;
       for (int64_t ii = 0; ii < ni; ++ii) {
         const int64_t group = k0 * num_images + is[ii];
@@ -528,57 +587,86 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_eval_accumulate_cpu(
           continue;
         }
         any = true;
-        npig += ng[a0 * num_groups + group];
-        const int64_t kept = std::min(eo[group + 1] - eo[group], std::max<int64_t>(max_det, 0));
+        for (int64_t a = 0; a < na; ++a) {
+          npig[a] += ng[as[a] * num_groups + group];
+        }
+        const int64_t kept = std::min(eo[group + 1] - eo[group], largest_max_det);
         for (int64_t d = 0; d < kept; ++d) {
           cols.push_back(eo[group] + d);
+          ranks.push_back(d);
         }
       }
-      if (!any || npig == 0) {
+      if (!any) {
         continue;
       }
-      const int64_t nd = static_cast<int64_t>(cols.size());
-      order.resize(nd);
+      order.resize(cols.size());
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return sc[cols[x]] > sc[cols[y]]; });
-      rc.resize(nd);
-      pr.resize(nd);
-      for (int64_t t = 0; t < T; ++t) {
-        const uint8_t* f = fl + (a0 * T + t) * total;
-        int64_t tp = 0, fp = 0;
-        for (int64_t j = 0; j < nd; ++j) {
-          const uint8_t flag = f[cols[order[j]]];
-          if (!(flag & 2)) {
-            if (flag & 1) {
-              ++tp;
-            } else {
-              ++fp;
+      for (int64_t m = 0; m < nm; ++m) {
+        const int64_t max_det = ms[m];
+        kept_cols.clear();
+        for (const int64_t j : order) {
+          if (ranks[j] < max_det) {
+            kept_cols.push_back(cols[j]);
+          }
+        }
+        const int64_t nd = static_cast<int64_t>(kept_cols.size());
+        rc.resize(nd);
+        pr.resize(nd);
+        tps.resize(nd);
+        fps.resize(nd);
+        for (int64_t a = 0; a < na; ++a) {
+          if (npig[a] == 0) {
+            continue;
+          }
+          const int64_t a0 = as[a];
+          for (int64_t t = 0; t < T; ++t) {
+            const uint8_t* f = fl + (a0 * T + t) * total;
+            int64_t tp = 0, fp = 0;
+            for (int64_t j = 0; j < nd; ++j) {
+              const int flag = f[kept_cols[j]] & 3;  // branch-free: the flags follow no pattern
+              tp += flag == 1;  // matched, not ignored
+              fp += flag == 0;  // unmatched, not ignored
+              tps[j] = static_cast<double>(tp);
+              fps[j] = static_cast<double>(fp);
+            }
+            // The divisions apart from the running counts, so that the compiler vectorises them (the same
+            // correctly rounded quotients).
+            const double num_positives = static_cast<double>(npig[a]);
+            for (int64_t j = 0; j < nd; ++j) {
+              rc[j] = tps[j] / num_positives;
+              pr[j] = tps[j] / (fps[j] + tps[j] + eps);
+            }
+            const int64_t out_r = ((t * num_cats + k) * num_areas + a) * num_max_dets + m;
+            rec[out_r] = nd ? rc[nd - 1] : 0.0;
+            for (int64_t j = nd - 1; j > 0; --j) {
+              pr[j - 1] = pr[j] > pr[j - 1] ? pr[j] : pr[j - 1];  // pycocotools' envelope, as a max
+            }
+            // q and s of pycocotools, then written once: the outputs' stride over r is K * A * M doubles.
+            std::fill(q.begin(), q.end(), 0.0);
+            std::fill(q_scores.begin(), q_scores.end(), 0.0);
+            // searchsorted(rc, rt, side="left"): rc is non-decreasing, so for ascending thresholds the
+            // search goes on from the previous index (everything before it is below the threshold).
+            int64_t idx = 0;
+            for (int64_t r = 0; r < R; ++r) {
+              if (r == 0 || !(rt[r] >= rt[r - 1])) {
+                idx = 0;
+              }
+              while (idx < nd && rc[idx] < rt[r]) {
+                ++idx;
+              }
+              if (idx >= nd) {
+                break;  // pycocotools' try/except: the remaining thresholds stay 0
+              }
+              q[r] = pr[idx];
+              q_scores[r] = sc[kept_cols[idx]];
+            }
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t out_p = (((t * R + r) * num_cats + k) * num_areas + a) * num_max_dets + m;
+              prec[out_p] = q[r];
+              sco[out_p] = q_scores[r];
             }
           }
-          const double tpd = static_cast<double>(tp), fpd = static_cast<double>(fp);
-          rc[j] = tpd / static_cast<double>(npig);
-          pr[j] = tpd / (fpd + tpd + eps);
-        }
-        const int64_t out_r = ((t * num_cats + k) * num_areas + a) * num_max_dets + m;
-        rec[out_r] = nd ? rc[nd - 1] : 0.0;
-        for (int64_t j = nd - 1; j > 0; --j) {
-          if (pr[j] > pr[j - 1]) {
-            pr[j - 1] = pr[j];
-          }
-        }
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t out_p = (((t * R + r) * num_cats + k) * num_areas + a) * num_max_dets + m;
-          prec[out_p] = 0.0;
-          sco[out_p] = 0.0;
-        }
-        for (int64_t r = 0; r < R; ++r) {
-          const int64_t idx = std::lower_bound(rc.begin(), rc.end(), rt[r]) - rc.begin();
-          if (idx >= nd) {
-            break;  // pycocotools' try/except: the remaining thresholds stay 0
-          }
-          const int64_t out_p = (((t * R + r) * num_cats + k) * num_areas + a) * num_max_dets + m;
-          prec[out_p] = pr[idx];
-          sco[out_p] = sc[cols[order[idx]]];
         }
       }
     }

@@ -35,9 +35,14 @@ inline int to_int(double value) {
 
 // Appends to `toggles` the column-major indices where pycocotools' rasterisation of one polygon toggles
 // between background and foreground (an index may appear several times: only its parity matters).
-void polygon_toggles(const double* xy, int64_t k, int64_t h, int64_t w, std::vector<int64_t>& toggles) {
+void polygon_toggles(const double* xy, int64_t k, int64_t h, int64_t w, DecodeScratch& scratch) {
   constexpr double kScale = 5.0;
-  std::vector<int> x(k + 1), y(k + 1);
+  std::vector<int>&x = scratch.x, &y = scratch.y, &u = scratch.u, &v = scratch.v;
+  std::vector<int64_t>& toggles = scratch.toggles;
+  x.resize(k + 1);
+  y.resize(k + 1);
+  u.clear();
+  v.clear();
   for (int64_t j = 0; j < k; ++j) {
     x[j] = to_int(kScale * xy[2 * j] + 0.5);
     y[j] = to_int(kScale * xy[2 * j + 1] + 0.5);
@@ -45,7 +50,6 @@ void polygon_toggles(const double* xy, int64_t k, int64_t h, int64_t w, std::vec
   x[k] = x[0];
   y[k] = y[0];
   // Dense points along the upsampled boundary, one per step of the longer axis of each edge.
-  std::vector<int> u, v;
   for (int64_t j = 0; j < k; ++j) {
     int xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1];
     const int dx = std::abs(xe - xs);
@@ -78,7 +82,13 @@ void polygon_toggles(const double* xy, int64_t k, int64_t h, int64_t w, std::vec
     if (u[j] == u[j - 1]) {
       continue;
     }
-    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
+    const int64_t column = u[j] < u[j - 1] ? u[j] : static_cast<int64_t>(u[j]) - 1;
+    // (column + 0.5) / 5 - 0.5 is an integer exactly when column = 2 (mod 5) (the float division is exact
+    // then, and otherwise at least 0.2 away from an integer): the other 4 in 5 are skipped without it.
+    if (((column - 2) % 5 + 5) % 5 != 0) {
+      continue;
+    }
+    double xd = static_cast<double>(column);
     xd = (xd + 0.5) / kScale - 0.5;
     if (std::floor(xd) != xd || xd < 0 || xd > max_x) {
       continue;
@@ -159,22 +169,28 @@ void union_in_place(std::vector<int64_t>& intervals) {
   std::abort();  // unreachable
 }
 
-// Run lengths (first run = background) -> intervals; checks they cover height * width pixels.
+// Run lengths (first run = background) -> intervals (only the area when `intervals` is null); checks
+// that they cover height * width pixels.
 template <typename NextCount>
-void runs_to_intervals(const int64_t* meta, int64_t total, NextCount next_count, std::vector<int64_t>& intervals) {
+int64_t runs_to_intervals(
+    const int64_t* meta, int64_t total, NextCount next_count, std::vector<int64_t>* intervals) {
   int64_t position = 0;
   int64_t count = 0;
+  int64_t area = 0;
   bool foreground = false;
   while (next_count(count)) {
     if (count < 0) {
       malformed(meta, "negative RLE count " + std::to_string(count));
     }
     if (foreground && count > 0) {
-      if (!intervals.empty() && intervals.back() == position) {
-        intervals.back() = position + count;  // a zero-length background run between two runs
-      } else {
-        intervals.push_back(position);
-        intervals.push_back(position + count);
+      area += count;
+      if (intervals != nullptr) {
+        if (!intervals->empty() && intervals->back() == position) {
+          intervals->back() = position + count;  // a zero-length background run between two runs
+        } else {
+          intervals->push_back(position);
+          intervals->push_back(position + count);
+        }
       }
     }
     position += count;
@@ -188,6 +204,7 @@ void runs_to_intervals(const int64_t* meta, int64_t total, NextCount next_count,
         meta, "the RLE counts cover " + std::to_string(position) + " pixels (or more), expected height * width = " +
             std::to_string(meta[kHeight]) + " * " + std::to_string(meta[kWidth]) + " = " + std::to_string(total));
   }
+  return area;
 }
 
 }  // namespace
@@ -221,7 +238,7 @@ Sources make_sources(at::TensorList masks, const char* what) {
   return s;
 }
 
-void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scratch) {
+void decode(const Sources& s, int64_t row, Mask& out, DecodeScratch& scratch, bool area_only) {
   TORCH_CHECK_VALUE(row >= 0 && row < s.size, "coco_eval: mask row ", row, " out of range [0, ", s.size, ")");
   const int64_t* meta = s.meta + row * kMetaColumns;
   const int64_t h = meta[kHeight], w = meta[kWidth], begin = meta[kBegin], end = meta[kEnd];
@@ -230,8 +247,9 @@ void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scra
   }
   const int64_t total = h * w;
   out.intervals.clear();
+  std::vector<int64_t>* intervals = area_only ? nullptr : &out.intervals;
   switch (meta[kKind]) {
-    case kPolygons: {
+    case kPolygons: {  // polygons overlap, so their area needs the intervals
       TORCH_CHECK_VALUE(begin >= 0 && begin <= end && end <= s.num_polys, "coco_eval: bad polygon range for row ", row);
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c0 = s.poly_offsets[p], c1 = s.poly_offsets[p + 1];
@@ -245,20 +263,26 @@ void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scra
             malformed(meta, "polygon coordinates must be finite");
           }
         }
-        scratch.clear();
+        scratch.toggles.clear();
         polygon_toggles(s.coords + c0, k, h, w, scratch);
-        toggles_to_intervals(scratch, total, out.intervals);
+        toggles_to_intervals(scratch.toggles, total, out.intervals);
       }
       if (end - begin > 1) {
         union_in_place(out.intervals);
+      }
+      out.area = 0;
+      for (size_t i = 0; i < out.intervals.size(); i += 2) {
+        out.area += out.intervals[i + 1] - out.intervals[i];
       }
       break;
     }
     case kCompressed: {
       TORCH_CHECK_VALUE(
           begin >= 0 && begin <= end && end <= s.num_bytes, "coco_eval: bad RLE byte range for row ", row);
-      scratch.clear();  // decoded counts: later ones are deltas to the count two places before
+      // Counts from the fourth on are deltas to the count two places before: only those two are kept.
+      int64_t before_last = 0, last = 0, num_counts = 0;
       int64_t p = begin;
+      const uint8_t* bytes = s.bytes;
       auto next = [&](int64_t& count) -> bool {
         if (p >= end) {
           return false;
@@ -270,7 +294,7 @@ void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scra
           if (p >= end) {
             malformed(meta, "the compressed RLE string ends in the middle of a count");
           }
-          const int c = static_cast<int>(s.bytes[p]) - 48;
+          const int c = static_cast<int>(bytes[p]) - 48;
           if (c < 0 || c > 63 || shift > 55) {
             malformed(meta, "invalid character in the compressed RLE string");
           }
@@ -282,15 +306,16 @@ void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scra
             value |= static_cast<int64_t>(-1) * (static_cast<int64_t>(1) << shift);
           }
         }
-        const size_t m = scratch.size();
-        if (m > 2) {
-          value += scratch[m - 2];
+        if (num_counts > 2) {
+          value += before_last;
         }
-        scratch.push_back(value);
+        ++num_counts;
+        before_last = last;
+        last = value;
         count = value;
         return true;
       };
-      runs_to_intervals(meta, total, next, out.intervals);
+      out.area = runs_to_intervals(meta, total, next, intervals);
       break;
     }
     case kUncompressed: {
@@ -304,15 +329,11 @@ void decode(const Sources& s, int64_t row, Mask& out, std::vector<int64_t>& scra
         count = s.counts[p++];
         return true;
       };
-      runs_to_intervals(meta, total, next, out.intervals);
+      out.area = runs_to_intervals(meta, total, next, intervals);
       break;
     }
     default:
       malformed(meta, "unknown segmentation kind " + std::to_string(meta[kKind]));
-  }
-  out.area = 0;
-  for (size_t i = 0; i < out.intervals.size(); i += 2) {
-    out.area += out.intervals[i + 1] - out.intervals[i];
   }
   out.first = out.intervals.empty() ? 0 : out.intervals.front();
   out.last = out.intervals.empty() ? -1 : out.intervals.back() - 1;
@@ -348,9 +369,9 @@ std::tuple<at::Tensor, at::Tensor> coco_eval_decode_masks_cpu(at::TensorList mas
   const int64_t n = sources.size;
   std::vector<coco_masks::Mask> decoded(n);
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> scratch;
+    coco_masks::DecodeScratch scratch;
     for (int64_t row = begin; row < end; ++row) {
-      coco_masks::decode(sources, row, decoded[row], scratch);
+      coco_masks::decode(sources, row, decoded[row], scratch, false);
     }
   });
   at::Tensor offsets = at::empty({n + 1}, at::kLong);

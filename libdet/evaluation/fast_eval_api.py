@@ -28,7 +28,8 @@ largest cost around the kernel for many results)::
     COCOeval_opt(coco_gt, None, "segm", detections=detection_arrays(results, "segm"), gt_cache={})
 
 :func:`detection_arrays` reads bbox results and compressed-RLE segm results as ``loadRes`` would (areas
-included); ``gt_cache`` keeps the flattened ground truth for the next evaluation with the same parameters.
+included, or for segm left to the native evaluator, which measures the masks as it decodes them);
+``gt_cache`` keeps the flattened ground truth for the next evaluation with the same parameters.
 
 When the op cannot be compiled or loaded, ``COCOeval_opt`` warns once and runs pycocotools' own
 ``evaluate``/``accumulate`` (with ``detections=`` it raises instead: pass ``cocoDt``).
@@ -52,7 +53,13 @@ from pycocotools.cocoeval import COCOeval
 
 from libdet.utils.compiled_ops import libdet_csrc, ops_status, register_op
 
-__all__ = ["COCOeval_opt", "DetectionArrays", "detection_arrays", "native_coco_eval_available"]
+__all__ = [
+    "COCOeval_opt",
+    "DetectionArrays",
+    "detection_arrays",
+    "detection_arrays_by_type",
+    "native_coco_eval_available",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +117,8 @@ class DetectionArrays:
         image_ids: [N] image ids (values of the ground truth's image ids).
         category_ids: [N] category ids.
         scores: float64 [N].
-        areas: float64 [N], as ``loadRes`` computes them (box ``w * h``, or the mask area for segm).
+        areas: float64 [N], as ``loadRes`` computes them (box ``w * h``, or the mask area for segm); None
+            (segm only): the native evaluator measures the masks while decoding them (the same values).
         boxes: float64 [N, 4] XYWH ("bbox"), else None.
         rle_counts: [N] compressed RLE strings ("segm"), else None.
         rle_sizes: int64 [N, 2] (height, width) of the RLEs ("segm"), else None.
@@ -119,7 +127,7 @@ class DetectionArrays:
     image_ids: np.ndarray
     category_ids: np.ndarray
     scores: np.ndarray
-    areas: np.ndarray
+    areas: np.ndarray | None
     boxes: np.ndarray | None = None
     rle_counts: Sequence[str] | None = None
     rle_sizes: np.ndarray | None = None
@@ -140,45 +148,73 @@ def _loose_array(values: list) -> np.ndarray:
     return array.astype(np.int64, copy=False) if array.dtype.kind in "iu" else array
 
 
-def detection_arrays(results: list[dict], iou_type: str) -> DetectionArrays | None:
+def detection_arrays(results: list[dict], iou_type: str, *, mask_areas: bool = True) -> DetectionArrays | None:
     """What ``coco_gt.loadRes(results)`` would hold for ``iou_type``, as arrays (``loadRes``' areas included).
 
     Returns None where the results are of a kind that only ``loadRes`` handles (keypoints, polygons or
     uncompressed RLEs, a "bbox" that is not 4 numbers, a missing or non-numeric score, ...): use
     ``loadRes`` and a ``COCO`` object for those. "segm" results are read without their "bbox" (the mask area
     is used, as ``COCOEvaluator`` does); for "bbox", ``loadRes`` decides by the first result, so a result
-    list whose first entry has no "bbox" returns None too.
+    list whose first entry has no "bbox" returns None too. ``mask_areas=False`` leaves the segm areas to the
+    native evaluator (``areas`` None), which measures each mask while decoding it anyway.
     """
+    return detection_arrays_by_type(results, (iou_type,), mask_areas=mask_areas)[iou_type]
+
+
+def detection_arrays_by_type(
+    results: list[dict], iou_types: Sequence[str], *, mask_areas: bool = True
+) -> dict[str, DetectionArrays | None]:
+    """``{t: detection_arrays(results, t, mask_areas=mask_areas)}`` for each of ``iou_types``; the columns the
+    types share (image ids, category ids, scores) are read once and shared by the returned arrays."""
+    arrays: dict[str, DetectionArrays | None] = dict.fromkeys(iou_types)
     n = len(results)
-    if n == 0 or iou_type not in ("bbox", "segm"):
-        return None
+    wanted = [t for t in arrays if t in ("bbox", "segm")]
+    if n == 0 or not wanted:
+        return arrays
     try:
         image_ids = _loose_array(list(map(itemgetter("image_id"), results)))
         category_ids = _loose_array(list(map(itemgetter("category_id"), results)))
         scores = np.asarray(list(map(itemgetter("score"), results)), dtype=np.float64).reshape(n)
-        if iou_type == "bbox":
-            boxes = np.asarray(list(map(itemgetter("bbox"), results)), dtype=np.float64).reshape(n, 4)
-            # loadRes: area = w * h in float64 (the same products as numpy's)
-            return DetectionArrays(image_ids, category_ids, scores, boxes[:, 2] * boxes[:, 3], boxes=boxes)
-        segmentations = list(map(itemgetter("segmentation"), results))
-        if set(map(type, segmentations)) != {dict}:  # type checks through map(): one C loop each
-            return None
-        counts = list(map(itemgetter("counts"), segmentations))
-        if set(map(type, counts)) != {str}:
-            return None
-        sizes = np.asarray(list(map(itemgetter("size"), segmentations)), dtype=np.int64).reshape(n, 2)
     except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    from pycocotools import mask as mask_util
+        return arrays
+    for iou_type in wanted:
+        reader = _bbox_arrays if iou_type == "bbox" else _segm_arrays
+        try:
+            arrays[iou_type] = reader(results, image_ids, category_ids, scores, mask_areas)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            pass
+    return arrays
 
-    try:  # pycocotools' area() overflows (a uint8 shape array) past 255 masks a call
-        areas = np.concatenate([mask_util.area(segmentations[i : i + 255]) for i in range(0, n, 255)])
-    except Exception:  # an undecodable string: the COCO path names it
+
+def _bbox_arrays(
+    results: list[dict], image_ids: np.ndarray, category_ids: np.ndarray, scores: np.ndarray, mask_areas: bool
+) -> DetectionArrays:
+    boxes = np.asarray(list(map(itemgetter("bbox"), results)), dtype=np.float64).reshape(len(results), 4)
+    # loadRes: area = w * h in float64 (the same products as numpy's)
+    return DetectionArrays(image_ids, category_ids, scores, boxes[:, 2] * boxes[:, 3], boxes=boxes)
+
+
+def _segm_arrays(
+    results: list[dict], image_ids: np.ndarray, category_ids: np.ndarray, scores: np.ndarray, mask_areas: bool
+) -> DetectionArrays | None:
+    n = len(results)
+    segmentations = list(map(itemgetter("segmentation"), results))
+    if set(map(type, segmentations)) != {dict}:  # type checks through map(): one C loop each
         return None
-    return DetectionArrays(
-        image_ids, category_ids, scores, areas.astype(np.uint32, copy=False).astype(np.float64),
-        rle_counts=counts, rle_sizes=sizes,
-    )  # fmt: skip
+    counts = list(map(itemgetter("counts"), segmentations))
+    if set(map(type, counts)) != {str}:
+        return None
+    sizes = np.asarray(list(map(itemgetter("size"), segmentations)), dtype=np.int64).reshape(n, 2)
+    areas = None
+    if mask_areas:
+        from pycocotools import mask as mask_util
+
+        try:  # pycocotools' area() overflows (a uint8 shape array) past 255 masks a call
+            areas = np.concatenate([mask_util.area(segmentations[i : i + 255]) for i in range(0, n, 255)])
+        except Exception:  # an undecodable string: the COCO path names it
+            return None
+        areas = areas.astype(np.uint32, copy=False).astype(np.float64)
+    return DetectionArrays(image_ids, category_ids, scores, areas, rle_counts=counts, rle_sizes=sizes)
 
 
 def _positions(values: np.ndarray, table: Sequence) -> np.ndarray:
@@ -491,7 +527,13 @@ def _detection_side(detections: DetectionArrays, coco_gt: Any, params: Any, iou_
     dt.offsets = np.zeros(num_groups + 1, dtype=np.int64)
     np.cumsum(np.bincount(group, minlength=num_groups), out=dt.offsets[1:])
     dt.ids = used + 1  # loadRes numbers the results from 1
-    dt.areas = np.ascontiguousarray(detections.areas[used], dtype=np.float64)
+    all_used = len(used) == n  # the usual case: no copies of the columns
+    if detections.areas is None:
+        if iou_type != "segm":
+            raise ValueError(f"COCOeval_opt: detections= for iouType {iou_type!r} needs areas")
+        dt.areas = np.zeros(0, dtype=np.float64)  # coco_eval_evaluate measures the decoded masks
+    else:
+        dt.areas = np.ascontiguousarray(detections.areas[used], dtype=np.float64)
     dt.scores = np.ascontiguousarray(detections.scores[used], dtype=np.float64)
     dt.crowd = dt.ignore = np.zeros(len(used), dtype=np.uint8)
     if not np.isfinite(dt.scores).all():
@@ -512,9 +554,9 @@ def _detection_side(detections: DetectionArrays, coco_gt: Any, params: Any, iou_
     if iou_type != "segm" or detections.rle_counts is None or detections.rle_sizes is None:
         raise ValueError(f"COCOeval_opt: detections= supports 'bbox' (boxes) and 'segm' (RLEs), not {iou_type!r}")
     dt.geometry = np.zeros((len(used), 0), dtype=np.float64)
-    counts = [detections.rle_counts[r] for r in used.tolist()]
+    counts = list(detections.rle_counts) if all_used else [detections.rle_counts[r] for r in used.tolist()]
     try:
-        data = "".join(counts).encode("ascii")
+        data = bytearray("".join(counts), "ascii")  # one copy, and writable: torch takes it as it is
     except UnicodeEncodeError as error:
         r = int(used[next(k for k, c in enumerate(counts) if not c.isascii())])
         raise ValueError(
@@ -544,7 +586,7 @@ def _detection_side(detections: DetectionArrays, coco_gt: Any, params: Any, iou_
         torch.from_numpy(meta),
         torch.from_numpy(np.zeros(0, dtype=np.float64)),
         torch.from_numpy(np.zeros(1, dtype=np.int64)),
-        torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()),
+        torch.from_numpy(np.frombuffer(data, dtype=np.uint8)),
         torch.from_numpy(np.zeros(0, dtype=np.int64)),
     ]
     return dt
@@ -627,7 +669,7 @@ class COCOeval_opt(COCOeval):
         if not p.maxDets or p.maxDets[0] < 0:
             raise ValueError(f"COCOeval_opt: params.maxDets must be non-negative numbers, got {p.maxDets}")
         self.params = p
-        sigmas = np.asarray(getattr(p, "kpt_oks_sigmas", np.zeros(0)), dtype=np.float64).reshape(-1)
+        sigmas = np.ascontiguousarray(getattr(p, "kpt_oks_sigmas", np.zeros(0)), dtype=np.float64).reshape(-1)
         if p.iouType == "keypoints" and len(sigmas) == 0:
             raise ValueError("COCOeval_opt: params.kpt_oks_sigmas must not be empty for keypoints")
 
@@ -647,8 +689,8 @@ class COCOeval_opt(COCOeval):
             t(np.ascontiguousarray(gt.geometry)), t(np.ascontiguousarray(dt.geometry)),
             gt.masks, dt.masks,
             t(sigmas),
-            t(np.asarray(p.iouThrs, dtype=np.float64).reshape(-1)),
-            t(np.asarray(p.areaRng, dtype=np.float64).reshape(-1, 2)),
+            t(np.ascontiguousarray(p.iouThrs, dtype=np.float64).reshape(-1)),
+            t(np.ascontiguousarray(p.areaRng, dtype=np.float64).reshape(-1, 2)),
             int(p.maxDets[-1]),
             not (p.iouType == "keypoints" and not p.useCats),  # pycocotools' computeOks finds no gt then
         )  # fmt: skip
@@ -697,7 +739,7 @@ class COCOeval_opt(COCOeval):
         precision, recall, scores = torch.ops.libdet.coco_eval_accumulate(
             native["eval_offsets"], native["scores"], native["flags"], native["num_gt"], native["present"],
             len(pe.imgIds), longs(k_list), longs(a_list), longs(m_list), longs(i_list),
-            torch.from_numpy(np.asarray(p.recThrs, dtype=np.float64).reshape(-1)), K, A, M,
+            torch.from_numpy(np.ascontiguousarray(p.recThrs, dtype=np.float64).reshape(-1)), K, A, M,
         )  # fmt: skip
         self.eval = {
             "params": p,

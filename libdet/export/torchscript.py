@@ -29,7 +29,9 @@ def scripting_with_instances(model: nn.Module, fields: dict[str, type]) -> torch
     constant, so the code of the other mode is not compiled: call ``model.eval()`` first for inference.
     As in detectron2, inputs are ``[{"image": (C, H, W) tensor}, ...]`` and scripted detectors return, per
     image, the raw detections at the network input resolution (``GeneralizedRCNN``: call
-    ``inference(inputs, do_postprocess=False)``; ``RetinaNet``/``FCOS``: call the model), as objects of a
+    ``inference(inputs, do_postprocess=False)``; ``RetinaNet``/``FCOS``: call the model; ``PanopticFPN``:
+    ``inference(inputs, do_postprocess=False)`` returns ``(instances, sem_seg scores)``; ``SemanticSegmentor``:
+    call the model, which returns ``[{"sem_seg": ...}]`` as in eager), as objects of a
     generated class: turn them into ``Instances`` with :func:`libdet.utils.testing.convert_scripted_instances`
     and map them to the output size (and paste masks) with
     :func:`libdet.modeling.postprocessing.detector_postprocess`.

@@ -16,6 +16,7 @@ from libdet.evaluation.coco_evaluation import (
     _encode_masks,
     _evaluate_predictions_on_coco,
     _load_results,
+    _nonzero_rows,
     _torch_save,
     instances_to_coco_json,
 )
@@ -70,6 +71,16 @@ def test_encode_masks_equals_pycocotools(shape):
     for _ in range(10):
         masks = _random_masks(rng, *shape)
         assert _encode_masks(masks) == _pycocotools_encode(masks)
+
+
+@pytest.mark.parametrize("width", [1, 7, 8, 24, 31])  # 8 pixels a word where the width allows it
+def test_nonzero_rows(width):
+    rng = np.random.default_rng(width)
+    pixels = (rng.random((5, 9, width)) < 0.05).astype(np.uint8)
+    pixels[0] = 0
+    pixels[1, :, -1] = 1  # the last pixel of each row
+    rows = _nonzero_rows(pixels)
+    assert rows.dtype == np.uint8 and np.array_equal(rows, pixels.max(axis=2))
 
 
 def test_encode_masks_edge_cases():
@@ -195,6 +206,22 @@ def test_evaluate_predictions_on_coco_leaves_its_input_alone(coco_dataset):
         for fast in (False, True):
             _evaluate_predictions_on_coco(coco_gt, ref, task, use_fast_impl=fast)
             assert ref == before
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 4, 7])
+def test_dump_json_in_chunks_writes_json_dumps_text(monkeypatch, length):
+    import libdet.evaluation.coco_evaluation as coco_module
+
+    monkeypatch.setattr(coco_module, "_JSON_CHUNK", 3)
+    items = [
+        {"image_id": i, "category_id": 2, "bbox": [0.1 * i, 1e-7, 3.0, 1 / 3], "score": 0.5, "segmentation": {
+            "size": [4, 5], "counts": "0\\\\1`o"}}
+        for i in range(length)
+    ]  # fmt: skip
+    for obj in (items, {"not": "a list"}):
+        f = io.BytesIO()
+        coco_module._dump_json(obj, f)
+        assert f.getvalue() == json.dumps(obj).encode("ascii")
 
 
 def test_torch_save_writes_what_torch_save_writes():

@@ -312,6 +312,58 @@ def test_gt_id_zero_and_thread_count(det_data):
 
 
 @needs_native
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_more_threads_same_results(det_data, iou_type):
+    """The kernels hand groups / categories to the threads dynamically: any thread count, the same arrays."""
+    previous = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            runs.append(_run(COCOeval_opt, *det_data, iou_type))
+    finally:
+        torch.set_num_threads(previous)
+    for run in runs[1:]:
+        for key in ("precision", "recall", "scores"):
+            assert np.array_equal(run.eval[key], runs[0].eval[key]), key
+
+
+@needs_native
+@pytest.mark.parametrize("order", ["descending", "shuffled"])
+def test_recall_thresholds_in_any_order(det_data, order):
+    """accumulate() walks ascending recall thresholds incrementally; other orders search from the start, as
+    pycocotools' searchsorted does (and stops at the first threshold out of reach)."""
+
+    def configure(p):
+        thresholds = np.linspace(0.0, 0.15, 16)  # the segm recalls reach 0.18: not all stop at once
+        p.recThrs = thresholds[::-1] if order == "descending" else np.random.default_rng(3).permutation(thresholds)
+
+    assert_same(*det_data, "segm", configure)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 3])  # 3: the error leaves the kernel's parallel region
+def test_malformed_dt_rle_where_nothing_is_matched(threads):
+    """A detection whose (category, image) has no ground truth is only measured, not matched: still checked."""
+    dataset, results = _small_det_data()
+    bad = next(r for r in results if r["category_id"] == 12)  # category 12 has no ground truth
+    bad["segmentation"] = dict(bad["segmentation"], counts=bad["segmentation"]["counts"][:-3])
+    gt = _coco(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+    evaluator = COCOeval_opt(gt, dt, "segm")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(
+            ValueError, match=f"annotation id {results.index(bad) + 1} \\(image id {bad['image_id']}\\)"
+        ):
+            evaluator.evaluate()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_native
 def test_decode_masks_matches_pycocotools():
     rng = np.random.default_rng(3)
     h, w = 37, 53

@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from libdet.evaluation.fast_eval_api import COCOeval_opt, DetectionArrays, detection_arrays
+from libdet.evaluation.fast_eval_api import (
+    COCOeval_opt,
+    DetectionArrays,
+    detection_arrays,
+    detection_arrays_by_type,
+)
 
 from .test_fast_eval_api import _coco, make_dataset, needs_native
 
@@ -73,14 +78,17 @@ def _subsets(image_ids):
 
 
 @needs_native
-@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize(
+    "iou_type, mask_areas", [("bbox", True), ("segm", True), ("segm", False)]
+)  # mask_areas=False: the kernel measures the masks
 @pytest.mark.parametrize("subsets", [False, True])
-def test_arrays_match_pycocotools(data, iou_type, subsets):
+def test_arrays_match_pycocotools(data, iou_type, mask_areas, subsets):
     dataset, results = data
     assert any(a.get("iscrowd") for a in dataset["annotations"])
     configure = _subsets([im["id"] for im in dataset["images"]]) if subsets else None
-    arrays = detection_arrays(results, iou_type)
+    arrays = detection_arrays(results, iou_type, mask_areas=mask_areas)
     assert isinstance(arrays, DetectionArrays) and len(arrays) == len(results)
+    assert (arrays.areas is None) == (not mask_areas)
     ours = _finish(COCOeval_opt(_coco(dataset), None, iou_type, detections=arrays), configure)
     _assert_equal(ours, _reference(dataset, results, iou_type, configure))
 
@@ -128,6 +136,35 @@ def test_results_file_through_load_res(data, tmp_path):
         dt = gt.loadRes(str(path))
     ours = _finish(COCOeval_opt(gt, dt, "segm"))
     _assert_equal(ours, _reference(dataset, results, "segm"))
+
+
+def test_detection_arrays_by_type_reads_shared_columns_once(data):
+    _, results = data
+    both = detection_arrays_by_type(results, ("bbox", "segm", "keypoints"), mask_areas=False)
+    assert both["keypoints"] is None
+    bbox, segm = both["bbox"], both["segm"]
+    assert bbox.image_ids is segm.image_ids and bbox.scores is segm.scores  # read once, shared
+    for iou_type, arrays in both.items():
+        alone = detection_arrays(results, iou_type, mask_areas=False)
+        if arrays is None:
+            assert alone is None
+            continue
+        for field in ("image_ids", "category_ids", "scores", "areas", "boxes", "rle_sizes"):
+            a, b = getattr(arrays, field), getattr(alone, field)
+            assert (a is None and b is None) or np.array_equal(a, b), (iou_type, field)
+    assert segm.rle_counts == [r["segmentation"]["counts"] for r in results]
+    without_boxes = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    partial = detection_arrays_by_type(without_boxes, ("bbox", "segm"))
+    assert partial["bbox"] is None and partial["segm"] is not None  # one type's failure leaves the other
+
+
+@needs_native
+def test_measured_areas_only_for_segm(data):
+    dataset, results = data
+    arrays = detection_arrays(results, "bbox")
+    no_areas = DetectionArrays(arrays.image_ids, arrays.category_ids, arrays.scores, None, boxes=arrays.boxes)
+    with pytest.raises(ValueError, match="'bbox' needs areas"):
+        _finish(COCOeval_opt(_coco(dataset), None, "bbox", detections=no_areas))
 
 
 def test_detection_arrays_declines_other_kinds(data):
