@@ -144,22 +144,6 @@ class DemoPredictor:
             return self.model([{"image": tensor, "height": height, "width": width}])[0]
 
 
-def _load_weights(cfg: Any, model: torch.nn.Module) -> str:
-    from libdet.checkpoint import DetectionCheckpointer
-
-    weights = str(_select(cfg, "train.init_checkpoint", "") or "")
-    if not weights:
-        output_dir = _select(cfg, "train.output_dir")
-        hint = ""
-        if output_dir and os.path.isfile(os.path.join(output_dir, "model_final.pth")):
-            hint = f" (the trained model of this config is {os.path.join(output_dir, 'model_final.pth')!r})"
-        raise ValueError(f"demo: no weights to load: pass train.init_checkpoint=path/to/model.pth{hint}.")
-    if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(f"demo: weights file train.init_checkpoint={weights!r} does not exist.")
-    DetectionCheckpointer(model).load(weights)
-    return weights
-
-
 def build_predictor(cfg: Any, device: torch.device) -> DemoPredictor:
     """Build ``cfg.model`` on ``device``, load ``train.init_checkpoint`` and wrap it with the test-time
     preprocessing of ``dataloader.test.mapper`` (see the module docstring).
@@ -168,6 +152,7 @@ def build_predictor(cfg: Any, device: torch.device) -> DemoPredictor:
         ValueError: no ``train.init_checkpoint`` is set.
         FileNotFoundError: the weights file does not exist.
     """
+    from libdet.checkpoint import load_config_weights
     from libdet.config import instantiate
     from libdet.data import transforms as T
 
@@ -175,7 +160,7 @@ def build_predictor(cfg: Any, device: torch.device) -> DemoPredictor:
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"demo: cfg.model built a {type(model).__name__}, not an nn.Module.")
     model.to(device)
-    weights = _load_weights(cfg, model)
+    weights = load_config_weights(model, cfg, caller="demo")
     augs_cfg = _select(cfg, "dataloader.test.mapper.augmentations")
     if augs_cfg is not None:
         augmentations = list(instantiate(augs_cfg))

@@ -99,9 +99,8 @@ def _save_png(path: str, rgb: np.ndarray) -> str:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
-    from omegaconf import OmegaConf
 
-    from libdet.checkpoint import DetectionCheckpointer
+    from libdet.checkpoint import load_config_weights
     from libdet.config import LazyConfig, instantiate
     from libdet.engine.defaults import resolve_device
 
@@ -110,14 +109,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), list(args.opts or []))
     if "model" not in cfg:
         raise ValueError(f"explain: config {args.config_file!r} has no 'model' key; keys are {sorted(cfg.keys())}.")
-    weights = str(OmegaConf.select(cfg, "train.init_checkpoint", default="") or "")
-    if not weights:
-        raise ValueError("explain: no weights to load: pass train.init_checkpoint=path/to/model.pth.")
-    if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(f"explain: weights file train.init_checkpoint={weights!r} does not exist.")
     model = instantiate(cfg.model)
     model.to(resolve_device(args.device, setting="--device"))
-    DetectionCheckpointer(model).load(weights)
+    load_config_weights(model, cfg, caller="explain")
     return cfg, model.eval()
 
 

@@ -3,6 +3,7 @@
 from fvcore.common.checkpoint import Checkpointer, PeriodicCheckpointer
 
 from .c2_model_loading import align_and_update_state_dicts
+from .config_weights import load_config_weights
 from .detection_checkpoint import DetectionCheckpointer
 from .restricted_unpickler import ForbiddenGlobalError, restricted_load
 
@@ -12,5 +13,6 @@ __all__ = [
     "DetectionCheckpointer",
     "ForbiddenGlobalError",
     "align_and_update_state_dicts",
+    "load_config_weights",
     "restricted_load",
 ]

@@ -63,16 +63,11 @@ def build_model(cfg: Any) -> torch.nn.Module:
         ValueError: no ``train.init_checkpoint``.
         FileNotFoundError: the weights file does not exist.
     """
-    from libdet.checkpoint import DetectionCheckpointer
+    from libdet.checkpoint import load_config_weights
     from libdet.config import instantiate
 
-    weights = str(_select(cfg, "train.init_checkpoint", "") or "")
-    if not weights:
-        raise ValueError("quantize: no weights to quantize: pass train.init_checkpoint=path/to/model.pth.")
-    if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(f"quantize: weights file train.init_checkpoint={weights!r} does not exist.")
     model = instantiate(cfg.model).cpu()
-    DetectionCheckpointer(model).load(weights)
+    load_config_weights(model, cfg, caller="quantize")
     return model.eval()
 
 
