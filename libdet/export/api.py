@@ -153,15 +153,20 @@ def _export_sample(images: torch.Tensor, dynamic: bool) -> torch.Tensor:
     return images
 
 
-def _torch_export(deployable: DeployableModel, images: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
-    images = _export_sample(images, dynamic)
-    # Size-oblivious reasoning on the input sizes: without it torch.export specialises any size that is 1
-    # in the sample (a 1 x 1 RetinaNet p7 map fixes the image size to <= 128 px) or guards on it not being 1
-    # (a p5 map of height 1 fails), so that sizes a real image can have would be refused.
+def _size_oblivious(dynamic: bool):
+    """Size-oblivious reasoning on the input sizes (for a dynamic export): without it torch.export
+    specialises any size that is 1 in the sample (a 1 x 1 RetinaNet p7 map fixes the image size to <= 128 px)
+    or guards on it not being 1 (a p5 map of height 1 fails), so that sizes a real image can have would be
+    refused. AOTInductor's compilation needs it as well (see :func:`_export`)."""
     from torch.fx.experimental import _config as fx_config
 
     oblivious = {"backed_size_oblivious": True} if dynamic and hasattr(fx_config, "backed_size_oblivious") else {}
-    with torch.no_grad(), fx_config.patch(**oblivious):
+    return fx_config.patch(**oblivious)
+
+
+def _torch_export(deployable: DeployableModel, images: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    images = _export_sample(images, dynamic)
+    with torch.no_grad(), _size_oblivious(dynamic):
         return torch.export.export(deployable, (images,), dynamic_shapes=_dynamic_shapes(dynamic), strict=False)
 
 
@@ -232,9 +237,18 @@ def _export(deployable: DeployableModel, images: torch.Tensor, format: str, path
         # after a convolution wrongly when the batch size is data dependent — Mask R-CNN's mask head on the
         # detections gave wrong masks (a 3x3 conv then a 2x2 stride-2 deconv reproduces it).
         configs = {"layout_optimization": False}
-        _write_atomically(
-            path, lambda tmp: aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
-        )
+
+        # Compiled size-obliviously too: Inductor traces the program again with a shape environment of its own,
+        # which (without the flag) narrows the input ranges to what the sample's map sizes imply (RetinaNet:
+        # height and width 65-128 px, p6 2 x 2 and p7 1 x 1 baked into the kernels) and compiles for that range
+        # only. The compiled model checks the range only when AOTI_RUNTIME_CHECK_INPUTS=1; otherwise a 130 px
+        # image runs those kernels out of bounds and corrupts the heap ("free(): invalid next size"); see
+        # pytorch/pytorch#150364 (AOTI does not error when lowering specialises a dynamic shape).
+        def compile_to(tmp: str) -> None:
+            with _size_oblivious(dynamic):
+                aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
+
+        _write_atomically(path, compile_to)
     elif format == "onnx":
         _export_onnx(deployable, images, path, dynamic)
     else:

@@ -47,8 +47,9 @@ with dynamic batch size, height and width, with size-oblivious shape reasoning s
 export sample is specialised (e.g. RetinaNet's p7 map is 1 x 1 on one test image, 2 x 1 on another);
 the exported graph takes images already resized (e.g. by `ResizeShortestEdge`) and returns results in
 that frame. AOTInductor compiles with layout optimisation off (it gave wrong masks on a data-dependent
-number of detections). Keypoint decoding and panoptic merging run after
-the graph, in `libdet.export.outputs_to_instances`.
+number of detections) and with the same size-oblivious reasoning as the export (otherwise it narrows the
+sizes to the sample's and, e.g., RetinaNet aborts on larger images). Keypoint decoding and panoptic merging
+run after the graph, in `libdet.export.outputs_to_instances`.
 
 """
 
@@ -107,8 +108,9 @@ def evaluate(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
 
 
 def evaluate_isolated(family: str, fmt: str, work_dir: str) -> tuple[str, str]:
-    """:func:`evaluate` in a child process, so that a native crash (AOTInductor has aborted the whole process with
-    "double free or corruption" on RetinaNet) becomes a "no" cell instead of the end of the run."""
+    """:func:`evaluate` in a child process, so that a native crash (an AOTInductor package compiled for the
+    sample's sizes aborted the whole process on RetinaNet before the export fixed that) becomes a "no" cell
+    instead of the end of the run."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         try:

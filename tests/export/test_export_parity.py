@@ -15,8 +15,9 @@ import shutil
 
 import pytest
 import torch
+from torch.nn import functional as F
 
-from libdet.export import compare_to_eager, deployable_model, export_model
+from libdet.export import DeployableModel, compare_to_eager, deployable_model, export_model
 from tests.export import _models
 from tests.export.support_table import FORMATS, MIN_MASK_IOU, SCORE_TOL, read_table
 
@@ -125,6 +126,31 @@ def test_export_info_and_reload(exported):
     _, batches = _models.images("mask_rcnn_fpn")
     a, b = exported_model(batches[0]), reloaded(batches[0])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _PooledToOnePixel(DeployableModel):
+    """A map that is 1 x 1 on the export sample (like RetinaNet's p7): ``(N, C * ceil(H' / 128) * ceil(W' / 128))``."""
+
+    output_names = ("pooled",)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = F.max_pool2d(self.preprocess(images), 128, ceil_mode=True)
+        return (x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).view(x.shape[0], -1),)
+
+
+@pytest.mark.slow
+def test_aot_inductor_keeps_sizes_generic(tmp_path):
+    """AOTInductor compiles for every image size, not only those where the sample's 1 x 1 map stays 1 x 1:
+    compiled without size-oblivious reasoning, this model returned a (1, 0) tensor instead of (1, 6) on a
+    130 px high image (and RetinaNet corrupted the heap)."""
+    _require("aot_inductor")
+    deployable = _PooledToOnePixel(_models.build("semantic_fpn")).eval()
+    sample, _ = _models.images("semantic_fpn")
+    exported_model = export_model(deployable, sample, "aot_inductor", tmp_path)
+    for images in (sample, torch.rand(1, 3, 130, 90) * 255, torch.rand(3, 3, 300, 260) * 255):
+        expected = deployable(images)[0]
+        actual = exported_model(images)["pooled"]
+        assert actual.shape == expected.shape and torch.allclose(actual, expected), tuple(images.shape)
 
 
 def test_bad_arguments(tmp_path):
