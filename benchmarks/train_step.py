@@ -6,7 +6,7 @@ Usage::
     python benchmarks/train_step.py              # 2 images of 512 x 512, 2 threads, 5 alternating runs each
     python benchmarks/train_step.py --quick      # 2 images of 256 x 256, 2 runs
     python benchmarks/train_step.py --profile    # also a torch.profiler table of one libdet step
-    python benchmarks/train_step.py --ablation   # also libdet with an NCHW backbone / torchvision's ROIAlign backward
+    python benchmarks/train_step.py --ablation   # also libdet with an NCHW backbone / torchvision's ROIAlign
     python benchmarks/train_step.py --libdet-config configs/common/models/mask_rcnn_fpn.py  # detectron2's R50
 
 Both models are the same network: torchvision's model is built as for training from pretrained weights
@@ -124,14 +124,14 @@ def build_models(size: int, libdet_config: str, device: str):
 
 
 def libdet_cpu_paths(model: torch.nn.Module, device: str) -> str:
-    """Which of libdet's CPU paths this run takes (each can be turned off, see the README's Training step)."""
+    """Which of libdet's CPU paths this run takes (see benchmarks/README.md, Training step)."""
     from libdet.utils import compiled_ops
 
-    backward = "libdet's kernel" if compiled_ops.use_kernel("roi_align_backward", device) else "torchvision's"
+    kernels = "libdet's" if compiled_ops.use_kernel("roi_align", device) else "torchvision's"
     bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
     layout = getattr(bottom_up, "channels_last", None)
     layout_text = {None: "channels-last on CPU (default)", True: "channels-last", False: "NCHW"}[layout]
-    return f"ROIAlign backward: {backward}; backbone memory format: {layout_text}; FrozenBN folded into convs"
+    return f"ROIAlign kernels: {kernels}; backbone memory format: {layout_text}; FrozenBN folded into convs"
 
 
 def main() -> None:
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument(
         "--ablation",
         action="store_true",
-        help="also time libdet without its CPU paths: NCHW backbone, and NCHW + torchvision's ROIAlign backward",
+        help="also time libdet without its CPU paths: NCHW backbone, and NCHW + torchvision's ROIAlign kernels",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,10 +193,10 @@ def main() -> None:
 
         def run_nchw_torchvision_backward() -> None:
             previous = os.environ.get("LIBDET_DISABLE_OPS")
-            os.environ["LIBDET_DISABLE_OPS"] = "roi_align_backward"  # read on every call
+            os.environ["LIBDET_DISABLE_OPS"] = "roi_align"  # read on every call
             try:
                 with EventStorage():
-                    step("libdet NCHW, tv backward", nchw, nchw_opt, batch)
+                    step("libdet NCHW, tv ROIAlign", nchw, nchw_opt, batch)
             finally:
                 if previous is None:
                     del os.environ["LIBDET_DISABLE_OPS"]
@@ -204,7 +204,7 @@ def main() -> None:
                     os.environ["LIBDET_DISABLE_OPS"] = previous
 
         fns["libdet NCHW"] = run_nchw
-        fns["libdet NCHW, tv backward"] = run_nchw_torchvision_backward
+        fns["libdet NCHW, tv ROIAlign"] = run_nchw_torchvision_backward
 
     def sync() -> None:
         if args.device.startswith("cuda"):

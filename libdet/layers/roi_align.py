@@ -1,10 +1,15 @@
 """ROIAlign (Mask R-CNN, https://arxiv.org/abs/1703.06870) on top of ``torchvision.ops.roi_align``.
 
-The forward pass is torchvision's. In training on CPU, the input gradient comes from libdet's compiled
-``libdet::roi_align_backward`` (``csrc/roi_align``): bit-identical to torchvision's CPU backward, which
-recomputes every bilinear weight once per channel on one thread and was 4-13% of a Mask R-CNN training step
-(``benchmarks/README.md``). Elsewhere (CUDA, float16, scripting, tracing, ``torch.compile``/``torch.export``,
-or when the op cannot be built) torchvision's backward runs.
+On CPU, libdet's compiled ``roi_align`` op (``csrc/roi_align``) replaces torchvision's CPU kernels where they
+are slow, with bit-identical results:
+
+- the forward pass of a channels-last feature map (the default layout of libdet's CNN backbones on CPU, see
+  ``libdet.layers.memory_format``): torchvision copies the map to NCHW and pools on one thread;
+- the input gradient in training: torchvision's recomputes every bilinear weight once per channel, on one
+  thread (4-13% of a Mask R-CNN training step before, ``benchmarks/README.md``).
+
+Elsewhere (CUDA, float16, an NCHW map's forward pass, scripting, tracing, ``torch.compile``/``torch.export``,
+``LIBDET_DISABLE_OPS=roi_align``, or when the op cannot be built) torchvision's kernels run.
 """
 
 from __future__ import annotations
@@ -91,22 +96,35 @@ class ROIAlign(nn.Module):
 def _roi_align_eager(
     input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool
 ) -> Tensor:
-    """torchvision's ``roi_align``, with libdet's CPU backward when a gradient is needed and the op is usable."""
-    needs_grad = input.requires_grad and torch.is_grad_enabled()
-    if (
-        needs_grad
-        and input.device.type == "cpu"
+    """torchvision's ``roi_align``, with libdet's CPU kernels where they apply (see the module docstring)."""
+    if not (
+        input.device.type == "cpu"
         and input.dtype in (torch.float32, torch.float64)
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
-        and ROI_ALIGN_BACKWARD_OP.use_kernel(input.device)
+        and ROI_ALIGN_OP.use_kernel(input.device)
     ):
+        return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    if input.requires_grad and torch.is_grad_enabled():
         return _ROIAlignFunction.apply(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return _forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+def _is_channels_last(input: Tensor) -> bool:
+    return input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last)
+
+
+def _forward(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> Tensor:
+    """libdet's kernel for a channels-last map (no NCHW copy, RoIs over threads), else torchvision's."""
+    op = torch.ops.libdet.roi_align_forward if _is_channels_last(input) else torch.ops.torchvision.roi_align
+    return op(input, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned)
 
 
 class _ROIAlignFunction(torch.autograd.Function):
-    """torchvision's forward; the input gradient from ``libdet::roi_align_backward`` (none for the RoIs)."""
+    """The forward pass of :func:`_forward`; the input gradient from ``libdet::roi_align_backward`` (none for
+    the RoIs)."""
 
     @staticmethod
     def forward(
@@ -122,12 +140,8 @@ class _ROIAlignFunction(torch.autograd.Function):
         ctx.args = (output_size, spatial_scale, sampling_ratio, aligned)
         ctx.input_shape = tuple(input.shape)
         # Hand the gradient back in the input's layout, so that a channels-last network stays channels-last.
-        ctx.channels_last = (
-            input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last)
-        )
-        return torch.ops.torchvision.roi_align(
-            input, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
-        )
+        ctx.channels_last = _is_channels_last(input)
+        return _forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
     @once_differentiable
@@ -135,7 +149,7 @@ class _ROIAlignFunction(torch.autograd.Function):
         (rois,) = ctx.saved_tensors
         (pooled_height, pooled_width), spatial_scale, sampling_ratio, aligned = ctx.args
         batch_size, channels, height, width = ctx.input_shape
-        grad_input = ROI_ALIGN_BACKWARD_OP(
+        grad_input = torch.ops.libdet.roi_align_backward(
             grad_output.contiguous(),
             rois,
             spatial_scale,
@@ -152,35 +166,16 @@ class _ROIAlignFunction(torch.autograd.Function):
         return grad_input, None, None, None, None, None
 
 
-def _roi_align_backward_twin(
-    grad: Tensor,
+def _roi_align_forward_fake(
+    input: Tensor,
     rois: Tensor,
     spatial_scale: float,
     pooled_height: int,
     pooled_width: int,
-    batch_size: int,
-    channels: int,
-    height: int,
-    width: int,
     sampling_ratio: int,
     aligned: bool,
-    channels_last: bool,
 ) -> Tensor:
-    """torchvision's backward kernel, in the memory format ``channels_last`` asks for."""
-    grad_input = torch.ops.torchvision._roi_align_backward(
-        grad,
-        rois,
-        spatial_scale,
-        pooled_height,
-        pooled_width,
-        batch_size,
-        channels,
-        height,
-        width,
-        sampling_ratio,
-        aligned,
-    )
-    return grad_input.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
 
 def _roi_align_backward_fake(
@@ -201,16 +196,18 @@ def _roi_align_backward_fake(
     return grad.new_empty((batch_size, channels, height, width)).contiguous(memory_format=memory_format)
 
 
-ROI_ALIGN_BACKWARD_OP = register_op(
-    "roi_align_backward",
+# No twin: the callers above check `use_kernel` and fall back to torchvision's kernels themselves.
+ROI_ALIGN_OP = register_op(
+    "roi_align",
     sources=libdet_csrc("roi_align"),
     schemas={
+        "roi_align_forward": "roi_align_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
+        "int pooled_width, int sampling_ratio, bool aligned) -> Tensor",
         "roi_align_backward": "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, "
         "int pooled_width, int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, "
         "bool channels_last) -> Tensor",
     },
-    fakes={"roi_align_backward": _roi_align_backward_fake},
-    twin=_roi_align_backward_twin,
+    fakes={"roi_align_forward": _roi_align_forward_fake, "roi_align_backward": _roi_align_backward_fake},
     cuda=False,
-    fallback="torchvision's backward kernel",
+    fallback="torchvision's kernels",
 )

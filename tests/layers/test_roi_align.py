@@ -145,11 +145,11 @@ def test_roi_align_cuda_matches_cpu(dtype):
 # --- libdet's CPU backward kernel (csrc/roi_align) -------------------------------------------------------------
 
 
-def _require_backward_kernel():
+def _require_kernel():
     from libdet.utils import compiled_ops
 
-    if not compiled_ops.use_kernel("roi_align_backward", "cpu"):
-        pytest.skip(f"compiled roi_align_backward unavailable: {compiled_ops.ops_status()['roi_align_backward']}")
+    if not compiled_ops.use_kernel("roi_align", "cpu"):
+        pytest.skip(f"compiled roi_align unavailable: {compiled_ops.ops_status()['roi_align']}")
 
 
 def _random_rois(num_rois: int, batch_size: int, image_size: float, dtype=torch.float32) -> torch.Tensor:
@@ -165,7 +165,7 @@ def _random_rois(num_rois: int, batch_size: int, image_size: float, dtype=torch.
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [0, 2])
 def test_roi_align_backward_kernel_is_bitwise_torchvision(dtype, aligned, sampling_ratio):
-    _require_backward_kernel()
+    _require_kernel()
     batch, channels, height, width = 2, 37, 23, 31  # odd channel count: a thread's range is not a multiple of 8
     rois = _random_rois(120, batch, 4 * 31, dtype)
     grad = torch.randn(len(rois), channels, 7, 5, dtype=dtype)
@@ -177,8 +177,43 @@ def test_roi_align_backward_kernel_is_bitwise_torchvision(dtype, aligned, sampli
         assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_forward_kernel_is_bitwise_torchvision(dtype, aligned, sampling_ratio):
+    _require_kernel()
+    feat = torch.randn(2, 37, 23, 31, dtype=dtype)
+    rois = _random_rois(120, 2, 4 * 31, dtype)
+    expected = torch.ops.torchvision.roi_align(feat, rois, 0.25, 7, 5, sampling_ratio, aligned)
+    for layout in (torch.channels_last, torch.contiguous_format):  # the kernel reads either
+        out = torch.ops.libdet.roi_align_forward(
+            feat.contiguous(memory_format=layout), rois, 0.25, 7, 5, sampling_ratio, aligned
+        )
+        assert torch.equal(out, expected) and out.is_contiguous()
+
+
+def test_roi_align_forward_kernel_errors_and_empty():
+    _require_kernel()
+    feat = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match=r"rois\[1, 0\] is batch index 2"):
+        torch.ops.libdet.roi_align_forward(
+            feat, torch.tensor([[0.0, 0, 0, 4, 4], [2.0, 0, 0, 4, 4]]), 1.0, 2, 2, 0, True
+        )
+    assert torch.ops.libdet.roi_align_forward(feat, torch.zeros(0, 5), 1.0, 2, 2, 0, True).shape == (0, 3, 2, 2)
+
+
+def test_roi_align_module_inference_on_channels_last_map():
+    """Without autograd, a channels-last map is pooled by libdet's kernel: torchvision's result, bit for bit."""
+    feat = torch.randn(2, 16, 20, 24)
+    rois = _random_rois(50, 2, 96.0)
+    op = ROIAlign((7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=True)
+    with torch.no_grad():
+        out = op(feat.contiguous(memory_format=torch.channels_last), rois)
+    assert torch.equal(out, roi_align(feat, rois, (7, 7), 0.25, 0, True))
+
+
 def test_roi_align_backward_kernel_does_not_depend_on_threads():
-    _require_backward_kernel()
+    _require_kernel()
     rois = _random_rois(64, 1, 128.0)
     grad = torch.randn(64, 256, 7, 7)
     args = (rois, 0.125, 7, 7, 1, 256, 16, 16, 0, True, False)
@@ -193,7 +228,7 @@ def test_roi_align_backward_kernel_does_not_depend_on_threads():
 
 
 def test_roi_align_backward_kernel_errors_and_empty():
-    _require_backward_kernel()
+    _require_kernel()
     grad = torch.randn(1, 2, 3, 3)
     with pytest.raises(RuntimeError, match=r"rois\[0, 0\] is batch index 3"):
         torch.ops.libdet.roi_align_backward(
@@ -217,7 +252,7 @@ def test_roi_align_module_gradient_equals_torchvision(memory_format):
     out = op(feat, rois)
     from libdet.utils import compiled_ops
 
-    if compiled_ops.use_kernel("roi_align_backward", "cpu"):
+    if compiled_ops.use_kernel("roi_align", "cpu"):
         assert type(out.grad_fn).__name__ == "_ROIAlignFunctionBackward"
     weights = torch.randn_like(out)
     (grad,) = torch.autograd.grad((out * weights).sum(), feat)
@@ -231,7 +266,7 @@ def test_roi_align_module_gradient_equals_torchvision(memory_format):
 
 
 def test_roi_align_module_without_kernel_uses_torchvision(monkeypatch):
-    monkeypatch.setenv("LIBDET_DISABLE_OPS", "roi_align_backward")
+    monkeypatch.setenv("LIBDET_DISABLE_OPS", "roi_align")
     feat = torch.randn(1, 4, 10, 10, requires_grad=True)
     rois = torch.tensor([[0, 1.0, 2.0, 8.0, 9.0]])
     out = ROIAlign((2, 2), 1.0, 2)(feat, rois)

@@ -24,7 +24,7 @@ rotated_boxes = importlib.import_module("libdet.layers.rotated_boxes")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSRC = REPO_ROOT / "csrc"
 LOGGER = "libdet.utils.compiled_ops"
-CORE_NAMES = ("box_iou_rotated", "nms_rotated", "roi_align_backward", "roi_align_rotated", "coco_eval")
+CORE_NAMES = ("box_iou_rotated", "nms_rotated", "roi_align", "roi_align_rotated", "coco_eval")
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
 
 
@@ -54,7 +54,7 @@ def test_core_ops_are_registered_by_their_modules():
     assert {op.name: op for op in ops} == {
         "box_iou_rotated": rotated_boxes.BOX_IOU_ROTATED_OP,
         "nms_rotated": nms.NMS_ROTATED_OP,
-        "roi_align_backward": roi_align.ROI_ALIGN_BACKWARD_OP,
+        "roi_align": roi_align.ROI_ALIGN_OP,
         "roi_align_rotated": roi_align_rotated.ROI_ALIGN_ROTATED_OP,
         "coco_eval": fast_eval_api.COCO_EVAL_OP,
     }
@@ -76,7 +76,7 @@ def test_import_compiles_and_loads_nothing():
         "import torch, libdet.layers, libdet.evaluation\n"
         "from libdet.utils import compiled_ops\n"
         "status = compiled_ops.ops_status()\n"
-        "assert list(status) == ['box_iou_rotated', 'nms_rotated', 'roi_align_backward', 'roi_align_rotated', "
+        "assert list(status) == ['box_iou_rotated', 'nms_rotated', 'roi_align', 'roi_align_rotated', "
         "'coco_eval'], status\n"
         "assert set(status.values()) == {'not loaded yet'}, status\n"
         "assert not hasattr(torch.ops.libdet, 'box_iou_rotated')\n"
@@ -111,7 +111,7 @@ def test_disable_list(monkeypatch, caplog):
     assert {name: loader.status(name) for name in CORE_NAMES} == {
         "box_iou_rotated": "not loaded yet",
         "nms_rotated": "disabled by LIBDET_DISABLE_OPS",
-        "roi_align_backward": "not loaded yet",
+        "roi_align": "not loaded yet",
         "roi_align_rotated": "disabled by LIBDET_DISABLE_OPS",
         "coco_eval": "not loaded yet",
     }
