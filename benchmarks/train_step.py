@@ -186,6 +186,8 @@ def main() -> None:
         nchw = copy.deepcopy(model)
         nchw.backbone.bottom_up.channels_last = False
         nchw_opt = sgd(nchw)
+        nchw_tv = copy.deepcopy(nchw)  # its own copy, so that its first-step losses are comparable
+        nchw_tv_opt = sgd(nchw_tv)
 
         def run_nchw() -> None:
             with EventStorage():
@@ -196,7 +198,7 @@ def main() -> None:
             os.environ["LIBDET_DISABLE_OPS"] = "roi_align"  # read on every call
             try:
                 with EventStorage():
-                    step("libdet NCHW, tv ROIAlign", nchw, nchw_opt, batch)
+                    step("libdet NCHW, tv ROIAlign", nchw_tv, nchw_tv_opt, batch)
             finally:
                 if previous is None:
                     del os.environ["LIBDET_DISABLE_OPS"]

@@ -200,10 +200,13 @@ class Conv2d(nn.Conv2d):
         shift)``: the same result up to rounding, one pass over the activations instead of two (forward and
         backward), and the gradient still reaches ``W``. Tracing, ``torch.compile`` and ``torch.export`` see
         the unfolded layers, so exported graphs keep their usual pattern (export and quantization fold BN
-        their own way).
+        their own way). A norm with forward hooks (e.g. to read or calibrate its statistics) runs as a module,
+        so that its hooks see its input.
         """
+        norm = self.norm
         return (
-            isinstance(self.norm, _batch_norm.FrozenBatchNorm2d)
+            isinstance(norm, _batch_norm.FrozenBatchNorm2d)
+            and not (norm._forward_hooks or norm._forward_pre_hooks or _global_forward_hooks_exist())
             and not self.weight.is_quantized
             and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
@@ -233,6 +236,16 @@ def nonzero_tuple(x: torch.Tensor):
 def move_device_like(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """``src.to(dst.device)``, written so that tracing does not hard-code the device of ``dst``."""
     return src.to(dst.device)
+
+
+def _global_forward_hooks_exist() -> bool:
+    """Whether ``nn.modules.module.register_module_forward(_pre)_hook`` hooks are registered (they run for
+    every module, a folded norm included)."""
+    module_globals = nn.modules.module
+    return bool(
+        getattr(module_globals, "_global_forward_hooks", None)
+        or getattr(module_globals, "_global_forward_pre_hooks", None)
+    )
 
 
 # The module, not the class, and at the end: batch_norm imports this module's BatchNorm2d.

@@ -240,3 +240,16 @@ def test_conv_folds_frozen_norm_in_eager(bias):
 
     traced = torch.jit.trace(conv, x.detach())
     assert torch.equal(traced(x.detach()), unfolded(x.detach()))  # the trace holds the unfolded layers
+
+    # A norm with a hook runs as a module (its hook sees its input): the unfolded result, exactly.
+    seen = []
+    handle = norm.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape))
+    assert not conv._folds_frozen_norm()
+    hooked = conv(x.detach())
+    assert seen == [(2, 6, 9, 11)]
+    assert torch.equal(hooked, unfolded(x.detach()))
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    assert not conv._folds_frozen_norm()
+    handle.remove()
+    assert conv._folds_frozen_norm()
