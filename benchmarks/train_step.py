@@ -125,13 +125,15 @@ def build_models(size: int, libdet_config: str, device: str):
 
 def libdet_cpu_paths(model: torch.nn.Module, device: str) -> str:
     """Which of libdet's CPU paths this run takes (see benchmarks/README.md, Training step)."""
+    from libdet.layers import Conv2d, FrozenBatchNorm2d
     from libdet.utils import compiled_ops
 
     kernels = "libdet's" if compiled_ops.use_kernel("roi_align", device) else "torchvision's"
+    folded = sum(isinstance(m, Conv2d) and isinstance(m.norm, FrozenBatchNorm2d) for m in model.modules())
     bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
     layout = getattr(bottom_up, "channels_last", None)
     layout_text = {None: "channels-last on CPU (default)", True: "channels-last", False: "NCHW"}[layout]
-    return f"ROIAlign kernels: {kernels}; backbone memory format: {layout_text}; FrozenBN folded into convs"
+    return f"ROIAlign kernels: {kernels}; backbone memory format: {layout_text}; convs with a folded FrozenBN: {folded}"
 
 
 def main() -> None:

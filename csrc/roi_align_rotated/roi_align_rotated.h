@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "bilinear.h"
 #include "host_device.h"
 
 namespace libdet {
@@ -158,56 +159,9 @@ LIBDET_HOST_DEVICE void sample_position(
   x = yy * r.sin_theta + xx * r.cos_theta + r.center_x;
 }
 
-// The four pixels (offsets into an H x W plane) and weights of a bilinear sample.
-template <typename T>
-struct BilinearTerms {
-  int64_t offset[4];
-  T weight[4];
-};
-
-// Returns false (the sample contributes nothing) for a point more than one pixel outside the map, or NaN.
-template <typename T>
-LIBDET_HOST_DEVICE bool bilinear_terms(int64_t height, int64_t width, T y, T x, BilinearTerms<T>& t) {
-  if (!(y >= static_cast<T>(-1) && y <= static_cast<T>(height) && x >= static_cast<T>(-1) &&
-        x <= static_cast<T>(width))) {
-    return false;
-  }
-  if (y < 0) {
-    y = 0;
-  }
-  if (x < 0) {
-    x = 0;
-  }
-  int64_t y_low = static_cast<int64_t>(y);
-  int64_t x_low = static_cast<int64_t>(x);
-  int64_t y_high;
-  int64_t x_high;
-  if (y_low >= height - 1) {
-    y_low = y_high = height - 1;
-    y = static_cast<T>(y_low);
-  } else {
-    y_high = y_low + 1;
-  }
-  if (x_low >= width - 1) {
-    x_low = x_high = width - 1;
-    x = static_cast<T>(x_low);
-  } else {
-    x_high = x_low + 1;
-  }
-  const T ly = y - static_cast<T>(y_low);
-  const T lx = x - static_cast<T>(x_low);
-  const T hy = static_cast<T>(1) - ly;
-  const T hx = static_cast<T>(1) - lx;
-  t.offset[0] = y_low * width + x_low;
-  t.offset[1] = y_low * width + x_high;
-  t.offset[2] = y_high * width + x_low;
-  t.offset[3] = y_high * width + x_high;
-  t.weight[0] = hy * hx;
-  t.weight[1] = hy * lx;
-  t.weight[2] = ly * hx;
-  t.weight[3] = ly * lx;
-  return true;
-}
+// Shared with roi_align (csrc/common/bilinear.h).
+using ::libdet::bilinear_terms;
+using ::libdet::BilinearTerms;
 
 }  // namespace roi_align_rotated_detail
 }  // namespace libdet

@@ -200,6 +200,7 @@ def _roi_align_backward_fake(
 ROI_ALIGN_OP = register_op(
     "roi_align",
     sources=libdet_csrc("roi_align"),
+    include_dirs=[libdet_csrc("common")],
     schemas={
         "roi_align_forward": "roi_align_forward(Tensor input, Tensor rois, float spatial_scale, int pooled_height, "
         "int pooled_width, int sampling_ratio, bool aligned) -> Tensor",

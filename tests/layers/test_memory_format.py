@@ -31,19 +31,49 @@ def test_tracing_and_export_keep_the_layout():
     assert not any("clone" in str(node.target) or "contiguous" in str(node.target) for node in exported.graph.nodes)
 
 
-@pytest.mark.parametrize("channels_last", [None, True, False])
-def test_resnet_memory_format(channels_last):
-    torch.manual_seed(0)
-    resnet = ResNet(
+def _resnet(channels_last):
+    return ResNet(
         BasicStem(in_channels=3, out_channels=8, norm="BN"),
         ResNet.make_default_stages(18, norm="BN", stem_out_channels=8, res2_out_channels=8),
         out_features=["res2", "res5"],
         channels_last=channels_last,
-    ).eval()
+    )
+
+
+def _regnet(channels_last):
+    from libdet.modeling.backbone.regnet import RegNet, ResBottleneckBlock, SimpleStem
+
+    return RegNet(
+        stem_class=SimpleStem,
+        stem_width=8,
+        block_class=ResBottleneckBlock,
+        depth=4,
+        w_a=8.0,
+        w_0=8,
+        w_m=2.0,
+        group_width=8,
+        out_features=["s1", "s3"],
+        channels_last=channels_last,
+    )
+
+
+def _mobilenet(channels_last):
+    from libdet.modeling.backbone import MobileNetV3
+
+    return MobileNetV3(arch="small", width_mult=0.25, out_features=["s2", "s4"], channels_last=channels_last)
+
+
+@pytest.mark.parametrize("build", [_resnet, _regnet, _mobilenet])
+@pytest.mark.parametrize("channels_last", [None, True, False])
+def test_backbone_memory_format(build, channels_last):
+    """Every CNN backbone passes ``channels_last`` through: its outputs are channels-last unless it is False,
+    with the same values as in NCHW."""
+    torch.manual_seed(0)
+    backbone = build(channels_last).eval()
     x = torch.randn(2, 3, 64, 48)
-    outputs = resnet(x)
+    outputs = backbone(x)
     assert all(_is_channels_last(v) == (channels_last is not False) for v in outputs.values())
-    resnet.channels_last = False
-    expected = resnet(x)
+    backbone.channels_last = False
+    expected = backbone(x)
     for name, value in outputs.items():
         torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-4)

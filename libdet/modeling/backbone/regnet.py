@@ -515,7 +515,7 @@ class RegNet(AnyNet):
         bottleneck_ratio: bottleneck multiplier of every stage (1.0 for RegNetX/Y).
         se_ratio: squeeze-excitation ratio (0 for RegNetX, 0.25 for RegNetY).
         activation_class: callable returning a fresh activation module (default in-place ReLU).
-        freeze_at, norm, out_features: as for :class:`AnyNet` (stages are ``s1 ... s4``).
+        freeze_at, norm, out_features, channels_last: as for :class:`AnyNet` (stages are ``s1 ... s4``).
 
     Example (RegNetX-4GF as in detectron2's configs)::
 
@@ -542,6 +542,7 @@ class RegNet(AnyNet):
         freeze_at: int = 0,
         norm: _Norm = "BN",
         out_features: Sequence[str] | None = None,
+        channels_last: bool | None = None,
     ):
         ws, ds = generate_regnet_parameters(w_a, w_0, w_m, depth)[0:2]
         ss = [stride for _ in ws]
@@ -562,4 +563,5 @@ class RegNet(AnyNet):
             freeze_at=freeze_at,
             norm=norm,
             out_features=out_features,
+            channels_last=channels_last,
         )
