@@ -17,5 +17,6 @@ from .deployable import (
     deployable_model,
 )
 from .flatten import TracingAdapter, flatten_to_tuple
+from .fold import fold_frozen_batchnorm
 from .postprocess import outputs_to_instances
 from .torchscript import dump_torchscript_IR, scripting_with_instances

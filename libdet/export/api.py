@@ -11,8 +11,9 @@ Formats (``EXPORT_FORMATS``):
 - ``"torchscript"``: ``model.ts``, a ``torch.jit.trace`` of the deployable model (the size-dependent
   steps are scripted, so it runs on any image size).
 
-Every format exports the deployable form of the model (:func:`deployable_model`): a batch
-``(N, C, H, W)`` of 0-255 images in, flat tensors out. An ``export_info.json`` next to the file names the
+Every format exports the deployable form of the model (:func:`deployable_model`), with its frozen norms
+folded into the convolutions (:func:`fold_frozen_batchnorm`): a batch ``(N, C, H, W)`` of 0-255 images in,
+flat tensors out. An ``export_info.json`` next to the file names the
 outputs and holds what post-processing needs, so :func:`load_exported` runs the file on its own.
 """
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from .deployable import DeployableModel, deployable_model
+from .fold import fold_frozen_batchnorm
 from .ops import nms_allowing_empty_output
 from .postprocess import outputs_to_instances
 
@@ -210,7 +212,8 @@ def export_model(
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"export_model: unknown format {format!r}; expected one of {EXPORT_FORMATS}.")
-    deployable = deployable_model(model).eval()
+    # The exported copy holds its frozen norms folded into the convolutions, as eager mode computes them.
+    deployable = deployable_model(fold_frozen_batchnorm(model)).eval()
     images = batch_images(sample_inputs)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

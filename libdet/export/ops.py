@@ -222,14 +222,18 @@ def pool_rois(pooler, features: list[Tensor], rois: Tensor) -> Tensor:
     box_sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     levels = torch.floor(pooler.canonical_level + torch.log2(box_sizes / pooler.canonical_box_size + 1e-8))
     levels = torch.clamp(levels, min=pooler.min_level, max=pooler.max_level).to(torch.int64) - pooler.min_level
-    out_h, out_w = pooler.output_size
-    output = torch.zeros(
-        (rois.shape[0], features[0].shape[1], out_h, out_w), dtype=features[0].dtype, device=features[0].device
+    # Pool each level's rois, concatenate (rois grouped by level) and gather them back into the input order:
+    # two copies of the pooled features, where writing each level into a zeroed output costs onnxruntime one
+    # copy of the whole output per level (its ScatterND is not in place).
+    inds = [nonzero(levels == level).squeeze(1) for level in range(len(level_poolers))]
+    pooled = torch.cat(
+        [level_pooler(features[level], rois[inds[level]]) for level, level_pooler in enumerate(level_poolers)]
     )
-    for level, level_pooler in enumerate(level_poolers):
-        inds = nonzero(levels == level).squeeze(1)
-        output.index_put_((inds,), level_pooler(features[level], rois[inds]).to(output.dtype))
-    return output
+    grouped_order = torch.cat(inds)
+    # Sized by `levels` (R), not by the sum of the level counts: that keeps the output's length R for export.
+    position = torch.zeros_like(levels)
+    position[grouped_order] = torch.arange(grouped_order.shape[0], device=rois.device)
+    return pooled[position]
 
 
 @torch.jit.script_if_tracing

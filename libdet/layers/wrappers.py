@@ -212,6 +212,20 @@ class Conv2d(nn.Conv2d):
             and not torch.compiler.is_compiling()
         )
 
+    @torch.no_grad()
+    def fold_frozen_norm_(self) -> bool:
+        """Fold a ``FrozenBatchNorm2d`` norm into ``weight`` and ``bias`` in place and drop the norm, for
+        deployment: exported graphs then hold one convolution with a bias, which graph compilers fuse with the
+        activation and the residual add. The weights are those the eager fold computes on each call, so the
+        outputs stay the same. Returns whether it folded (not for another norm, or one with hooks)."""
+        if not self._folds_frozen_norm():
+            return False
+        weight, bias = self._weight_and_bias_with_frozen_norm()
+        self.weight.copy_(weight)
+        self.bias = nn.Parameter(bias, requires_grad=self.weight.requires_grad)
+        self.norm = None
+        return True
+
     def _weight_and_bias_with_frozen_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         scale, shift = self.norm.scale_and_shift()
         weight = self.weight * scale.to(self.weight.dtype).reshape(-1, 1, 1, 1)

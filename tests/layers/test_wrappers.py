@@ -253,3 +253,30 @@ def test_conv_folds_frozen_norm_in_eager(bias):
     assert not conv._folds_frozen_norm()
     handle.remove()
     assert conv._folds_frozen_norm()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fold_frozen_norm_in_place(bias):
+    """`fold_frozen_norm_` stores the weights the eager fold computes: the same output, bit for bit, from one
+    convolution with a bias and no norm; other norms are left alone."""
+    from libdet.layers import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    norm = FrozenBatchNorm2d(6)
+    norm.weight.uniform_(0.5, 2.0)
+    norm.bias.normal_()
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    conv = Conv2d(4, 6, kernel_size=3, padding=1, bias=bias, norm=norm, activation=F.relu)
+    x = torch.randn(2, 4, 9, 11)
+    with torch.no_grad():
+        expected = conv(x)
+        assert conv.fold_frozen_norm_()
+        assert conv.norm is None and conv.bias is not None and conv.bias.requires_grad
+        assert torch.equal(conv(x), expected)
+        assert torch.equal(conv(x), F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)))
+    assert not conv.fold_frozen_norm_()  # nothing left to fold
+
+    group_norm = Conv2d(4, 6, kernel_size=1, norm=torch.nn.GroupNorm(2, 6))
+    assert not group_norm.fold_frozen_norm_()
+    assert isinstance(group_norm.norm, torch.nn.GroupNorm)
