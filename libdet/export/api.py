@@ -101,12 +101,18 @@ class ExportedModel:
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run on a ``(N, C, H, W)`` float batch; returns the outputs by name (CPU tensors for onnxruntime)."""
         images = batch_images(images)
-        if self.format == "onnx":
-            outs = self._runner.run(None, {"images": images.detach().cpu().numpy()})
-            outs = [torch.from_numpy(o) for o in outs]
-        else:
-            with torch.no_grad():
-                outs = self._runner(images)
+        try:
+            if self.format == "onnx":
+                outs = self._runner.run(None, {"images": images.detach().cpu().numpy()})
+                outs = [torch.from_numpy(o) for o in outs]
+            else:
+                with torch.no_grad():
+                    outs = self._runner(images)
+        except Exception as e:  # the runtimes' own errors name neither the file nor the whole input
+            raise RuntimeError(
+                f"{self.path} ({self.format}) failed on images of shape {tuple(images.shape)}, "
+                f"dtype {images.dtype}: {e}"
+            ) from e
         if isinstance(outs, torch.Tensor):
             outs = [outs]
         return dict(zip(self.output_names, outs))
@@ -310,6 +316,10 @@ def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu") -
         path: the exported file (``model.pt2``, ``model_aoti.pt2``, ``model.onnx``, ``model.ts``).
         device: where to run the torch formats (onnxruntime runs on its CPU provider).
 
+    An AOTInductor package is run with its input checks on (``AOTI_RUNTIME_CHECK_INPUTS=1`` unless the
+    environment sets it): an input it was not compiled for raises an error. Any runtime's error on an input
+    is raised as a ``RuntimeError`` that names the file and the input's shape.
+
     Raises:
         FileNotFoundError: if the file or its ``export_info.json`` is missing.
     """
@@ -331,6 +341,10 @@ def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu") -
     elif fmt == "aot_inductor":
         from torch._inductor import aoti_load_package
 
+        # A compiled package checks its input's dtype, rank and sizes only when this is set (read once, at its
+        # first call); unchecked, an input it was not compiled for runs its kernels out of bounds (heap
+        # corruption, not an error). An explicit setting of the caller's is kept.
+        os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
         runner = aoti_load_package(str(path))
     elif fmt == "onnx":
         import onnxruntime as ort

@@ -151,6 +151,12 @@ def test_aot_inductor_keeps_sizes_generic(tmp_path):
         expected = deployable(images)[0]
         actual = exported_model(images)["pooled"]
         assert actual.shape == expected.shape and torch.allclose(actual, expected), tuple(images.shape)
+    # An input the package was not compiled for is refused with an error (load_exported turns on its input
+    # checks), not run out of bounds.
+    with pytest.raises(
+        RuntimeError, match=r"model_aoti\.pt2 \(aot_inductor\) failed on images of shape \(1, 4, 96, 128\)"
+    ):
+        exported_model(torch.rand(1, 4, 96, 128) * 255)
 
 
 def test_bad_arguments(tmp_path):
@@ -167,3 +173,12 @@ def test_bad_arguments(tmp_path):
         from libdet.export import load_exported
 
         load_exported(tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_wrong_input_names_the_file(fmt, exported):
+    """A runtime's refusal of an input (4 channels for a 3-channel model) comes with the file and the shape."""
+    _require(fmt)
+    _, exported_model = exported("mask_rcnn_fpn", fmt)
+    with pytest.raises(RuntimeError, match=rf"{exported_model.path.name} \({fmt}\) failed on images of shape \(1, 4"):
+        exported_model(torch.rand(1, 4, 96, 128) * 255)
