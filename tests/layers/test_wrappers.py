@@ -211,18 +211,23 @@ def test_empty_input_loss_func_wrapper_only_changes_empty_mean():
     assert calls == ["sum"]
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_conv_folds_frozen_norm_in_eager(bias):
-    """A FrozenBatchNorm2d norm is folded into the conv weights: the conv-then-norm result up to rounding,
-    gradients included; tracing keeps the two separate layers."""
+def _random_frozen_norm(channels: int):
     from libdet.layers import FrozenBatchNorm2d
 
-    torch.manual_seed(0)
-    norm = FrozenBatchNorm2d(6)
+    norm = FrozenBatchNorm2d(channels)
     norm.weight.uniform_(0.5, 2.0)
     norm.bias.normal_()
     norm.running_mean.normal_()
     norm.running_var.uniform_(0.5, 2.0)
+    return norm
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_folds_frozen_norm_in_eager(bias):
+    """A FrozenBatchNorm2d norm is folded into the conv weights: the conv-then-norm result up to rounding,
+    gradients included; tracing keeps the two separate layers."""
+    torch.manual_seed(0)
+    norm = _random_frozen_norm(6)
     conv = Conv2d(4, 6, kernel_size=3, padding=1, bias=bias, norm=norm, activation=F.relu)
     x = torch.randn(2, 4, 9, 11, requires_grad=True)
 
@@ -259,14 +264,8 @@ def test_conv_folds_frozen_norm_in_eager(bias):
 def test_fold_frozen_norm_in_place(bias):
     """`fold_frozen_norm_` stores the weights the eager fold computes: the same output, bit for bit, from one
     convolution with a bias and no norm; other norms are left alone."""
-    from libdet.layers import FrozenBatchNorm2d
-
     torch.manual_seed(0)
-    norm = FrozenBatchNorm2d(6)
-    norm.weight.uniform_(0.5, 2.0)
-    norm.bias.normal_()
-    norm.running_mean.normal_()
-    norm.running_var.uniform_(0.5, 2.0)
+    norm = _random_frozen_norm(6)
     conv = Conv2d(4, 6, kernel_size=3, padding=1, bias=bias, norm=norm, activation=F.relu)
     x = torch.randn(2, 4, 9, 11)
     with torch.no_grad():
