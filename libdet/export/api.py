@@ -13,8 +13,8 @@ Formats (``EXPORT_FORMATS``):
 
 Every format exports the deployable form of the model (:func:`deployable_model`), with its frozen norms
 folded into the convolutions (:func:`fold_frozen_batchnorm`): a batch ``(N, C, H, W)`` of 0-255 images in,
-flat tensors out. An ``export_info.json`` next to the file names the
-outputs and holds what post-processing needs, so :func:`load_exported` runs the file on its own.
+flat tensors out. An ``export_info.json`` next to the file names the outputs and holds what post-processing
+needs, so :func:`load_exported` runs the file on its own.
 """
 
 from __future__ import annotations
