@@ -16,9 +16,10 @@ calibrated on the input (as ``benchmarks/inference.py``) and the classifier bias
 ``--confident-classes`` classes (default 3), so that, like a trained model, it has a few thousand (roi,
 class) candidates above the 0.05 score threshold and keeps 100 detections, each with a mask pasted into the
 image. (A score threshold of 0 instead makes all 80 000 pairs candidates; the exported models run one NMS
-over all candidates, quadratic in their number, where torchvision's ``batched_nms`` loops over classes.) Latency is the median of ``--runs`` runs after one warm-up run,
-timed in rounds that run every path once (so that the load of a shared machine affects all paths alike); the
-ratios are eager time / path time.
+over all candidates, quadratic in their number, where torchvision's ``batched_nms`` loops over classes.)
+
+Latency is the median of ``--runs`` runs after one warm-up run, timed in rounds that run every path once (so
+that the load of a shared machine affects all paths alike); the ratios are eager time / path time.
 
 Agreement with eager is checked on the benchmark image for every exported path, two ways: (1) exactly, as
 the parity tests do (same detections in the same order: boxes within 1e-3 px, scores within 1e-4, mask IoU
