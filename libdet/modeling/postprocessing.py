@@ -97,6 +97,7 @@ def sem_seg_postprocess(
         Tensor[C, output_height, output_width], bilinearly resized (``align_corners=False``).
     """
     if result.dim() != 3:
-        raise ValueError(f"sem_seg_postprocess: `result` must have shape (C, H, W), got {tuple(result.shape)}.")
+        # list(), not tuple(): TorchScript compiles this function too (scripted SemanticSegmentor).
+        raise ValueError(f"sem_seg_postprocess: `result` must have shape (C, H, W), got {list(result.shape)}.")
     result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
     return F.interpolate(result, size=(output_height, output_width), mode="bilinear", align_corners=False)[0]

@@ -52,17 +52,14 @@ def _scripted_sem_seg_postprocess(
     results: torch.Tensor, batched_inputs: list[dict[str, torch.Tensor]], image_sizes: list[tuple[int, int]]
 ) -> list[dict[str, torch.Tensor]]:
     """The inference postprocessing of :class:`SemanticSegmentor` under TorchScript, whose inputs hold tensors
-    only: ``results`` ``(N, C, H, W)`` cropped to each image and resized to its ``"height"``/``"width"``
-    (0-d tensors; default: the image size), as :func:`sem_seg_postprocess` does (whose error message
-    TorchScript cannot build)."""
+    only: :func:`sem_seg_postprocess` of each image to its ``"height"``/``"width"`` (0-d tensors; default:
+    the image size)."""
     processed: list[dict[str, torch.Tensor]] = []
     for i, size in enumerate(image_sizes):
         x = batched_inputs[i]
         height = int(x["height"]) if "height" in x else size[0]
         width = int(x["width"]) if "width" in x else size[1]
-        result = results[i, :, : size[0], : size[1]].unsqueeze(0)
-        result = F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)[0]
-        processed.append({"sem_seg": result})
+        processed.append({"sem_seg": sem_seg_postprocess(results[i], size, height, width)})
     return processed
 
 
