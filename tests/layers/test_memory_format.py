@@ -41,20 +41,9 @@ def _resnet(channels_last):
 
 
 def _regnet(channels_last):
-    from libdet.modeling.backbone.regnet import RegNet, ResBottleneckBlock, SimpleStem
+    from tests.modeling.backbone.test_regnet import _tiny
 
-    return RegNet(
-        stem_class=SimpleStem,
-        stem_width=8,
-        block_class=ResBottleneckBlock,
-        depth=4,
-        w_a=8.0,
-        w_0=8,
-        w_m=2.0,
-        group_width=8,
-        out_features=["s1", "s3"],
-        channels_last=channels_last,
-    )
+    return _tiny(out_features=["s1", "s3"], channels_last=channels_last)
 
 
 def _mobilenet(channels_last):
