@@ -8,8 +8,10 @@ Usage::
 
 Paths: ``eager`` (the model's ``inference``), ``deployable`` (libdet.export's tensor-only rewrite of the
 inference glue, still eager PyTorch), ``torch_export`` (the ExportedProgram's module), ``aot_inductor``
-(the program compiled by AOTInductor) and ``onnx`` (onnxruntime, CPU provider). Each exported path is
-exported at the benchmark's input size (``--dynamic`` exports dynamic shapes instead).
+(the program compiled by AOTInductor), ``onnx`` (onnxruntime, CPU provider) and ``onnx_custom_ops`` (the
+same with RoIAlign as libdet's onnxruntime op, ``export_model(..., onnx_custom_ops=True)``; it needs
+onnxruntime's C++ headers, see ``docs/deployment.md``, and is reported as failed without them). Each exported
+path is exported at the benchmark's input size (``--dynamic`` exports dynamic shapes instead).
 
 The model is ``configs/common/models/mask_rcnn_fpn.py`` with RANDOM weights, FrozenBN statistics
 calibrated on the input (as ``benchmarks/inference.py``) and the classifier biased towards
@@ -50,7 +52,14 @@ from libdet.config import LazyConfig, instantiate  # noqa: E402
 from libdet.export import compare_to_eager, deployable_model, export_model  # noqa: E402
 from libdet.structures import Instances, pairwise_iou  # noqa: E402
 
-PATHS = ("eager", "deployable", "torch_export", "aot_inductor", "onnx")
+PATHS = ("eager", "deployable", "torch_export", "aot_inductor", "onnx", "onnx_custom_ops")
+#: Exported paths: (export format, export_model's onnx_custom_ops).
+EXPORTED_PATHS = {
+    "torch_export": ("torch_export", False),
+    "aot_inductor": ("aot_inductor", False),
+    "onnx": ("onnx", False),
+    "onnx_custom_ops": ("onnx", True),
+}
 
 
 def _calibrate_frozen_bn():
@@ -152,18 +161,20 @@ def main() -> None:
         runners["deployable"] = lambda: deployable(batch)
     agreement: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in ("torch_export", "aot_inductor", "onnx"):
+        for path, (fmt, custom_ops) in EXPORTED_PATHS.items():
             if path not in args.paths:
                 continue
             start = time.perf_counter()
             try:
-                exported = export_model(model, batch, path, Path(tmp) / path, dynamic=args.dynamic)
+                exported = export_model(
+                    model, batch, fmt, Path(tmp) / path, dynamic=args.dynamic, onnx_custom_ops=custom_ops
+                )
             except Exception as e:  # report and go on with the other paths
                 print(f"  {path}: export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
                 continue
             export_seconds = time.perf_counter() - start
             diff = compare_to_eager(model, exported, [batch])
-            problems = diff.check(1e-2 if path == "onnx" else 1e-3)
+            problems = diff.check(1e-2 if fmt == "onnx" else 1e-3)
             verdict = "matches eager exactly" if not problems else "differs from eager: " + "; ".join(problems)
             print(f"  {path}: exported in {export_seconds:.0f} s; {verdict} ({diff.summary()})", flush=True)
             with torch.no_grad():
@@ -177,11 +188,11 @@ def main() -> None:
     for path, seconds in times.items():
         print(f"  {path}: " + ", ".join(f"{s * 1000:.0f}" for s in seconds) + " ms", flush=True)
     eager = results.get("eager")
-    print(f"  {'path':<14}{'median ms':>12}{'eager / path':>14}  agreement with eager")
+    print(f"  {'path':<16}{'median ms':>12}{'eager / path':>14}  agreement with eager")
     for path, seconds in results.items():
         ratio = f"{eager / seconds:.2f}x" if eager else "-"
-        print(f"  {path:<14}{seconds * 1000:>12.1f}{ratio:>14}  {agreement.get(path, '-')}")
-    exported_paths = {p: s for p, s in results.items() if p in ("torch_export", "aot_inductor", "onnx")}
+        print(f"  {path:<16}{seconds * 1000:>12.1f}{ratio:>14}  {agreement.get(path, '-')}")
+    exported_paths = {p: s for p, s in results.items() if p in EXPORTED_PATHS}
     if eager and exported_paths:
         best = min(exported_paths, key=exported_paths.get)
         per_round = statistics.median(e / b for e, b in zip(times["eager"], times[best]))

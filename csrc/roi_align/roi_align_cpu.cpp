@@ -5,36 +5,16 @@
 #include <cmath>
 #include <vector>
 
-#include "bilinear.h"
 #include "roi_align.h"
+#include "roi_align_kernel.h"
 
 namespace libdet {
 
 namespace {
 
-// What both passes know about the pooling: the feature map's size and the op's arguments.
-struct Geometry {
-  double spatial_scale;
-  int64_t pooled_height;
-  int64_t pooled_width;
-  int64_t batch_size;
-  int64_t channels;
-  int64_t height;
-  int64_t width;
-  int64_t sampling_ratio;
-  bool aligned;
-
-  int64_t bins() const {
-    return pooled_height * pooled_width;
-  }
-};
-
-// One bilinear sample of one bin (ph * pooled_width + pw).
+using Geometry = RoiAlignGeometry;
 template <typename T>
-struct Sample {
-  int64_t bin;
-  BilinearTerms<T> terms;
-};
+using Sample = RoiAlignSample<T>;
 
 // Every RoI's batch index must name an image; checked before any parallel region (an error raised inside one
 // would come from a worker thread).
@@ -54,74 +34,16 @@ void check_batch_indices(const T* rois, int64_t num_rois, int64_t batch_size) {
   }
 }
 
-// The samples of RoI `roi` (a row (batch_index, x0, y0, x1, y1)) in torchvision's order, with its arithmetic,
-// in the same order and type; returns the number of grid points of a bin (torchvision's `count`, before the
-// forward pass's max(count, 1)).
-template <typename T>
-int64_t roi_samples(const T* roi, const Geometry& g, std::vector<Sample<T>>& samples) {
-  const T spatial_scale = static_cast<T>(g.spatial_scale);
-  const T offset = g.aligned ? static_cast<T>(0.5) : static_cast<T>(0.0);
-  const T roi_start_w = roi[1] * spatial_scale - offset;
-  const T roi_start_h = roi[2] * spatial_scale - offset;
-  const T roi_end_w = roi[3] * spatial_scale - offset;
-  const T roi_end_h = roi[4] * spatial_scale - offset;
-  T roi_width = roi_end_w - roi_start_w;
-  T roi_height = roi_end_h - roi_start_h;
-  if (!g.aligned) {
-    roi_width = std::max(roi_width, static_cast<T>(1.));
-    roi_height = std::max(roi_height, static_cast<T>(1.));
-  }
-  const T bin_size_h = roi_height / static_cast<T>(g.pooled_height);
-  const T bin_size_w = roi_width / static_cast<T>(g.pooled_width);
-  const int64_t grid_h = (g.sampling_ratio > 0) ? g.sampling_ratio : std::ceil(roi_height / g.pooled_height);
-  const int64_t grid_w = (g.sampling_ratio > 0) ? g.sampling_ratio : std::ceil(roi_width / g.pooled_width);
-
-  samples.clear();
-  for (const auto ph : c10::irange(g.pooled_height)) {
-    for (const auto pw : c10::irange(g.pooled_width)) {
-      for (const auto iy : c10::irange(grid_h)) {
-        const T y = roi_start_h + ph * bin_size_h + static_cast<T>(iy + .5f) * bin_size_h / static_cast<T>(grid_h);
-        for (const auto ix : c10::irange(grid_w)) {
-          const T x =
-              roi_start_w + pw * bin_size_w + static_cast<T>(ix + .5f) * bin_size_w / static_cast<T>(grid_w);
-          Sample<T> sample;
-          sample.bin = ph * g.pooled_width + pw;
-          if (bilinear_terms(g.height, g.width, y, x, sample.terms)) {
-            samples.push_back(sample);
-          }
-        }
-      }
-    }
-  }
-  return grid_h * grid_w;
-}
-
-// input: [B, H, W, C]; output: [K, bins, C], zero-initialised. RoIs are split across threads.
+// input: [B, H, W, C]; output: [K, bins, C]. RoIs are split across threads.
 template <typename T>
 void forward_channels_last(const T* input, const T* rois, int64_t num_rois, const Geometry& g, T* output) {
-  const int64_t C = g.channels;
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<Sample<T>> samples;
     for (int64_t n = begin; n < end; ++n) {
       const T* roi = rois + n * 5;
-      const T count = static_cast<T>(std::max<int64_t>(roi_samples(roi, g, samples), 1));
-      const T* image = input + static_cast<int64_t>(roi[0]) * g.height * g.width * C;
-      T* roi_out = output + n * g.bins() * C;
-      for (const Sample<T>& sample : samples) {
-        const BilinearTerms<T>& t = sample.terms;
-        T* __restrict__ out = roi_out + sample.bin * C;
-        const T* __restrict__ v1 = image + t.offset[0] * C;
-        const T* __restrict__ v2 = image + t.offset[1] * C;
-        const T* __restrict__ v3 = image + t.offset[2] * C;
-        const T* __restrict__ v4 = image + t.offset[3] * C;
-        const T w1 = t.weight[0], w2 = t.weight[1], w3 = t.weight[2], w4 = t.weight[3];
-        for (int64_t c = 0; c < C; ++c) {
-          out[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c];
-        }
-      }
-      for (int64_t i = 0; i < g.bins() * C; ++i) {
-        roi_out[i] /= count;
-      }
+      const T* image = input + static_cast<int64_t>(roi[0]) * g.height * g.width * g.channels;
+      T* roi_out = output + n * g.bins() * g.channels;
+      roi_align_pool_channels_last(image, roi[1], roi[2], roi[3], roi[4], g, samples, roi_out);
     }
   });
 }
@@ -133,7 +55,7 @@ void backward_channels_last(const T* grad_bins, const T* rois, int64_t num_rois,
   std::vector<Sample<T>> samples;
   for (const auto n : c10::irange(num_rois)) {
     const T* roi = rois + n * 5;
-    const T count = static_cast<T>(roi_samples(roi, g, samples));
+    const T count = static_cast<T>(roi_align_samples(roi[1], roi[2], roi[3], roi[4], g, samples));
     if (samples.empty()) {
       continue;
     }
@@ -180,9 +102,12 @@ at::Tensor roi_align_forward_cpu(
       input.size(3),
       sampling_ratio,
       aligned};
-  // [K, ph, pw, C] storage, returned as a contiguous [K, C, ph, pw].
-  at::Tensor output = at::zeros({rois.size(0), pooled_height, pooled_width, g.channels}, input.options());
-  if (output.numel() > 0 && g.height > 0 && g.width > 0) {
+  // [K, ph, pw, C] storage, returned as a contiguous [K, C, ph, pw]. The kernel writes every element; without
+  // anything to sample (an empty map) every bin is 0.
+  const std::vector<int64_t> output_size{rois.size(0), pooled_height, pooled_width, g.channels};
+  const bool has_samples = g.height > 0 && g.width > 0;
+  at::Tensor output = has_samples ? at::empty(output_size, input.options()) : at::zeros(output_size, input.options());
+  if (has_samples && output.numel() > 0) {
     const at::Tensor input_nhwc = input.permute({0, 2, 3, 1}).contiguous();  // no copy for a channels-last map
     const at::Tensor rois_c = rois.contiguous();
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward", [&] {

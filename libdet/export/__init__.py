@@ -18,5 +18,6 @@ from .deployable import (
 )
 from .flatten import TracingAdapter, flatten_to_tuple
 from .fold import fold_frozen_batchnorm
+from .onnxruntime_ops import onnxruntime_ops_library, register_onnxruntime_ops
 from .postprocess import outputs_to_instances
 from .torchscript import dump_torchscript_IR, scripting_with_instances

@@ -1,0 +1,165 @@
+"""libdet's onnxruntime custom ops (``csrc/onnxruntime``, ``libdet.export.onnxruntime_ops``): the op against
+torchvision's roi_align, and Mask R-CNN exported with them against the standard ONNX export.
+
+The tests that build the library skip without onnxruntime's C/C++ headers (``ONNXRUNTIME_ROOT``, see
+docs/deployment.md); the ones on what happens without them run everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import roi_align
+
+from libdet.export import export_model, load_exported
+from libdet.export import onnxruntime_ops as ort_ops
+from tests.export import _models
+
+ort = pytest.importorskip(
+    "onnxruntime", reason="libdet's onnxruntime ops need onnxruntime (pip install 'libdet[export]')"
+)
+
+
+def _without_headers(monkeypatch) -> None:
+    for name in ("ONNXRUNTIME_ROOT", "ONNXRUNTIME_INCLUDE_DIR", "LIBDET_ONNXRUNTIME_OPS"):
+        monkeypatch.delenv(name, raising=False)
+    if ort_ops.onnxruntime_headers() is not None:
+        pytest.skip(f"onnxruntime's headers are installed system-wide ({ort_ops.onnxruntime_headers()})")
+
+
+@pytest.fixture(scope="module")
+def library():
+    """The built op library; skips when onnxruntime's headers (or a compiler) are missing."""
+    try:
+        return ort_ops.onnxruntime_ops_library()
+    except RuntimeError as e:
+        pytest.skip(f"libdet's onnxruntime ops cannot be built here: {str(e).splitlines()[0]}")
+
+
+def test_missing_headers_are_named(monkeypatch):
+    _without_headers(monkeypatch)
+    with pytest.raises(RuntimeError, match="ONNXRUNTIME_ROOT.*docs/deployment.md"):
+        ort_ops.onnxruntime_ops_library()
+
+
+def test_missing_prebuilt_library_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("LIBDET_ONNXRUNTIME_OPS", str(tmp_path / "missing.so"))
+    with pytest.raises(RuntimeError, match="LIBDET_ONNXRUNTIME_OPS=.*missing.so: no such file"):
+        ort_ops.onnxruntime_ops_library()
+
+
+def test_export_without_library_fails_before_writing(monkeypatch, tmp_path):
+    _without_headers(monkeypatch)
+    sample, _ = _models.images("mask_rcnn_fpn")
+    with pytest.raises(RuntimeError, match="export_model: onnx_custom_ops=True: .*headers"):
+        export_model(_models.build("mask_rcnn_fpn"), sample, "onnx", tmp_path, onnx_custom_ops=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_custom_ops_only_for_onnx(tmp_path):
+    sample, _ = _models.images("mask_rcnn_fpn")
+    with pytest.raises(ValueError, match="onnx_custom_ops=True applies to format 'onnx' only"):
+        export_model(_models.build("mask_rcnn_fpn"), sample, "torch_export", tmp_path, onnx_custom_ops=True)
+
+
+def _roi_align_session(library, **attributes):
+    """A session running one ``libdet.RoiAlign`` on a channels-last map."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("RoiAlign", ["X", "rois", "batch_indices"], ["Y"], domain=ort_ops.ONNX_DOMAIN, **attributes)
+    graph = helper.make_graph(
+        [node],
+        "roi_align",
+        [
+            helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, None, None]),
+            helper.make_tensor_value_info("rois", TensorProto.FLOAT, [None, None]),  # the kernel checks it
+            helper.make_tensor_value_info("batch_indices", TensorProto.INT64, [None]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(ort_ops.ONNX_DOMAIN, 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    options = ort.SessionOptions()
+    ort_ops.register_onnxruntime_ops(options, library)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _random_rois(g: torch.Generator, n: int, batch: int, size: float) -> torch.Tensor:
+    """``(n, 5)`` rois (batch_index, x0, y0, x1, y1), some partly or wholly outside the image, some tiny."""
+    xy = torch.rand(n, 2, generator=g) * size * 1.2 - size * 0.1
+    wh = torch.rand(n, 2, generator=g) ** 2 * size * 0.8
+    wh[:3] = torch.tensor([[0.0, 0.0], [0.2, 5.0], [size * 2, size * 2]])  # empty, thin, larger than the image
+    index = torch.randint(0, batch, (n, 1), generator=g).float()
+    return torch.cat([index, xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize(
+    "aligned, sampling_ratio, output_size, spatial_scale",
+    [(True, 0, (7, 7), 0.25), (False, 2, (14, 14), 0.125), (True, -1, (5, 3), 1.0)],
+)
+def test_roi_align_equals_torchvision(library, aligned, sampling_ratio, output_size, spatial_scale):
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 19, 23, 31, generator=g)  # C = 19: no vector-width multiple
+    rois = _random_rois(g, 60, batch=2, size=31 / spatial_scale)
+    session = _roi_align_session(
+        library,
+        output_height=output_size[0],
+        output_width=output_size[1],
+        sampling_ratio=sampling_ratio,
+        aligned=int(aligned),
+        spatial_scale=spatial_scale,
+    )
+    (got,) = session.run(
+        None,
+        {
+            "X": features.permute(0, 2, 3, 1).contiguous().numpy(),
+            "rois": rois[:, 1:].contiguous().numpy(),
+            "batch_indices": rois[:, 0].long().numpy(),
+        },
+    )
+    expected = roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    assert got.shape == tuple(expected.shape)
+    # The kernel's arithmetic is torchvision's, step for step: the same floats, not merely close ones.
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=0, atol=0)
+
+
+def test_roi_align_edge_cases(library):
+    session = _roi_align_session(
+        library, output_height=2, output_width=2, sampling_ratio=0, aligned=1, spatial_scale=1.0
+    )
+    features = np.random.default_rng(0).standard_normal((1, 8, 8, 4), dtype=np.float32)
+    no_rois = session.run(
+        None, {"X": features, "rois": np.zeros((0, 4), np.float32), "batch_indices": np.zeros(0, np.int64)}
+    )[0]
+    assert no_rois.shape == (0, 4, 2, 2)
+    rois = np.array([[0, 0, 4, 4]], np.float32)
+    empty_map = session.run(
+        None, {"X": np.zeros((1, 0, 8, 4), np.float32), "rois": rois, "batch_indices": np.zeros(1, np.int64)}
+    )[0]
+    assert empty_map.shape == (1, 4, 2, 2) and not empty_map.any()
+    with pytest.raises(Exception, match=r"batch_indices\[0\] is 3, but X has 1 images"):
+        session.run(None, {"X": features, "rois": rois, "batch_indices": np.array([3], np.int64)})
+    with pytest.raises(Exception, match=r"rois must be \[R, 4\]"):
+        session.run(None, {"X": features, "rois": np.zeros((1, 5), np.float32), "batch_indices": np.zeros(1, np.int64)})
+
+
+@pytest.mark.slow  # two ONNX exports of the tiny Mask R-CNN
+def test_mask_rcnn_with_custom_ops_equals_standard_onnx(library, tmp_path):
+    import onnx
+
+    model = _models.build("mask_rcnn_fpn")
+    sample, batches = _models.images("mask_rcnn_fpn")
+    standard = export_model(model, sample, "onnx", tmp_path / "standard")
+    custom = export_model(model, sample, "onnx", tmp_path / "custom", onnx_custom_ops=True)
+
+    nodes = [(n.domain, n.op_type) for n in onnx.load(str(custom.path)).graph.node]
+    assert ("libdet", "RoiAlign") in nodes and ("", "RoiAlign") not in nodes
+    assert custom.info["onnx_custom_ops"] == "libdet"
+    for images in batches:
+        expected, got = standard(images), custom(images)
+        assert len(expected["scores"]) > 0
+        for name in expected:  # libdet's RoiAlign gives onnxruntime's (= torchvision's) values exactly
+            torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+    reloaded = load_exported(custom.path, custom_ops_library=library)  # an explicit library, as deployed
+    torch.testing.assert_close(reloaded(batches[0])["boxes"], standard(batches[0])["boxes"], rtol=0, atol=0)
