@@ -82,6 +82,13 @@ def test_export_model_tool_errors(setup, tmp_path):
         tool.main(tool.get_parser().parse_args(args + ["no_such.png", f"train.init_checkpoint={setup['weights']}"]))
 
 
+def test_export_model_tool_custom_ops_only_for_onnx(setup, tmp_path):
+    tool = _load_tool("export_model")
+    args = ["--config-file", setup["cfg"], "--format", "torchscript", "--output", str(tmp_path), "--onnx-custom-ops"]
+    with pytest.raises(ValueError, match="onnx_custom_ops=True applies to format 'onnx' only"):
+        tool.main(tool.get_parser().parse_args(args + [f"train.init_checkpoint={setup['weights']}"]))
+
+
 @pytest.mark.slow
 def test_run_onnx_draws_from_the_exported_file_alone(setup, tmp_path):
     pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'libdet[export]')")

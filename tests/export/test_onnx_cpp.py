@@ -62,6 +62,20 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def exported_custom_ops(tmp_path_factory):
+    """The same model exported with libdet's onnxruntime ops, and their library (skips when it cannot be built)."""
+    from libdet.export import export_model, onnxruntime_ops_library
+
+    try:
+        library = onnxruntime_ops_library()
+    except RuntimeError as e:
+        pytest.skip(f"libdet's onnxruntime ops cannot be built here: {str(e).splitlines()[0]}")
+    sample, _ = _models.images("mask_rcnn_fpn")
+    out = tmp_path_factory.mktemp("onnx_cpp_custom_ops")
+    return export_model(_models.build("mask_rcnn_fpn"), sample, "onnx", out, onnx_custom_ops=True), library
+
+
+@pytest.fixture(scope="module")
 def image(tmp_path_factory) -> Path:
     """A random 96 x 128 RGB image saved as a binary PPM (another size than the export sample's)."""
     path = tmp_path_factory.mktemp("onnx_cpp_image") / "image.ppm"
@@ -69,8 +83,9 @@ def image(tmp_path_factory) -> Path:
     return path
 
 
-def _run_demo(demo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(demo), *map(str, args)], capture_output=True, text=True, timeout=120)
+def _run_demo(demo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = None if env is None else {**os.environ, **env}
+    return subprocess.run([str(demo), *map(str, args)], capture_output=True, text=True, timeout=120, env=env)
 
 
 def _parse(stdout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -110,6 +125,21 @@ def test_cpp_demo_matches_python_onnxruntime(demo, exported, image, tmp_path, ch
     assert drawn.shape == original.shape
     x0, y0 = (int(np.clip(v, 0, n - 1)) for v, n in zip(boxes[0, :2], (original.shape[1], original.shape[0])))
     assert tuple(drawn[y0, x0]) == GREEN  # the top-left corner of the best box
+
+
+def test_cpp_demo_runs_libdet_custom_ops(demo, exported_custom_ops, image, tmp_path):
+    exported, library = exported_custom_ops
+    without = _run_demo(demo, exported.path, image, tmp_path / "out.ppm")
+    assert without.returncode == 1 and "RoiAlign" in without.stderr  # the op is unknown without the library
+    env = {"LIBDET_ONNXRUNTIME_OPS": str(library)}
+    proc = _run_demo(demo, exported.path, image, tmp_path / "out.ppm", "0", env=env)
+    assert proc.returncode == 0, proc.stderr
+    classes, scores, boxes, _ = _parse(proc.stdout)
+    expected = _python_outputs(exported, image, "BGR")
+    assert len(expected["scores"]) > 0
+    np.testing.assert_array_equal(classes, expected["classes"])
+    np.testing.assert_allclose(scores, expected["scores"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(boxes, expected["boxes"], rtol=1e-5, atol=1e-4)
 
 
 def test_cpp_demo_score_threshold(demo, exported, image, tmp_path):

@@ -41,6 +41,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-image", nargs="*", default=[], help="images to export with and compare on")
     parser.add_argument("--sample-size", nargs=2, type=int, default=[512, 640], metavar=("H", "W"))
     parser.add_argument("--static", action="store_true", help="export with the sample's fixed shapes")
+    parser.add_argument(
+        "--onnx-custom-ops",
+        action="store_true",
+        help="(onnx) RoIAlign as libdet's onnxruntime op: faster, but the file then needs libdet's op library "
+        "(libdet.export.onnxruntime_ops, docs/deployment.md)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return parser
 
@@ -105,7 +111,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), list(args.opts or []))
     model = build_model(cfg)
     samples = sample_images(cfg, model, args)
-    exported = export_model(model, samples[0], args.format, args.output, dynamic=not args.static)
+    exported = export_model(
+        model,
+        samples[0],
+        args.format,
+        args.output,
+        dynamic=not args.static,
+        onnx_custom_ops=args.onnx_custom_ops,
+    )
     diff = compare_to_eager(model, exported, samples)
     report = {
         "config_file": args.config_file,

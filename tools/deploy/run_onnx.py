@@ -29,6 +29,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--short-edge", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--confidence", type=float, default=0.5, help="draw instances scoring at least this")
+    parser.add_argument(
+        "--custom-ops-library",
+        default=None,
+        help="for a file exported with --onnx-custom-ops: libdet's built onnxruntime op library (default: "
+        "built on first use, see libdet.export.onnxruntime_ops)",
+    )
     return parser
 
 
@@ -68,7 +74,7 @@ def main(args: argparse.Namespace) -> list[str]:
     from libdet.export import load_exported
     from libdet.utils.visualizer import Visualizer
 
-    exported = load_exported(args.model)
+    exported = load_exported(args.model, custom_ops_library=args.custom_ops_library)
     if exported.format != "onnx":
         raise ValueError(f"run_onnx: {args.model} is a {exported.format} export, not ONNX.")
     if "boxes" not in exported.output_names:

@@ -13,6 +13,9 @@
 //   class <int> score <float> box <x0> <y0> <x1> <y1>
 // and a last line "<D> detections, <n> with score >= <threshold> drawn to <out.ppm>".
 //
+// A model exported with onnx_custom_ops=True (libdet's RoiAlign) runs with LIBDET_ONNXRUNTIME_OPS set to libdet's
+// onnxruntime op library.
+//
 // Build: see CMakeLists.txt and docs/deployment.md ("C++ example").
 
 // The C++ API's default static initialisation dereferences OrtGetApiBase()->GetApi(ORT_API_VERSION), which
@@ -23,6 +26,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -152,6 +156,9 @@ int main(int argc, char** argv) {
 
     Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "libdet");
     Ort::SessionOptions options;
+    // A model exported with onnx_custom_ops=True needs libdet's onnxruntime op library
+    // (libdet.export.onnxruntime_ops_library(), or csrc/onnxruntime built by hand).
+    if (const char* custom_ops = std::getenv("LIBDET_ONNXRUNTIME_OPS")) options.RegisterCustomOpsLibrary(custom_ops);
     Ort::Session session(env, argv[1], options);
     const std::vector<const char*> input_names{"images"};
     const std::vector<const char*> output_names{"boxes", "scores", "classes"};
