@@ -143,12 +143,13 @@ def test_roi_align_edge_cases(library):
         session.run(None, {"X": features, "rois": np.zeros((1, 5), np.float32), "batch_indices": np.zeros(1, np.int64)})
 
 
-@pytest.mark.slow  # two ONNX exports of the tiny Mask R-CNN
-def test_mask_rcnn_with_custom_ops_equals_standard_onnx(library, tmp_path):
+@pytest.mark.slow  # two ONNX exports of a tiny model
+@pytest.mark.parametrize("family", ["mask_rcnn_fpn", "mask_rcnn_c4", "keypoint_rcnn_fpn"])
+def test_rcnn_with_custom_ops_equals_standard_onnx(library, tmp_path, family):
     import onnx
 
-    model = _models.build("mask_rcnn_fpn")
-    sample, batches = _models.images("mask_rcnn_fpn")
+    model = _models.build(family)
+    sample, batches = _models.images(family)
     standard = export_model(model, sample, "onnx", tmp_path / "standard")
     custom = export_model(model, sample, "onnx", tmp_path / "custom", onnx_custom_ops=True)
 
