@@ -91,6 +91,11 @@ def onnxruntime_ops_library() -> Path:
         if not library.is_file():
             raise RuntimeError(f"{_LIBRARY_ENV}={library}: no such file.")
         return library
+    if os.name == "nt":
+        raise RuntimeError(
+            f"libdet's onnxruntime ops are built with gcc/clang flags, not on Windows; set {_LIBRARY_ENV} to a "
+            "library built from csrc/onnxruntime by hand."
+        )
     headers = onnxruntime_headers()
     if headers is None:
         raise RuntimeError(
@@ -115,7 +120,8 @@ def onnxruntime_ops_library() -> Path:
             )
             if result.returncode != 0:
                 partial.unlink(missing_ok=True)
-                raise RuntimeError(f"libdet's onnxruntime ops failed to compile ({cxx}):\n{result.stderr[-4000:]}")
+                first_errors = result.stderr[:4000]  # the first error explains the others
+                raise RuntimeError(f"libdet's onnxruntime ops failed to compile ({cxx}):\n{first_errors}")
             os.replace(partial, library)  # whole or absent: a crash mid-build leaves no broken library
     return library
 

@@ -1,10 +1,13 @@
 """libdet's onnxruntime custom ops (``csrc/onnxruntime``, ``libdet.export.onnxruntime_ops``): the op against
-torchvision's roi_align, and Mask R-CNN exported with them against the standard ONNX export.
+torchvision's roi_align, and R-CNN models exported with them against the standard ONNX export.
 
 The tests that build the library skip without onnxruntime's C/C++ headers (``ONNXRUNTIME_ROOT``, see
 docs/deployment.md); the ones on what happens without them run everywhere."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -46,6 +49,21 @@ def test_missing_prebuilt_library_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("LIBDET_ONNXRUNTIME_OPS", str(tmp_path / "missing.so"))
     with pytest.raises(RuntimeError, match="LIBDET_ONNXRUNTIME_OPS=.*missing.so: no such file"):
         ort_ops.onnxruntime_ops_library()
+
+
+def test_compile_error_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("needs a C++ compiler (c++ on PATH, or CXX)")
+    headers = tmp_path / "include"
+    headers.mkdir()
+    for name in ("onnxruntime_cxx_api.h", "onnxruntime_c_api.h"):
+        (headers / name).write_text("#error not onnxruntime\n")
+    monkeypatch.delenv("LIBDET_ONNXRUNTIME_OPS", raising=False)
+    monkeypatch.setenv("ONNXRUNTIME_INCLUDE_DIR", str(headers))
+    monkeypatch.setenv("LIBDET_OPS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="(?s)failed to compile.*error not onnxruntime"):
+        ort_ops.onnxruntime_ops_library()
+    assert not list((tmp_path / "cache").rglob("*.so"))
 
 
 def test_export_without_library_fails_before_writing(monkeypatch, tmp_path):
