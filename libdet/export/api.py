@@ -209,7 +209,7 @@ def export_model(
         output_dir: folder for the exported file and ``export_info.json`` (created if needed).
         dynamic: export with dynamic batch size, height and width (``torch_export``, ``aot_inductor``,
             ``onnx``; a traced TorchScript model is always size-generic).
-        onnx_custom_ops: (``onnx`` only) write RoIAlign as libdet's onnxruntime op ``libdet.RoiAlign``, 4-5x
+        onnx_custom_ops: (``onnx`` only) write RoIAlign as libdet's onnxruntime op ``libdet.RoiAlign``, 4-6x
             faster than onnxruntime's own (see :mod:`libdet.export.onnxruntime_ops`); the file then runs only
             in onnxruntime with libdet's op library registered, which :func:`load_exported` does.
 

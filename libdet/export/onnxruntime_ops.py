@@ -3,7 +3,7 @@
 ``export_model(..., format="onnx", onnx_custom_ops=True)`` writes RoIAlign as ``libdet.RoiAlign`` (a
 channels-last map in, the standard ``RoiAlign``'s output out) instead of ONNX's ``RoiAlign``: onnxruntime's
 kernel interpolates one channel plane at a time in scalar code, libdet's adds contiguous channel vectors
-(4-5x faster on Mask R-CNN's box head, the same results bit for bit as torchvision). Such a file runs only
+(4-6x faster on Mask R-CNN's box head, the same results bit for bit as torchvision). Such a file runs only
 in onnxruntime with this library registered; :func:`libdet.export.load_exported` registers it.
 
 The library is plain C++ against onnxruntime's C/C++ API headers (``onnxruntime_cxx_api.h``), which the
