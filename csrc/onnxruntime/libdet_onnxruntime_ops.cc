@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,11 @@ struct RoiAlignKernel {
     geometry.sampling_ratio = attributes.GetAttribute<int64_t>("sampling_ratio");
     geometry.aligned = attributes.GetAttribute<int64_t>("aligned") != 0;
     geometry.spatial_scale = attributes.GetAttribute<float>("spatial_scale");
+    if (geometry.pooled_height <= 0 || geometry.pooled_width <= 0) {
+      throw std::invalid_argument("output_height and output_width must be positive, got " +
+                                  std::to_string(geometry.pooled_height) + " x " +
+                                  std::to_string(geometry.pooled_width));
+    }
   }
 
   // Everything a worker needs to pool RoI `n`.

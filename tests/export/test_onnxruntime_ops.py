@@ -157,6 +157,8 @@ def test_roi_align_edge_cases(library):
     assert empty_map.shape == (1, 4, 2, 2) and not empty_map.any()
     with pytest.raises(Exception, match=r"batch_indices\[0\] is 3, but X has 1 images"):
         session.run(None, {"X": features, "rois": rois, "batch_indices": np.array([3], np.int64)})
+    with pytest.raises(Exception, match="output_height and output_width must be positive, got 0 x 2"):
+        _roi_align_session(library, output_height=0, output_width=2, sampling_ratio=0, aligned=1, spatial_scale=1.0)
     with pytest.raises(Exception, match=r"rois must be \[R, 4\]"):
         session.run(None, {"X": features, "rois": np.zeros((1, 5), np.float32), "batch_indices": np.zeros(1, np.int64)})
 
