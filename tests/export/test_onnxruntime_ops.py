@@ -2,7 +2,8 @@
 torchvision's roi_align, and R-CNN models exported with them against the standard ONNX export.
 
 The tests that build the library skip without onnxruntime's C/C++ headers (``ONNXRUNTIME_ROOT``, see
-docs/deployment.md); the ones on what happens without them run everywhere."""
+docs/deployment.md); CI fetches the headers and runs them (``.ci/run``, step 4). The ones on what happens without
+the headers run everywhere."""
 
 from __future__ import annotations
 
