@@ -20,6 +20,7 @@ needs, so :func:`load_exported` runs the file on its own.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -33,7 +34,12 @@ from torch import nn
 
 from .deployable import DeployableModel, deployable_model
 from .fold import fold_frozen_batchnorm
-from .onnxruntime_ops import ONNX_DOMAIN, onnx_custom_translations, onnxruntime_ops_library, register_onnxruntime_ops
+from .onnxruntime_ops import (
+    ONNX_DOMAIN,
+    onnxruntime_ops_library,
+    register_onnxruntime_ops,
+    use_libdet_roi_align_in_file,
+)
 from .ops import nms_allowing_empty_output
 from .postprocess import outputs_to_instances
 
@@ -56,6 +62,8 @@ _FILE_NAMES = {
     "torchscript": "model.ts",
 }
 _INFO_FILE = "export_info.json"
+
+logger = logging.getLogger(__name__)
 
 
 def batch_images(inputs: torch.Tensor | Sequence[dict[str, Any]] | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -239,17 +247,20 @@ def export_model(
     path = out_dir / _FILE_NAMES[format]
 
     with nms_allowing_empty_output():
-        _export(deployable, images, format, path, dynamic, onnx_custom_ops)
+        custom_op_nodes = _export(deployable, images, format, path, dynamic, onnx_custom_ops)
     info = _model_info(deployable, format)
-    if onnx_custom_ops:
+    if custom_op_nodes:
         info["onnx_custom_ops"] = ONNX_DOMAIN
+    elif onnx_custom_ops:
+        logger.warning("export_model: %s has no RoIAlign; onnx_custom_ops=True changed nothing.", type(model).__name__)
     _write_atomically(out_dir / _INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
     return load_exported(path)
 
 
 def _export(
     deployable: DeployableModel, images: torch.Tensor, format: str, path: Path, dynamic: bool, onnx_custom_ops: bool
-) -> None:
+) -> int:
+    """Write ``path``; returns the number of libdet custom-op nodes in it (ONNX with ``onnx_custom_ops``)."""
     if format == "torch_export":
         program = _torch_export(deployable, images, dynamic)
         _write_atomically(path, lambda tmp: torch.export.save(program, tmp))
@@ -276,11 +287,12 @@ def _export(
 
         _write_atomically(path, compile_to)
     elif format == "onnx":
-        _export_onnx(deployable, images, path, dynamic, onnx_custom_ops)
+        return _export_onnx(deployable, images, path, dynamic, onnx_custom_ops)
     else:
         with torch.no_grad():
             traced = torch.jit.trace(deployable, (images,), check_trace=False, strict=False)
         _write_atomically(path, lambda tmp: torch.jit.save(traced, tmp))
+    return 0
 
 
 def _without_runtime_asserts(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -305,9 +317,7 @@ def _without_runtime_asserts(program: torch.export.ExportedProgram) -> torch.exp
     return program
 
 
-def _export_onnx(
-    deployable: DeployableModel, images: torch.Tensor, path: Path, dynamic: bool, custom_ops: bool
-) -> None:
+def _export_onnx(deployable: DeployableModel, images: torch.Tensor, path: Path, dynamic: bool, custom_ops: bool) -> int:
     try:
         import onnxscript  # noqa: F401
     except ImportError as e:
@@ -322,11 +332,19 @@ def _export_onnx(
             input_names=["images"],
             output_names=list(deployable.output_names),
             opset_version=STABLE_ONNX_OPSET_VERSION,
-            custom_translation_table=onnx_custom_translations() if custom_ops else None,
             optimize=True,
             verbose=False,
         )
-    _write_atomically(path, lambda tmp: onnx_program.save(tmp))
+    replaced = 0
+
+    def write(tmp: str) -> None:
+        nonlocal replaced
+        onnx_program.save(tmp)
+        if custom_ops:
+            replaced = use_libdet_roi_align_in_file(tmp)
+
+    _write_atomically(path, write)
+    return replaced
 
 
 def load_exported(

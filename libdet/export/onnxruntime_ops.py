@@ -1,7 +1,8 @@
 """libdet's onnxruntime custom ops (``csrc/onnxruntime``): build, register, and write them into ONNX files.
 
-``export_model(..., format="onnx", onnx_custom_ops=True)`` writes RoIAlign as ``libdet.RoiAlign`` (a
-channels-last map in, the standard ``RoiAlign``'s output out) instead of ONNX's ``RoiAlign``: onnxruntime's
+``export_model(..., format="onnx", onnx_custom_ops=True)`` (and ``quantize_onnx(..., onnx_custom_ops=True)``;
+any ONNX file through :func:`use_libdet_roi_align`) writes RoIAlign as ``libdet.RoiAlign`` (a channels-last map
+in, the standard ``RoiAlign``'s output out) instead of ONNX's ``RoiAlign``: onnxruntime's
 kernel interpolates one channel plane at a time in scalar code, libdet's adds contiguous channel vectors
 (4-6x faster on Mask R-CNN's box head, the same results bit for bit as torchvision). Such a file runs only
 in onnxruntime with this library registered; :func:`libdet.export.load_exported` registers it.
@@ -34,7 +35,8 @@ __all__ = [
     "onnxruntime_headers",
     "onnxruntime_ops_library",
     "register_onnxruntime_ops",
-    "onnx_custom_translations",
+    "use_libdet_roi_align",
+    "use_libdet_roi_align_in_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,62 +136,92 @@ def register_onnxruntime_ops(session_options: Any, library: str | os.PathLike | 
     return path
 
 
-def _roi_align_schema():
-    """``libdet.RoiAlign``'s ONNX schema (what ``csrc/onnxruntime`` implements). It is given to onnxscript with
-    the op, not registered with onnx: a second schema named ``RoiAlign`` (of another domain) in onnx's global
-    registry breaks ``onnx.reference``, which assumes op names unique across domains."""
+def _attributes(node) -> dict[str, Any]:
     import onnx
 
-    schema = onnx.defs.OpSchema
-    param = schema.FormalParameter
-    attr = schema.Attribute
-    return schema(
-        "RoiAlign",
-        ONNX_DOMAIN,
-        1,
-        "RoIAlign (torchvision's roi_align) on a channels-last map X [N, H, W, C]; rois [R, 4] (x0, y0, x1, y1) "
-        "in image coordinates, batch_indices [R]; Y [R, C, output_height, output_width].",
-        inputs=[param("X", "T"), param("rois", "T"), param("batch_indices", "tensor(int64)")],
-        outputs=[param("Y", "T")],
-        type_constraints=[("T", ["tensor(float)"], "float32 only")],
-        attributes=[
-            attr("output_height", schema.AttrType.INT, "pooled height"),
-            attr("output_width", schema.AttrType.INT, "pooled width"),
-            attr("sampling_ratio", schema.AttrType.INT, "samples per bin side; <= 0: adaptive"),
-            attr("aligned", schema.AttrType.INT, "1: half-pixel offset (torchvision's aligned=True)"),
-            attr("spatial_scale", schema.AttrType.FLOAT, "image to map coordinates"),
-        ],
-    )
+    return {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
 
 
-def _roi_align_channels_last(
-    input, rois, spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int = -1, aligned=False
-):
-    """ONNX translation of ``torchvision::roi_align``: a ``Transpose`` to channels last (onnxruntime merges
-    the identical ones of a map pooled by several heads) and ``libdet.RoiAlign``."""
-    from onnxscript import INT64
-    from onnxscript import opset18 as op
-    from onnxscript.values import Op, Opset
-
-    libdet_roi_align = Op(Opset(ONNX_DOMAIN, 1), "RoiAlign", _roi_align_schema())
-    batch_indices = op.Cast(op.Squeeze(op.Slice(rois, [0], [1], [1]), [1]), to=INT64.dtype)
-    boxes = op.Slice(rois, [1], [5], [1])
-    channels_last = op.Transpose(input, perm=[0, 2, 3, 1])
-    return libdet_roi_align(
-        channels_last,
-        boxes,
-        batch_indices,
-        output_height=pooled_height,
-        output_width=pooled_width,
-        sampling_ratio=sampling_ratio,  # <= 0: adaptive, as torchvision
-        aligned=int(bool(aligned)),
-        spatial_scale=float(spatial_scale),
-    )
+def _element_types(graph) -> dict[str, int]:
+    """Known element types of the graph's values (inputs, outputs, value_info, initializers)."""
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
 
 
-def onnx_custom_translations() -> dict:
-    """``custom_translation_table`` for ``torch.onnx.export`` that writes libdet's ops."""
-    import torch
-    import torchvision  # noqa: F401  (registers torch.ops.torchvision.roi_align)
+def use_libdet_roi_align(model) -> int:
+    """Rewrite an ONNX model (``onnx.ModelProto``, in place) to run its RoIAlign with libdet's op: every
+    standard ``RoiAlign`` (``mode="avg"``, float32) becomes a ``Transpose`` to channels last and a
+    ``libdet.RoiAlign`` with the same semantics (onnxruntime folds the ``Transpose`` into the layout conversion
+    after the convolution that feeds it). Works on any ONNX file, e.g. an int8 (QDQ) model quantized from a
+    standard export.
 
-    return {torch.ops.torchvision.roi_align.default: _roi_align_channels_last}
+    Returns:
+        the number of replaced nodes (0: the model is unchanged and needs no library).
+    """
+    import onnx
+
+    float32 = onnx.TensorProto.FLOAT
+    default_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    types = _element_types(model.graph)
+    nodes = []
+    replaced = 0
+    for node in model.graph.node:
+        attrs = _attributes(node)
+        if (
+            node.op_type != "RoiAlign"
+            or node.domain not in ("", "ai.onnx")
+            or attrs.get("mode", b"avg") != b"avg"
+            or types.get(node.input[0], float32) != float32
+        ):
+            nodes.append(node)
+            continue
+        # Before opset 16 RoiAlign had no coordinate_transformation_mode and behaved as "output_half_pixel".
+        default_mode = b"half_pixel" if default_opset >= 16 else b"output_half_pixel"
+        channels_last = f"{node.output[0]}_libdet_channels_last"
+        nodes.append(
+            onnx.helper.make_node(
+                "Transpose", [node.input[0]], [channels_last], name=f"{node.name}_to_channels_last", perm=[0, 2, 3, 1]
+            )
+        )
+        nodes.append(
+            onnx.helper.make_node(
+                "RoiAlign",
+                [channels_last, node.input[1], node.input[2]],
+                list(node.output),
+                name=node.name,
+                domain=ONNX_DOMAIN,
+                output_height=int(attrs.get("output_height", 1)),
+                output_width=int(attrs.get("output_width", 1)),
+                sampling_ratio=int(attrs.get("sampling_ratio", 0)),
+                aligned=int(attrs.get("coordinate_transformation_mode", default_mode) == b"half_pixel"),
+                spatial_scale=float(attrs.get("spatial_scale", 1.0)),
+            )
+        )
+        replaced += 1
+    if replaced:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        if not any(o.domain == ONNX_DOMAIN for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid(ONNX_DOMAIN, 1))
+    return replaced
+
+
+def use_libdet_roi_align_in_file(path: str | os.PathLike) -> int:
+    """:func:`use_libdet_roi_align` on an ONNX file, rewritten in place (atomically; external weights, if any,
+    stay where they are). Returns the number of replaced nodes."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    replaced = use_libdet_roi_align(model)
+    if replaced:
+        partial = path.with_name(f".{path.name}.libdet_ops")
+        try:
+            onnx.save(model, str(partial))
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return replaced

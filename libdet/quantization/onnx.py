@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from libdet.export import ExportedModel, load_exported
+from libdet.export.onnxruntime_ops import ONNX_DOMAIN, onnxruntime_ops_library, use_libdet_roi_align_in_file
 from libdet.structures import Instances
 
 __all__ = ["DEFAULT_ONNX_OP_TYPES", "ExportedPredictor", "ImageCalibrationReader", "quantize_onnx"]
@@ -79,6 +80,7 @@ def quantize_onnx(
     output_dir: str | os.PathLike,
     op_types: Sequence[str] = DEFAULT_ONNX_OP_TYPES,
     per_channel: bool = True,
+    onnx_custom_ops: bool = False,
 ) -> ExportedModel:
     """Quantize ``<exported_dir>/model.onnx`` to int8 (QDQ: uint8 activations, int8 weights, MinMax ranges)
     into ``<output_dir>/model.onnx`` (written atomically) with a copy of its ``export_info.json``.
@@ -89,6 +91,9 @@ def quantize_onnx(
         output_dir: folder for the quantized model (created if needed; must differ from ``exported_dir``).
         op_types: ONNX operator types to quantize (see :data:`DEFAULT_ONNX_OP_TYPES`).
         per_channel: one weight scale per output channel (more accurate than one per tensor).
+        onnx_custom_ops: run the quantized model's RoIAlign with libdet's onnxruntime op
+            (:func:`~libdet.export.onnxruntime_ops.use_libdet_roi_align`); quantize a standard export (its float
+            ``RoiAlign`` is replaced after quantization).
 
     Returns:
         the quantized model loaded with ``load_exported``.
@@ -109,6 +114,13 @@ def quantize_onnx(
             raise FileNotFoundError(f"quantize_onnx: {path} is missing (write it with export_model(format='onnx')).")
     if out_dir.resolve() == src_dir.resolve():
         raise ValueError(f"quantize_onnx: output_dir must differ from exported_dir ({src_dir}).")
+    if json.loads(info.read_text()).get("onnx_custom_ops"):
+        raise ValueError(
+            f"quantize_onnx: {src} uses libdet's onnxruntime ops, which onnxruntime's quantizer cannot run; "
+            "quantize a standard export and pass onnx_custom_ops=True here instead."
+        )
+    if onnx_custom_ops:
+        onnxruntime_ops_library()  # fails early, naming what is missing, before the calibration runs
     reader = ImageCalibrationReader(calib_images)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".quantize_") as tmp:
@@ -129,6 +141,8 @@ def quantize_onnx(
             calibrate_method=CalibrationMethod.MinMax,
         )
         meta = json.loads(info.read_text())
+        if onnx_custom_ops and use_libdet_roi_align_in_file(quantized):
+            meta["onnx_custom_ops"] = ONNX_DOMAIN
         meta["quantization"] = {
             "method": "onnxruntime.quantize_static",
             "format": "QDQ",

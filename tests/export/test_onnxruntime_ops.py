@@ -81,6 +81,64 @@ def test_custom_ops_only_for_onnx(tmp_path):
         export_model(_models.build("mask_rcnn_fpn"), sample, "torch_export", tmp_path, onnx_custom_ops=True)
 
 
+def _roi_align_graph(opset: int, nodes, x_type=None):
+    from onnx import TensorProto, helper
+
+    x_type = TensorProto.FLOAT if x_type is None else x_type
+    inputs = [
+        helper.make_tensor_value_info("X", x_type, [1, 8, 16, 16]),
+        helper.make_tensor_value_info("rois", x_type, [None, 4]),
+        helper.make_tensor_value_info("batch_indices", TensorProto.INT64, [None]),
+    ]
+    outputs = [helper.make_tensor_value_info(n.output[0], x_type, None) for n in nodes]
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_rewrite_replaces_standard_roi_align():
+    from onnx import TensorProto, helper
+
+    def roi_align(out, **attrs):
+        return helper.make_node("RoiAlign", ["X", "rois", "batch_indices"], [out], name=out, **attrs)
+
+    model = _roi_align_graph(
+        18,
+        [
+            roi_align("box", output_height=7, output_width=7, sampling_ratio=0, spatial_scale=0.25),
+            roi_align("legacy", coordinate_transformation_mode="output_half_pixel", output_height=14),
+            roi_align("max", mode="max"),  # another operation: kept
+        ],
+    )
+    assert ort_ops.use_libdet_roi_align(model) == 2
+    by_output = {n.output[0]: n for n in model.graph.node}
+    box, legacy, kept = by_output["box"], by_output["legacy"], by_output["max"]
+    assert (box.domain, legacy.domain, kept.domain) == ("libdet", "libdet", "")
+    transpose = by_output[box.input[0]]
+    assert transpose.op_type == "Transpose" and list(transpose.input) == ["X"]
+    assert list(transpose.attribute[0].ints) == [0, 2, 3, 1]
+    assert list(box.input[1:]) == ["rois", "batch_indices"]
+    attrs = lambda node: {a.name: helper.get_attribute_value(a) for a in node.attribute}  # noqa: E731
+    assert attrs(box) == dict(
+        output_height=7, output_width=7, sampling_ratio=0, aligned=1, spatial_scale=pytest.approx(0.25)
+    )
+    assert attrs(legacy)["aligned"] == 0 and attrs(legacy)["output_height"] == 14 and attrs(legacy)["output_width"] == 1
+    assert ("libdet", 1) in {(o.domain, o.version) for o in model.opset_import}
+    # The nodes stay in topological order: each Transpose right before its RoiAlign.
+    order = [n.output[0] for n in model.graph.node]
+    assert order.index(box.input[0]) == order.index("box") - 1
+
+    # Before opset 16 RoiAlign had no coordinate_transformation_mode: it behaved as output_half_pixel.
+    old = _roi_align_graph(10, [roi_align("y")])
+    assert ort_ops.use_libdet_roi_align(old) == 1
+    assert attrs(next(n for n in old.graph.node if n.op_type == "RoiAlign"))["aligned"] == 0
+
+    # float64 maps stay with the standard op (libdet's is float32 only); nothing to replace leaves no trace.
+    double = _roi_align_graph(18, [roi_align("y")], x_type=TensorProto.DOUBLE)
+    assert ort_ops.use_libdet_roi_align(double) == 0
+    assert [n.domain for n in double.graph.node] == [""]
+    assert all(o.domain != "libdet" for o in double.opset_import)
+
+
 def _roi_align_session(library, **attributes):
     """A session running one ``libdet.RoiAlign`` on a channels-last map."""
     from onnx import TensorProto, helper

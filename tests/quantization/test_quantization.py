@@ -8,6 +8,8 @@ The model is the calibrated random-weight tiny Mask R-CNN of ``tests/export/_mod
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 
 import pytest
 import torch
@@ -293,3 +295,34 @@ def test_quantize_onnx_bad_paths(onnx_semantic, tmp_path):
         quantize_onnx(tmp_path / "nothing", image, tmp_path / "out")
     with pytest.raises(ValueError, match="must differ"):
         quantize_onnx(root / "float", image, root / "float")
+    custom_ops = tmp_path / "custom_ops"
+    shutil.copytree(root / "float", custom_ops)
+    info = json.loads((custom_ops / "export_info.json").read_text())
+    (custom_ops / "export_info.json").write_text(json.dumps({**info, "onnx_custom_ops": "libdet"}))
+    with pytest.raises(ValueError, match="quantize a standard export and pass onnx_custom_ops=True"):
+        quantize_onnx(custom_ops, image, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_onnx_quantized_with_libdet_roi_align_equals_standard(onnx_detector, tmp_path):
+    import onnx
+
+    from libdet.export.onnxruntime_ops import onnxruntime_ops_library
+
+    try:
+        onnxruntime_ops_library()
+    except RuntimeError as e:
+        pytest.skip(f"libdet's onnxruntime ops cannot be built here: {str(e).splitlines()[0]}")
+    exported, quantized = onnx_detector
+    calib = [b[0] for b in _batches(1, CALIB_SIZES)]  # the fixture's calibration: MinMax ranges are deterministic
+    custom = quantize_onnx(exported.path.parent, calib, tmp_path / "int8", onnx_custom_ops=True)
+    assert custom.info["onnx_custom_ops"] == "libdet"
+    nodes = [(n.domain, n.op_type) for n in onnx.load(str(custom.path)).graph.node]
+    assert ("libdet", "RoiAlign") in nodes and ("", "RoiAlign") not in nodes
+    _assert_qdq_convs(custom.path)
+    for batch in _batches(4, TEST_SIZES):
+        image = batch[0]["image"][None]
+        expected, got = quantized(image), custom(image)
+        assert len(expected["scores"]) > 0
+        for name in expected:  # the int8 graph feeds RoiAlign float maps: libdet's op gives the same values
+            torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)

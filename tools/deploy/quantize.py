@@ -43,6 +43,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-images", type=int, default=64, help="number of test images to calibrate on")
     parser.add_argument("--method", choices=("pt2e", "onnx"), default="pt2e")
     parser.add_argument("--output", required=True, help="folder for the quantized model and the report")
+    parser.add_argument(
+        "--onnx-custom-ops",
+        action="store_true",
+        help="(--method onnx) the int8 model runs its RoIAlign with libdet's onnxruntime op (docs/deployment.md)",
+    )
     parser.add_argument("--latency-images", type=int, default=30, help="test images to time each model on")
     parser.add_argument("--no-compile", action="store_true", help="pt2e: run the quantized backbone uncompiled")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
@@ -145,7 +150,9 @@ def run_onnx(cfg: Any, model: torch.nn.Module, calib: list[list[dict]], timing: 
     images = [x for batch in calib for x in batch]
     exported = export_model(model, images[0]["image"], "onnx", Path(args.output) / "float")
     start = time.perf_counter()
-    quantized = quantize_onnx(Path(args.output) / "float", images, Path(args.output) / "int8")
+    quantized = quantize_onnx(
+        Path(args.output) / "float", images, Path(args.output) / "int8", onnx_custom_ops=args.onnx_custom_ops
+    )
     quantize_s = time.perf_counter() - start
     float_onnx, int8_onnx = ExportedPredictor(exported), ExportedPredictor(quantized)
     latency = median_latency_ms({"float_eager": model, "float_onnx": float_onnx, "int8": int8_onnx}, timing)
