@@ -163,7 +163,8 @@ struct RoiAlignOp : Ort::CustomOpBase<RoiAlignOp, RoiAlignKernel, /*WithStatus=*
 
 // The entry point onnxruntime calls when a session registers this library. The domain (and its ops) must outlive
 // every session that uses them, so they are created once and kept.
-extern "C" LIBDET_ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+extern "C" LIBDET_ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(
+    OrtSessionOptions* options, const OrtApiBase* api_base) {
   const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
   if (api == nullptr) {
     return api_base->GetApi(1)->CreateStatus(

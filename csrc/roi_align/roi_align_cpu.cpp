@@ -1,8 +1,6 @@
 #include <ATen/Parallel.h>
 #include <c10/util/irange.h>
 
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "roi_align.h"

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from libdet.layers import Conv2d, FrozenBatchNorm2d
+from libdet.layers import Conv2d
 
 __all__ = ["fold_frozen_batchnorm"]
 
@@ -21,7 +21,7 @@ def fold_frozen_batchnorm(model: nn.Module) -> nn.Module:
     its blocked layout around them): folding made Mask R-CNN R50-FPN 1.12x faster there (1.67 s to 1.49 s
     at 800 x 1333 on 2 cores). Only the export copy changes, so its state dict has no ``norm`` entries.
     """
-    if not any(isinstance(m, Conv2d) and isinstance(m.norm, FrozenBatchNorm2d) for m in model.modules()):
+    if not any(isinstance(m, Conv2d) and m._folds_frozen_norm() for m in model.modules()):
         return model
     folded = copy.deepcopy(model)
     for module in folded.modules():

@@ -200,8 +200,8 @@ class Conv2d(nn.Conv2d):
         shift)``: the same result up to rounding, one pass over the activations instead of two (forward and
         backward), and the gradient still reaches ``W``. Tracing, ``torch.compile`` and ``torch.export`` see
         the unfolded layers (PT2E quantization annotates the convolution's own weight); ``export_model`` folds
-        the norms of its copy with :meth:`fold_frozen_norm_` instead. A norm with forward hooks (e.g. to read or calibrate its statistics) runs as a module,
-        so that its hooks see its input.
+        the norms of its copy with :meth:`fold_frozen_norm_` instead. A norm with forward hooks (e.g. to read or
+        calibrate its statistics) runs as a module, so that its hooks see its input.
         """
         norm = self.norm
         return (

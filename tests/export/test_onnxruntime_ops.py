@@ -243,3 +243,16 @@ def test_rcnn_with_custom_ops_equals_standard_onnx(library, tmp_path, family):
 
     reloaded = load_exported(custom.path, custom_ops_library=library)  # an explicit library, as deployed
     torch.testing.assert_close(reloaded(batches[0])["boxes"], standard(batches[0])["boxes"], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # one ONNX export of the tiny semantic FPN
+def test_model_without_roi_align_gets_a_plain_file(library, tmp_path, caplog):
+    import onnx
+
+    sample, (images, *_) = _models.images("semantic_fpn")
+    with caplog.at_level("WARNING", logger="libdet.export.api"):
+        exported = export_model(_models.build("semantic_fpn"), sample, "onnx", tmp_path, onnx_custom_ops=True)
+    assert "has no RoIAlign; onnx_custom_ops=True changed nothing" in caplog.text
+    assert "onnx_custom_ops" not in exported.info  # the file runs in any onnxruntime
+    assert all(o.domain != "libdet" for o in onnx.load(str(exported.path)).opset_import)
+    assert exported(images)["sem_seg"].shape[0] == 1
